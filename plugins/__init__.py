@@ -1,0 +1,1 @@
+"""lm-eval model classes (installed as refusal_eval.plugins)."""

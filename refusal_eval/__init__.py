@@ -1,0 +1,53 @@
+"""refusal_eval: dissect LLM refusal with SAE latents (arXiv 2509.09708), for lm-eval.
+
+Public API (imported lazily, so ``import refusal_eval`` stays cheap)::
+
+    chat = refusal_eval.load_model("default")            # offline Qwen2.5-Coder-0.5B-Instruct
+    saes = refusal_eval.load_saes(DIR_OR_RELEASE, layers=[12], model=chat)
+    with refusal_eval.ablate(chat.model, {12: [101, 2048]}, saes):
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+
+_EXPORTS: dict[str, str] = {
+    "ablate": "ablation",
+    "LatentAblation": "ablation",
+    "DirectionAblation": "ablation",
+    "load_model": "models",
+    "ChatModel": "models",
+    "load_saes": "saes",
+    "SAEBundle": "saes",
+    "SparseCoder": "coders",
+    "HookPoint": "hooks",
+    "RefusalEvalError": "errors",
+    "generate": "chat",
+    "format_chat": "chat",
+    "get_judge": "judges",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+if TYPE_CHECKING:
+    from .ablation import DirectionAblation, LatentAblation, ablate
+    from .chat import format_chat, generate
+    from .coders import SparseCoder
+    from .errors import RefusalEvalError
+    from .hooks import HookPoint
+    from .judges import get_judge
+    from .models import ChatModel, load_model
+    from .saes import SAEBundle, load_saes
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'refusal_eval' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

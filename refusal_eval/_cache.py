@@ -1,0 +1,45 @@
+"""Where refusal_eval keeps converted models, plans and other derived artifacts.
+
+``REFUSAL_EVAL_CACHE`` wins; otherwise ``$XDG_CACHE_HOME/refusal_eval`` (``~/.cache`` by default).
+Writers build into a sibling temporary directory and rename it into place, so an interrupted
+write never leaves a half-written entry that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+def cache_root() -> Path:
+    env = os.environ.get("REFUSAL_EVAL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "refusal_eval"
+
+
+def cache_dir(*parts: str) -> Path:
+    """A directory under the cache root (created)."""
+    path = cache_root().joinpath(*parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path) -> Iterator[Path]:
+    """Yield a temporary directory that replaces ``final`` only if the block succeeds."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,255 @@
+"""THE intervention module: every backend ablates through here. Pure torch, loads nothing.
+
+Zero-ablating a latent set S of an SAE at a residual hook replaces the residual ``x`` with
+``decode(f with f_S := 0) + (x - decode(f))`` (the SAE error term is kept). Decoding is linear,
+so that equals the *sparse delta* ``x - f_S(x) @ W_dec[S]``, which only needs the encoder columns
+of S (exact for standard and JumpReLU SAEs; TopK SAEs run the full encode to know f_S).
+
+The edit is applied at every position, on the prompt pass and on every cached decode step of
+``generate``. Several layers are edited in forward order, each seeing the residual already
+edited upstream. A batch may carry one latent set per row.
+
+Direction ablation (Arditi et al. 2024) projects a unit vector out of the residual stream
+entering each decoder layer and out of the final residual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from .coders import SparseCoder
+from .errors import RefusalEvalError
+from .hooks import check_layer, decoder_layers
+
+LatentSet = Sequence[int]
+RowLatentSets = Sequence[Sequence[int]]
+
+
+@dataclass(frozen=True)
+class LatentAblation:
+    """Zero-ablate latents of one SAE. ``rows`` holds one shared set, or one set per batch row."""
+
+    coder: SparseCoder
+    rows: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def of(cls, coder: SparseCoder, latents: LatentSet | RowLatentSets) -> LatentAblation:
+        items = list(latents)
+        if items and all(isinstance(r, (Sequence, Tensor)) and not isinstance(r, str) for r in items):
+            rows = tuple(tuple(sorted({int(i) for i in r})) for r in items)
+        else:
+            rows = (tuple(sorted({int(i) for i in items})),)
+        return cls(coder, rows)
+
+    @property
+    def per_row(self) -> bool:
+        return len(self.rows) > 1
+
+    @property
+    def union(self) -> tuple[int, ...]:
+        return tuple(sorted(set().union(*self.rows)))
+
+
+@dataclass(frozen=True)
+class DirectionAblation:
+    """Project ``direction`` (normalised here) out at the input of ``layers`` (all if None)
+    and out of the final residual."""
+
+    direction: Tensor
+    layers: tuple[int, ...] | None = None
+
+
+Ablation = LatentAblation | DirectionAblation
+
+
+@runtime_checkable
+class SupportsAblations(Protocol):
+    """Anything that can turn itself into ablations given the SAEs (e.g. an ablation plan)."""
+
+    def ablations(self, saes: Mapping[int, SparseCoder]) -> list[Ablation]: ...
+
+
+PlanOrSets = (
+    SupportsAblations
+    | Ablation
+    | Sequence[Ablation]
+    | Mapping[int, LatentSet | RowLatentSets]
+)
+
+
+def as_ablations(
+    plan_or_sets: PlanOrSets, saes: Mapping[int, SparseCoder] | None = None
+) -> list[Ablation]:
+    """Normalise the accepted inputs of :func:`ablate` into a list of ablations."""
+    if isinstance(plan_or_sets, (LatentAblation, DirectionAblation)):
+        return [plan_or_sets]
+    if isinstance(plan_or_sets, SupportsAblations):
+        return plan_or_sets.ablations(saes or {})
+    if isinstance(plan_or_sets, Mapping):
+        out: list[Ablation] = []
+        for layer, latents in sorted(plan_or_sets.items()):
+            if saes is None or int(layer) not in saes:
+                have = sorted(saes) if saes else []
+                raise RefusalEvalError(
+                    f"no SAE loaded for layer {layer} (SAEs cover layers {have})",
+                    "load an SAE for that layer or drop it from the latent sets",
+                )
+            out.append(LatentAblation.of(saes[int(layer)], latents))
+        return out
+    return list(plan_or_sets)
+
+
+def _hidden_size(model: nn.Module) -> int | None:
+    cfg = getattr(model, "config", None)
+    if cfg is None:
+        return None
+    text_cfg = getattr(cfg, "get_text_config", lambda: cfg)()
+    return getattr(text_cfg, "hidden_size", None)
+
+
+def validate(model: nn.Module, ablations: Sequence[Ablation]) -> None:
+    """Raise a RefusalEvalError naming the fix if an ablation does not fit the model."""
+    d_model = _hidden_size(model)
+    for ab in ablations:
+        if isinstance(ab, DirectionAblation):
+            if d_model is not None and ab.direction.shape != (d_model,):
+                raise RefusalEvalError(
+                    f"direction has shape {tuple(ab.direction.shape)}, model width is {d_model}",
+                    "use a direction computed on this model",
+                )
+            for layer in ab.layers or ():
+                check_layer(model, layer)
+            continue
+        coder = ab.coder
+        if d_model is not None and coder.d_in != d_model:
+            raise RefusalEvalError(
+                f"SAE {coder.source} has d_in={coder.d_in} but the model width is {d_model}",
+                "use SAEs trained on this model (refusal-eval train-sae makes them)",
+            )
+        check_layer(model, coder.layer)
+        bad = [i for i in ab.union if not 0 <= i < coder.d_sae]
+        if bad:
+            raise RefusalEvalError(
+                f"latent ids {bad[:5]} are out of range for SAE {coder.source} (d_sae={coder.d_sae})",
+                f"latent ids must be in 0..{coder.d_sae - 1}",
+            )
+
+
+class _LatentEdit:
+    """A compiled LatentAblation: union of latents + one row mask."""
+
+    def __init__(self, ab: LatentAblation, device: torch.device) -> None:
+        self.coder = ab.coder.to(device=device)
+        union = ab.union
+        pos = {latent: j for j, latent in enumerate(union)}
+        self.idx = torch.tensor(union, dtype=torch.long, device=device)
+        self.n_rows = len(ab.rows)
+        mask = torch.zeros(self.n_rows, len(union), dtype=self.coder.W_dec.dtype, device=device)
+        for r, row in enumerate(ab.rows):
+            mask[r, [pos[i] for i in row]] = 1.0
+        # (rows, 1, |U|): broadcasts over positions; a shared set broadcasts over rows too.
+        self.mask = mask[:, None, :]
+        self.all_rows = bool(mask.all())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.n_rows > 1 and x.shape[0] != self.n_rows:
+            raise RefusalEvalError(
+                f"per-row latent sets were given for {self.n_rows} rows but the batch has "
+                f"{x.shape[0]}",
+                "pass one latent set per batch row (or one shared set)",
+            )
+        acts = self.coder.encode_latents(x, self.idx)
+        if not self.all_rows:
+            acts = acts * self.mask
+        delta = self.coder.decode_latents(acts, self.idx)
+        return (x.to(delta.dtype) - delta).to(x.dtype)
+
+
+class _DirectionEdit:
+    def __init__(self, direction: Tensor, device: torch.device) -> None:
+        d = direction.detach().to(device=device, dtype=torch.float32)
+        self.unit = d / d.norm().clamp_min(1e-12)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        return (xf - (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
+
+
+def _edit_output(edit: Any):
+    def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, tuple):
+            return (edit(output[0]), *output[1:])
+        return edit(output)
+
+    return hook
+
+
+def _edit_input(edit: Any):
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (edit(args[0]), *args[1:]), kwargs
+        kwargs = dict(kwargs)
+        kwargs["hidden_states"] = edit(kwargs["hidden_states"])
+        return args, kwargs
+
+    return hook
+
+
+def install(model: nn.Module, ablations: Sequence[Ablation]) -> list[RemovableHandle]:
+    """Register the hooks for ``ablations`` and return their handles (see :func:`ablate`)."""
+    validate(model, ablations)
+    layers = decoder_layers(model)
+    device = next(model.parameters()).device
+    handles: list[RemovableHandle] = []
+    try:
+        for ab in ablations:
+            if isinstance(ab, DirectionAblation):
+                edit = _DirectionEdit(ab.direction, device)
+                targets = ab.layers if ab.layers is not None else range(len(layers))
+                for layer in targets:
+                    handles.append(
+                        layers[layer].register_forward_pre_hook(_edit_input(edit), with_kwargs=True)
+                    )
+                handles.append(layers[-1].register_forward_hook(_edit_output(edit)))
+                continue
+            if not ab.union:
+                continue  # ablating nothing changes nothing, bit for bit
+            edit = _LatentEdit(ab, device)
+            module = layers[ab.coder.layer]
+            if ab.coder.hook.site == "resid_pre":
+                handles.append(module.register_forward_pre_hook(_edit_input(edit), with_kwargs=True))
+            else:
+                handles.append(module.register_forward_hook(_edit_output(edit)))
+    except BaseException:
+        for h in handles:
+            h.remove()
+        raise
+    return handles
+
+
+@contextlib.contextmanager
+def ablate(
+    model: nn.Module,
+    plan_or_sets: PlanOrSets,
+    saes: Mapping[int, SparseCoder] | None = None,
+) -> Iterator[list[Ablation]]:
+    """Apply ablations to ``model`` inside the ``with`` block; hooks are always removed.
+
+    ``plan_or_sets`` is ``{layer: latents}`` or ``{layer: [latents_row0, latents_row1, ...]}``
+    (with ``saes`` mapping layer -> SAE), a :class:`LatentAblation` / :class:`DirectionAblation`
+    or a list of them, or a plan object with an ``ablations(saes)`` method.
+    """
+    ablations = as_ablations(plan_or_sets, saes)
+    handles = install(model, ablations)
+    try:
+        yield ablations
+    finally:
+        for h in handles:
+            h.remove()

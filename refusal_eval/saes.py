@@ -1,0 +1,214 @@
+"""Load residual-stream SAEs as :class:`SparseCoder` s, one per layer.
+
+``source`` is one of
+- a release shipped inside refusal_eval (e.g. ``qwen2.5-coder-0.5b-instruct-res``),
+- a local sae-lens directory (``cfg.json`` + ``sae_weights.safetensors``), or a directory of
+  such directories (one per layer),
+- a sae-lens pretrained release (``gemma-scope-2b-pt-res-canonical``, ``llama_scope_lxr_8x``, ...)
+  with ``ids`` or ``layers`` (ids are then built from the release's id template).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .coders import SparseCoder, coder_class
+from .errors import RefusalEvalError
+from .hooks import HookPoint
+
+#: sae-lens releases whose ids follow a per-layer template (add releases here, not if-chains).
+RELEASE_ID_TEMPLATES: dict[str, str] = {
+    "gemma-scope-2b-pt-res-canonical": "layer_{layer}/width_16k/canonical",
+    "gemma-scope-2b-pt-res": "layer_{layer}/width_16k/average_l0_71",
+    "gemma-scope-9b-pt-res-canonical": "layer_{layer}/width_16k/canonical",
+    "llama_scope_lxr_8x": "l{layer}r_8x",
+    "llama_scope_lxr_32x": "l{layer}r_32x",
+}
+
+
+@dataclass
+class SAEBundle(Mapping[int, SparseCoder]):
+    """SAEs keyed by layer, plus where they came from (recorded in plans and results)."""
+
+    coders: dict[int, SparseCoder]
+    source: str
+    ids: dict[int, str] = field(default_factory=dict)
+
+    def __getitem__(self, layer: int) -> SparseCoder:
+        return self.coders[layer]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self.coders))
+
+    def __len__(self) -> int:
+        return len(self.coders)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.coders)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "ids": {str(k): v for k, v in sorted(self.ids.items())},
+            "hooks": {str(k): c.hook.tl_name for k, c in sorted(self.coders.items())},
+            "d_sae": {str(k): c.d_sae for k, c in sorted(self.coders.items())},
+            "architecture": {str(k): c.architecture for k, c in sorted(self.coders.items())},
+        }
+
+
+def hook_of(metadata: Any) -> HookPoint:
+    """The hook point recorded in a sae-lens cfg (``hook_name``, else ``hf_hook_name``)."""
+    for key in ("hook_name", "hf_hook_name"):
+        name = metadata.get(key) if hasattr(metadata, "get") else None
+        if name:
+            return HookPoint.parse(str(name))
+    raise RefusalEvalError(
+        "the SAE config records no hook_name", "set cfg.metadata.hook_name to blocks.L.hook_resid_post"
+    )
+
+
+def from_sae_lens(sae: Any, source: str, dtype: torch.dtype = torch.float32) -> SparseCoder:
+    """Convert a sae-lens SAE object (weights copied) into a SparseCoder."""
+    cfg = sae.cfg
+    if getattr(cfg, "normalize_activations", "none") not in ("none", None):
+        raise RefusalEvalError(
+            f"SAE {source} uses normalize_activations={cfg.normalize_activations!r}",
+            "fold the normalisation into the weights (sae-lens fold_activation_norm_scaling_factor)",
+        )
+    if getattr(cfg, "reshape_activations", "none") != "none":
+        raise RefusalEvalError(f"SAE {source} is not a residual-stream SAE",
+                               "use SAEs on resid_post / model.layers.L")
+    cls = coder_class(cfg.architecture())
+    tensors = {name: getattr(sae, name).detach().to(dtype).clone()
+               for name in cls.tensor_fields()}
+    extra: dict[str, Any] = {}
+    if hasattr(cfg, "k"):
+        extra["k"] = int(cfg.k)
+    if hasattr(cfg, "rescale_acts_by_decoder_norm"):
+        extra["rescale_acts_by_decoder_norm"] = bool(cfg.rescale_acts_by_decoder_norm)
+    return cls(
+        **tensors,
+        **extra,
+        hook=hook_of(cfg.metadata),
+        apply_b_dec_to_input=bool(cfg.apply_b_dec_to_input),
+        source=source,
+        metadata=dict(cfg.metadata.items()),
+    )
+
+
+def shipped_releases() -> dict[str, Path]:
+    """Releases shipped inside the package: ``refusal_eval/saes/<release>/layer_<L>/``."""
+    root = resources.files("refusal_eval") / "saes"
+    if not root.is_dir():
+        return {}
+    return {p.name: Path(str(p)) for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
+
+
+def _load_dir(path: Path, device: str, dtype: torch.dtype) -> SparseCoder:
+    from sae_lens import SAE
+
+    cfg_file = path / "cfg.json"
+    try:
+        json.loads(cfg_file.read_text())
+        sae = SAE.load_from_disk(str(path), device=device)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise RefusalEvalError(
+            f"cannot load the SAE in {path}: {exc}",
+            "point at a sae-lens directory with cfg.json and sae_weights.safetensors",
+        ) from exc
+    return from_sae_lens(sae, str(path), dtype)
+
+
+def _sae_dirs(root: Path) -> list[Path]:
+    if (root / "cfg.json").is_file():
+        return [root]
+    dirs = sorted(p.parent for p in root.glob("*/cfg.json"))
+    if not dirs:
+        raise RefusalEvalError(f"no SAE found in {root} (no cfg.json in it or its subfolders)",
+                               "pass a sae-lens SAE directory or a folder of them")
+    return dirs
+
+
+def _load_release(
+    release: str, layers: Sequence[int] | None, ids: Sequence[str] | None, device: str,
+    dtype: torch.dtype,
+) -> tuple[dict[int, SparseCoder], dict[int, str]]:
+    from sae_lens import SAE
+
+    if ids is None:
+        template = RELEASE_ID_TEMPLATES.get(release)
+        if template is None or not layers:
+            raise RefusalEvalError(
+                f"which SAEs of release {release!r}? no ids given",
+                "pass ids=[...] (sae-lens sae_id) or layers=[...] for a templated release",
+            )
+        ids = [template.format(layer=layer) for layer in layers]
+    coders: dict[int, SparseCoder] = {}
+    id_map: dict[int, str] = {}
+    for sae_id in ids:
+        try:
+            sae = SAE.from_pretrained(release, sae_id, device=device)
+        except Exception as exc:  # sae-lens raises many types for hub/registry problems
+            raise RefusalEvalError(
+                f"cannot load SAE {release}/{sae_id}: {type(exc).__name__}: {exc}",
+                "check the release and id (sae-lens pretrained_saes.yaml), the network, or pass a "
+                "local SAE directory",
+            ) from exc
+        coder = from_sae_lens(sae, f"{release}/{sae_id}", dtype)
+        coders[coder.layer] = coder
+        id_map[coder.layer] = sae_id
+    return coders, id_map
+
+
+def load_saes(
+    source: str,
+    layers: Sequence[int] | None = None,
+    ids: Sequence[str] | None = None,
+    *,
+    model: Any | None = None,
+    device: str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> SAEBundle:
+    """Load SAEs for ``layers`` (all available if None) and check them against ``model``."""
+    shipped = shipped_releases()
+    path = shipped.get(source) or Path(source).expanduser()
+    if path.is_dir():
+        coders: dict[int, SparseCoder] = {}
+        id_map: dict[int, str] = {}
+        for d in _sae_dirs(path):
+            coder = _load_dir(d, device, dtype)
+            if layers is None or coder.layer in layers:
+                coders[coder.layer] = coder
+                id_map[coder.layer] = d.name
+    elif source.startswith((".", "/", "~")):
+        raise RefusalEvalError(f"SAE path {source} does not exist",
+                               "pass an existing sae-lens SAE directory")
+    else:
+        coders, id_map = _load_release(source, layers, ids, device, dtype)
+    if layers is not None:
+        missing = sorted(set(layers) - set(coders))
+        if missing:
+            raise RefusalEvalError(
+                f"{source} has no SAE for layer(s) {missing} (it has {sorted(coders)})",
+                "pick layers the SAE set covers, or train one with refusal-eval train-sae",
+            )
+    bundle = SAEBundle(coders, source, id_map)
+    if model is not None:
+        check_saes(bundle, model)
+    return bundle
+
+
+def check_saes(saes: Mapping[int, SparseCoder], model: Any) -> None:
+    """SAE width must equal the model width; SAE layers must exist in the model."""
+    from .ablation import LatentAblation, validate
+
+    hf_model = getattr(model, "model", model) if not hasattr(model, "config") else model
+    validate(hf_model, [LatentAblation(c, ((),)) for c in saes.values()])

@@ -1,0 +1,1 @@
+"""lm-eval task definitions (installed as refusal_eval.tasks)."""
