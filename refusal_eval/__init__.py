@@ -34,14 +34,19 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 if TYPE_CHECKING:
-    from .ablation import DirectionAblation, LatentAblation, ablate
-    from .chat import format_chat, generate
-    from .coders import SparseCoder
-    from .errors import RefusalEvalError
-    from .hooks import HookPoint
-    from .judges import get_judge
-    from .models import ChatModel, load_model
-    from .saes import SAEBundle, load_saes
+    from .ablation import DirectionAblation as DirectionAblation
+    from .ablation import LatentAblation as LatentAblation
+    from .ablation import ablate as ablate
+    from .chat import format_chat as format_chat
+    from .chat import generate as generate
+    from .coders import SparseCoder as SparseCoder
+    from .errors import RefusalEvalError as RefusalEvalError
+    from .hooks import HookPoint as HookPoint
+    from .judges import get_judge as get_judge
+    from .models import ChatModel as ChatModel
+    from .models import load_model as load_model
+    from .saes import SAEBundle as SAEBundle
+    from .saes import load_saes as load_saes
 
 
 def __getattr__(name: str) -> Any:

@@ -76,17 +76,10 @@ class SupportsAblations(Protocol):
     def ablations(self, saes: Mapping[int, SparseCoder]) -> list[Ablation]: ...
 
 
-PlanOrSets = (
-    SupportsAblations
-    | Ablation
-    | Sequence[Ablation]
-    | Mapping[int, LatentSet | RowLatentSets]
-)
+PlanOrSets = SupportsAblations | Ablation | Sequence[Ablation] | Mapping[int, LatentSet | RowLatentSets]
 
 
-def as_ablations(
-    plan_or_sets: PlanOrSets, saes: Mapping[int, SparseCoder] | None = None
-) -> list[Ablation]:
+def as_ablations(plan_or_sets: PlanOrSets, saes: Mapping[int, SparseCoder] | None = None) -> list[Ablation]:
     """Normalise the accepted inputs of :func:`ablate` into a list of ablations."""
     if isinstance(plan_or_sets, (LatentAblation, DirectionAblation)):
         return [plan_or_sets]
@@ -161,8 +154,7 @@ class _LatentEdit:
     def __call__(self, x: Tensor) -> Tensor:
         if self.n_rows > 1 and x.shape[0] != self.n_rows:
             raise RefusalEvalError(
-                f"per-row latent sets were given for {self.n_rows} rows but the batch has "
-                f"{x.shape[0]}",
+                f"per-row latent sets were given for {self.n_rows} rows but the batch has {x.shape[0]}",
                 "pass one latent set per batch row (or one shared set)",
             )
         acts = self.coder.encode_latents(x, self.idx)

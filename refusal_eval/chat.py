@@ -15,9 +15,7 @@ def format_chat(tokenizer: Any, prompts: Sequence[str], system: str | None = Non
     for prompt in prompts:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": prompt})
-        out.append(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
+        out.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
     return out
 
 

@@ -46,13 +46,19 @@ def parse_ablation(items: Sequence[str]) -> dict[int, list[int]]:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default",
-                   help="registered name (default), local HF dir, .gguf file, or hub id")
+    p.add_argument(
+        "--model", default="default", help="registered name (default), local HF dir, .gguf file, or hub id"
+    )
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default=None)
     p.add_argument("--saes", default=None, help="shipped release, local sae-lens dir, or release")
-    p.add_argument("--ablate", nargs="*", default=[], metavar="LAYER:IDS",
-                   help="zero-ablate these latents, e.g. 12:5,17 14:3")
+    p.add_argument(
+        "--ablate",
+        nargs="*",
+        default=[],
+        metavar="LAYER:IDS",
+        help="zero-ablate these latents, e.g. 12:5,17 14:3",
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
 
@@ -66,8 +72,7 @@ def _load(args: argparse.Namespace):
         raise RefusalEvalError("--ablate needs SAEs", "pass --saes RELEASE_OR_DIR")
     t0 = time.perf_counter()
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
-    print(f"loaded {chat.spec} from {chat.source} in {time.perf_counter() - t0:.1f}s",
-          file=sys.stderr)
+    print(f"loaded {chat.spec} from {chat.source} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     saes = load_saes(args.saes, layers=sorted(sets) or None, model=chat) if args.saes else None
     return chat, saes, sets
 
@@ -77,8 +82,13 @@ def _run(chat, saes, sets, prompts: Sequence[str], args: argparse.Namespace) -> 
     from .chat import generate
 
     def go() -> list[str]:
-        return generate(chat.model, chat.tokenizer, prompts,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        return generate(
+            chat.model,
+            chat.tokenizer,
+            prompts,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+        )
 
     if not sets:
         return go()
@@ -86,8 +96,7 @@ def _run(chat, saes, sets, prompts: Sequence[str], args: argparse.Namespace) -> 
         return go()
 
 
-@command("demo", "generate on 8 harmful + 8 harmless built-in prompts and count refusals")(
-    _model_args)
+@command("demo", "generate on 8 harmful + 8 harmless built-in prompts and count refusals")(_model_args)
 def demo(args: argparse.Namespace) -> int:
     from .judges import get_judge
 
@@ -101,19 +110,22 @@ def demo(args: argparse.Namespace) -> int:
         verdict = judge(prompts, answers)
         counts[kind] = sum(verdict.refused)
         print(f"\n## {kind}")
-        for prompt, answer, refused in zip(prompts, answers, verdict.refused):
+        for prompt, answer, refused in zip(prompts, answers, verdict.refused, strict=True):
             flag = "REFUSED " if refused else "complied"
             print(f"[{flag}] {prompt[:60]!r} -> {answer[:70]!r}")
-    print(f"\nrefused {counts['harmful']}/8 harmful and {counts['harmless']}/8 harmless prompts"
-          + (f" with ablation {sets}" if sets else ""))
+    print(
+        f"\nrefused {counts['harmful']}/8 harmful and {counts['harmless']}/8 harmless prompts"
+        + (f" with ablation {sets}" if sets else "")
+    )
     return 0
 
 
 @command("generate", "greedy answers to your prompts, optionally with latents ablated")(
-    lambda p: (_model_args(p), p.add_argument("prompts", nargs="+")))
+    lambda p: (_model_args(p), p.add_argument("prompts", nargs="+"))
+)
 def generate_cmd(args: argparse.Namespace) -> int:
     chat, saes, sets = _load(args)
-    for prompt, answer in zip(args.prompts, _run(chat, saes, sets, args.prompts, args)):
+    for prompt, answer in zip(args.prompts, _run(chat, saes, sets, args.prompts, args), strict=True):
         print(json.dumps({"prompt": prompt, "answer": answer}))
     return 0
 
@@ -121,8 +133,13 @@ def generate_cmd(args: argparse.Namespace) -> int:
 @command("info", "load a model (and SAEs), check they fit, print a summary")(_model_args)
 def info(args: argparse.Namespace) -> int:
     chat, saes, _ = _load(args)
-    out = {"model": chat.spec, "source": chat.source, "revision": chat.revision,
-           "layers": chat.n_layers, "d_model": chat.d_model}
+    out = {
+        "model": chat.spec,
+        "source": chat.source,
+        "revision": chat.revision,
+        "layers": chat.n_layers,
+        "d_model": chat.d_model,
+    }
     if saes is not None:
         out["saes"] = saes.describe()
     print(json.dumps(out, indent=2))
@@ -142,8 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         return int(args.func(args))
     except RefusalEvalError as exc:

@@ -84,11 +84,11 @@ def from_sae_lens(sae: Any, source: str, dtype: torch.dtype = torch.float32) -> 
             "fold the normalisation into the weights (sae-lens fold_activation_norm_scaling_factor)",
         )
     if getattr(cfg, "reshape_activations", "none") != "none":
-        raise RefusalEvalError(f"SAE {source} is not a residual-stream SAE",
-                               "use SAEs on resid_post / model.layers.L")
+        raise RefusalEvalError(
+            f"SAE {source} is not a residual-stream SAE", "use SAEs on resid_post / model.layers.L"
+        )
     cls = coder_class(cfg.architecture())
-    tensors = {name: getattr(sae, name).detach().to(dtype).clone()
-               for name in cls.tensor_fields()}
+    tensors = {name: getattr(sae, name).detach().to(dtype).clone() for name in cls.tensor_fields()}
     extra: dict[str, Any] = {}
     if hasattr(cfg, "k"):
         extra["k"] = int(cfg.k)
@@ -132,13 +132,18 @@ def _sae_dirs(root: Path) -> list[Path]:
         return [root]
     dirs = sorted(p.parent for p in root.glob("*/cfg.json"))
     if not dirs:
-        raise RefusalEvalError(f"no SAE found in {root} (no cfg.json in it or its subfolders)",
-                               "pass a sae-lens SAE directory or a folder of them")
+        raise RefusalEvalError(
+            f"no SAE found in {root} (no cfg.json in it or its subfolders)",
+            "pass a sae-lens SAE directory or a folder of them",
+        )
     return dirs
 
 
 def _load_release(
-    release: str, layers: Sequence[int] | None, ids: Sequence[str] | None, device: str,
+    release: str,
+    layers: Sequence[int] | None,
+    ids: Sequence[str] | None,
+    device: str,
     dtype: torch.dtype,
 ) -> tuple[dict[int, SparseCoder], dict[int, str]]:
     from sae_lens import SAE
@@ -189,8 +194,7 @@ def load_saes(
                 coders[coder.layer] = coder
                 id_map[coder.layer] = d.name
     elif source.startswith((".", "/", "~")):
-        raise RefusalEvalError(f"SAE path {source} does not exist",
-                               "pass an existing sae-lens SAE directory")
+        raise RefusalEvalError(f"SAE path {source} does not exist", "pass an existing sae-lens SAE directory")
     else:
         coders, id_map = _load_release(source, layers, ids, device, dtype)
     if layers is not None:

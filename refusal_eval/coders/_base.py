@@ -40,8 +40,7 @@ class SparseCoder:
         d_in, d_sae = self.W_enc.shape
         if self.W_dec.shape != (d_sae, d_in):
             raise RefusalEvalError(
-                f"SAE weights disagree: W_enc {tuple(self.W_enc.shape)} vs "
-                f"W_dec {tuple(self.W_dec.shape)}",
+                f"SAE weights disagree: W_enc {tuple(self.W_enc.shape)} vs W_dec {tuple(self.W_dec.shape)}",
                 "check the SAE checkpoint; W_dec must be d_sae x d_in",
             )
 

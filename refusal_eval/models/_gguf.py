@@ -91,8 +91,7 @@ def ensure_converted(model: OfflineModel) -> Path:
     log.warning("first use of %s: assembling and converting the GGUF (about a minute)", model.name)
     with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
         gguf = assemble(model, Path(tmp) / "model.gguf")
-        convert_gguf(gguf, target, {"name": model.name, "hub_id": model.hub_id,
-                                    "sha256": model.sha256})
+        convert_gguf(gguf, target, {"name": model.name, "hub_id": model.hub_id, "sha256": model.sha256})
     return target
 
 

@@ -7,7 +7,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -60,9 +60,7 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise RefusalEvalError(
-            f"unknown dtype {dtype!r}", f"use one of {sorted(_DTYPES)}"
-        ) from None
+        raise RefusalEvalError(f"unknown dtype {dtype!r}", f"use one of {sorted(_DTYPES)}") from None
 
 
 def default_device() -> str:
@@ -132,8 +130,8 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
-    except OSError as exc:
-        _raise_load_error(spec, source, registered, exc)
+    except Exception as exc:  # transformers/safetensors raise many types for bad checkpoints
+        _raise_load_error(spec, source, exc)
     model.to(device).eval()
     model.requires_grad_(False)
     tokenizer.padding_side = "left"
@@ -152,7 +150,7 @@ def load_model(
     )
 
 
-def _raise_load_error(spec: str, source: str, registered: OfflineModel | None, exc: Exception):
+def _raise_load_error(spec: str, source: str, exc: Exception) -> NoReturn:
     path = Path(source)
     if path.is_dir() and (path / MANIFEST).exists():
         # A cache entry that passed its manifest check but does not load: never reuse it.
@@ -162,8 +160,14 @@ def _raise_load_error(spec: str, source: str, registered: OfflineModel | None, e
             "run the same command again to rebuild it from the installed parts",
         ) from exc
     if path.exists():
-        raise RefusalEvalError(f"cannot load model from {source}: {exc}",
-                               "check the directory holds a complete HF model") from exc
+        raise RefusalEvalError(
+            f"cannot load model from {source}: {exc}", "check the directory holds a complete HF model"
+        ) from exc
+    if not isinstance(exc, OSError):
+        raise RefusalEvalError(
+            f"cannot load model {spec}: {type(exc).__name__}: {exc}",
+            "check that transformers supports this model",
+        ) from exc
     hint = "unset HF_HUB_OFFLINE to download it" if _hub_offline() else "check the hub id"
     raise RefusalEvalError(
         f"unknown model {spec!r}: not a registered offline model ({', '.join(offline_model_names())}"

@@ -1,0 +1,105 @@
+"""SAE loading from sae-lens directories, hook-name mapping both ways, compatibility checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import D_MODEL, make_sae_lens
+
+from refusal_eval import HookPoint, RefusalEvalError, load_saes
+from refusal_eval.cli import main
+
+
+def test_hook_names_both_ways():
+    assert HookPoint.parse("blocks.12.hook_resid_post") == HookPoint(12, "resid_post")
+    assert HookPoint.parse("model.layers.12") == HookPoint(12, "resid_post")
+    assert HookPoint.parse("blocks.3.hook_resid_pre") == HookPoint(3, "resid_pre")
+    assert HookPoint(12).hf_name == "model.layers.12"
+    assert HookPoint(12).tl_name == "blocks.12.hook_resid_post"
+    with pytest.raises(RefusalEvalError, match="only residual-stream SAEs"):
+        HookPoint.parse("blocks.3.attn.hook_z")
+
+
+@pytest.fixture
+def sae_dir(tmp_path):
+    root = tmp_path / "saes"
+    make_sae_lens("jumprelu", layer=0, seed=1).save_model(root / "layer_0")
+    make_sae_lens("standard", layer=2, seed=2, hook_key="hf_hook_name").save_model(root / "layer_2")
+    return root
+
+
+def test_load_directory_of_saes(sae_dir, qwen_tiny):
+    bundle = load_saes(str(sae_dir), model=qwen_tiny)
+    assert bundle.layers == [0, 2]
+    assert bundle[0].architecture == "jumprelu" and bundle[2].architecture == "standard"
+    assert bundle[2].hook.tl_name == "blocks.2.hook_resid_post"  # read from hf_hook_name
+    original = make_sae_lens("jumprelu", layer=0, seed=1)
+    x = torch.randn(4, D_MODEL)
+    torch.testing.assert_close(bundle[0].encode(x), original.encode(x))
+    assert bundle.describe()["hooks"] == {"0": "blocks.0.hook_resid_post", "2": "blocks.2.hook_resid_post"}
+
+
+def test_load_single_dir_and_layer_filter(sae_dir):
+    assert load_saes(str(sae_dir / "layer_2")).layers == [2]
+    assert load_saes(str(sae_dir), layers=[2]).layers == [2]
+    with pytest.raises(RefusalEvalError, match=r"has no SAE for layer\(s\) \[1\]"):
+        load_saes(str(sae_dir), layers=[1])
+
+
+def test_width_mismatch_and_depth(tmp_path, qwen_tiny):
+    make_sae_lens("standard", d_in=32, layer=1).save_model(tmp_path / "narrow")
+    with pytest.raises(RefusalEvalError, match="d_in=32 but the model width is 64"):
+        load_saes(str(tmp_path / "narrow"), model=qwen_tiny)
+    make_sae_lens("standard", layer=9).save_model(tmp_path / "deep")
+    with pytest.raises(RefusalEvalError, match="layer 9 is out of range"):
+        load_saes(str(tmp_path / "deep"), model=qwen_tiny)
+
+
+def test_empty_or_broken_dirs(tmp_path):
+    with pytest.raises(RefusalEvalError, match="no SAE found"):
+        load_saes(str(tmp_path))
+    (tmp_path / "cfg.json").write_text("{not json")
+    with pytest.raises(RefusalEvalError, match="cannot load the SAE"):
+        load_saes(str(tmp_path))
+    with pytest.raises(RefusalEvalError, match="does not exist"):
+        load_saes("./nowhere")
+
+
+def test_unknown_release_offline():
+    with pytest.raises(RefusalEvalError, match="pass ids"):
+        load_saes("some-unknown-release")
+    with pytest.raises(RefusalEvalError, match="cannot load SAE gemma-scope-2b-pt-res-canonical"):
+        load_saes("gemma-scope-2b-pt-res-canonical", layers=[12])
+
+
+@pytest.mark.parametrize(
+    ("saes_kw", "ablate", "message"),
+    [
+        ({"d_in": 32, "layer": 1}, "1:0", "d_in=32 but the model width is 64"),
+        ({"layer": 5}, "5:0", "layer 5 is out of range"),
+        ({"layer": 1}, "1:999", r"latent ids \[999\] are out of range"),
+    ],
+)
+def test_cli_bad_sae_inputs_exit_2(tmp_path, tiny_model_dir, capsys, saes_kw, ablate, message):
+    make_sae_lens("standard", **saes_kw).save_model(tmp_path / "sae")
+    code = main(
+        [
+            "demo",
+            "--model",
+            str(tiny_model_dir),
+            "--dtype",
+            "float32",
+            "--saes",
+            str(tmp_path / "sae"),
+            "--ablate",
+            ablate,
+            "--max-new-tokens",
+            "2",
+        ]
+    )
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("refusal-eval: error:")
+    import re
+
+    assert re.search(message, err[0]) and "(fix:" in err[0]
