@@ -1,0 +1,194 @@
+"""Train a residual-stream SAE for a model that has none, with the sae-lens trainer.
+
+The training text (:func:`build_corpus`) is chat-formatted: the user turns of the harmful and
+harmless *train* prompts, the model's own greedy answers to a sample of them (assistant-turn
+activations matter for refusal) and the human-labelled XSTest completions as assistant turns.
+Validation and test prompts never enter it. Token sequences are cached (JSON) per model.
+
+The model is wrapped in sae-lens' ``HookedProxyLM``; the activation store stops the forward at
+the hooked layer. The output is a plain sae-lens directory (``cfg.json`` +
+``sae_weights.safetensors``) whose metadata names the hook both ways.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ._cache import cache_dir
+from .chat import format_chat, generate
+from .data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
+from .errors import RefusalEvalError
+from .hooks import HookPoint
+
+log = logging.getLogger(__name__)
+Arch = Literal["topk", "jumprelu", "standard"]
+
+
+@dataclass(frozen=True)
+class CorpusConfig:
+    n_answered: int = 256  # prompts (half harmful, half harmless) answered by the model itself
+    answer_tokens: int = 64
+    max_harmless: int | None = None  # cap on harmless train prompts (None: all 18,793)
+    seed: int = 0
+
+
+def _chat_with_answer(tokenizer: Any, prompt: str, answer: str) -> str:
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: bool = True) -> list[list[int]]:
+    """Token id sequences of the training text (cached per model revision + config)."""
+    key = hashlib.sha256(json.dumps([chat.revision or chat.source, cfg.__dict__]).encode()).hexdigest()
+    path = cache_dir("corpora") / f"{key[:16]}.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text())["sequences"]
+        except (ValueError, KeyError):
+            log.warning("discarding corrupt corpus cache %s", path)
+    rng = random.Random(cfg.seed)
+    harmful = [p.text for p in load_prompts("harmful_train")]
+    harmless = [p.text for p in load_prompts("harmless_train")][: cfg.max_harmless]
+    texts = format_chat(chat.tokenizer, harmful + harmless)
+    half = cfg.n_answered // 2
+    to_answer = rng.sample(harmful, min(half, len(harmful))) + rng.sample(harmless, half)
+    answers = generate(
+        chat.model,
+        chat.tokenizer,
+        to_answer,
+        max_new_tokens=cfg.answer_tokens,
+        batch_size=16,
+        progress=progress,
+    )
+    texts += [_chat_with_answer(chat.tokenizer, p, a) for p, a in zip(to_answer, answers, strict=True)]
+    for source in XSTEST_COMPLETION_FILES:
+        texts += [
+            _chat_with_answer(chat.tokenizer, r["prompt"], r["completion"])
+            for r in xstest_completions(source)
+        ]
+    rng.shuffle(texts)
+    sequences = [chat.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(json.dumps({"config": cfg.__dict__, "sequences": sequences}))
+    tmp.replace(path)
+    return sequences
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    layer: int
+    width: int = 4096
+    arch: Arch = "topk"
+    tokens: int = 1_000_000
+    k: int = 64  # TopK
+    l1_coefficient: float = 5.0  # standard
+    l0_coefficient: float = 1.0  # JumpReLU
+    lr: float = 3e-4
+    context_size: int = 128
+    batch_tokens: int = 4096
+    seed: int = 42
+
+
+def _sae_config(cfg: TrainConfig, d_in: int) -> Any:
+    import sae_lens
+
+    common = {"d_in": d_in, "d_sae": cfg.width}
+    if cfg.arch == "topk":
+        return sae_lens.TopKTrainingSAEConfig(k=cfg.k, **common)
+    if cfg.arch == "jumprelu":
+        return sae_lens.JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
+    return sae_lens.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+
+
+def check_train_args(cfg: TrainConfig, n_layers: int, out: Path) -> None:
+    if cfg.width < 1:
+        raise RefusalEvalError(f"--width must be at least 1, got {cfg.width}", "pass e.g. --width 4096")
+    if cfg.tokens < cfg.batch_tokens:
+        raise RefusalEvalError(
+            f"--tokens {cfg.tokens} is below one batch ({cfg.batch_tokens})", "train on more tokens"
+        )
+    if not 0 <= cfg.layer < n_layers:
+        raise RefusalEvalError(
+            f"layer {cfg.layer} is out of range: the model has {n_layers} layers (0..{n_layers - 1})",
+            "pick a layer inside the model",
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise RefusalEvalError(
+            f"cannot write to {out}: {exc.strerror}", "choose a writable --out dir"
+        ) from None
+
+
+def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path) -> Path:
+    """Train with sae-lens and write a sae-lens directory to ``out``; returns ``out``."""
+    import datasets
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens.load_model import HookedProxyLM
+
+    check_train_args(cfg, chat.n_layers, out)
+    hook = HookPoint(cfg.layer)
+    module_name = f"model.layers.{cfg.layer}"
+    torch.manual_seed(cfg.seed)
+    runner_cfg = LanguageModelSAERunnerConfig(
+        sae=_sae_config(cfg, chat.d_model),
+        model_name=chat.spec,
+        model_class_name="AutoModelForCausalLM",
+        hook_name=module_name,
+        dataset_path="local",
+        is_dataset_tokenized=True,
+        streaming=False,
+        context_size=cfg.context_size,
+        prepend_bos=False,
+        seqpos_slice=(1, None),  # position 0 of a window is an attention sink with a huge norm
+        training_tokens=cfg.tokens,
+        train_batch_size_tokens=cfg.batch_tokens,
+        store_batch_size_prompts=16,
+        # the mixing buffer holds n_batches_in_buffer x context tokens: keep >= 4 train batches
+        n_batches_in_buffer=max(16, -(-4 * cfg.batch_tokens // (cfg.context_size - 1))),
+        lr=cfg.lr,
+        lr_warm_up_steps=max(1, cfg.tokens // cfg.batch_tokens // 20),
+        lr_decay_steps=max(1, cfg.tokens // cfg.batch_tokens // 5),
+        device=str(chat.device),
+        dtype="float32",
+        seed=cfg.seed,
+        n_checkpoints=0,
+        checkpoint_path=str(out / "checkpoints"),
+        output_path=str(out),
+        logger=LoggingConfig(log_to_wandb=False),
+        n_eval_batches=2,
+        verbose=True,
+    )
+    dataset = datasets.Dataset.from_dict({"input_ids": sequences})
+    proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[module_name])
+    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=proxy)
+    runner.run()
+    _write_metadata(out, hook, chat, cfg, n_sequences=len(sequences))
+    return out
+
+
+def _write_metadata(out: Path, hook: HookPoint, chat: Any, cfg: TrainConfig, n_sequences: int) -> None:
+    cfg_file = out / "cfg.json"
+    body = json.loads(cfg_file.read_text())
+    meta = body.setdefault("metadata", {})
+    meta.update(
+        {
+            "hook_name": hook.tl_name,
+            "hf_hook_name": hook.hf_name,
+            "model_name": chat.info.get("name", chat.spec),
+            "model_revision": chat.revision,
+            "refusal_eval_training": {**cfg.__dict__, "corpus_sequences": n_sequences},
+        }
+    )
+    cfg_file.write_text(json.dumps(body, indent=2))

@@ -1,0 +1,59 @@
+"""Search-time proxies computed from one forward pass that keeps only the last position.
+
+- refusal score: ``log p(R) - log(1 - p(R))`` with ``p(R)`` the probability that the first
+  answer token is one of the refusal tokens (Arditi et al. 2024);
+- first-token KL divergence between two runs (batchmean, as heretic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from .chat import encode_chat
+
+
+def refusal_token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
+    """The first token id of each refusal opening (deduplicated, order kept)."""
+    ids: list[int] = []
+    for tok in tokens:
+        enc = tokenizer.encode(tok, add_special_tokens=False)
+        if enc and enc[0] not in ids:
+            ids.append(int(enc[0]))
+    return ids
+
+
+@torch.inference_mode()
+def first_token_logprobs(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> Tensor:
+    """``(len(prompts), vocab)`` float32 log-probabilities of the first answer token."""
+    device = next(model.parameters()).device
+    out: list[Tensor] = []
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc="score", disable=not progress):
+        enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
+        logits = model(**enc, logits_to_keep=1, use_cache=False).logits[:, -1]
+        out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def refusal_score(logprobs: Tensor, refusal_ids: Sequence[int]) -> Tensor:
+    """Per-prompt ``log p(R) - log(1 - p(R))`` from first-token log-probabilities."""
+    lp = torch.logsumexp(logprobs[..., list(refusal_ids)], dim=-1)
+    return lp - torch.log1p(-lp.exp().clamp(max=1 - 1e-7))
+
+
+def first_token_kl(ref_logprobs: Tensor, logprobs: Tensor) -> float:
+    """KL(ref || new) of the first-token distributions, averaged over prompts."""
+    kl = (ref_logprobs.exp() * (ref_logprobs - logprobs)).sum(-1)
+    return float(kl.mean())

@@ -1,0 +1,1 @@
+"""The three-stage search: refusal direction -> greedy minimal set -> interactions."""
