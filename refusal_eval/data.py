@@ -96,7 +96,10 @@ def load_prompts(name: str) -> list[Prompt]:
 
 
 def xstest_completions(source: str) -> list[dict[str, str]]:
-    """Human-labelled completions (``final_label``: 1_full_compliance / 2_full_refusal / 3_partial_refusal)."""
+    """Human-labelled completions.
+
+    ``final_label`` is 1_full_compliance, 2_full_refusal or 3_partial_refusal.
+    """
     if source not in XSTEST_COMPLETION_FILES:
         raise RefusalEvalError(
             f"unknown XSTest completion file {source!r}", f"use one of {list(XSTEST_COMPLETION_FILES)}"
