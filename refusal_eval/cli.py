@@ -263,6 +263,42 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae", help="sae-lens SAE directory (or folder of them) or a shipped release")
+    p.add_argument("--model", default="default")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="also write the numbers as JSON")
+
+
+@command("sae-report", "SAE quality on held-out chat text: FVE, L0, dead latents, spliced CE")(_report_args)
+def sae_report_cmd(args: argparse.Namespace) -> int:
+    from .models import load_model
+    from .sae_report import heldout_texts, sae_quality
+    from .saes import load_saes
+
+    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    saes = load_saes(args.sae, model=chat)
+    texts = heldout_texts(chat)
+    rows = [
+        sae_quality(chat, saes[layer], texts, batch_size=args.batch_size).to_dict() for layer in saes.layers
+    ]
+    print("| layer | arch | d_sae | tokens | FVE | L0 | dead | CE clean | CE spliced |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['layer']} | {r['architecture']} | {r['d_sae']} | {r['n_tokens']} | {r['fve']:.3f} "
+            f"| {r['mean_l0']:.1f} | {r['dead_fraction']:.3f} | {r['ce_clean']:.3f} | {r['ce_spliced']:.3f} |"
+        )
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(
+                {"model": chat.spec, "revision": chat.revision, "sae": args.sae, "layers": rows}, fh, indent=1
+            )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refusal-eval", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from ..ablation import DirectionAblation, ablate
 from ..chat import encode_chat
 from ..hooks import decoder_layers
-from ..scoring import first_token_kl, first_token_logprobs, refusal_score
+from ..scoring import first_token_kl, first_token_logprobs, last_position_logits, refusal_score
 
 
 @torch.inference_mode()
@@ -42,7 +42,7 @@ def last_token_residuals(
         starts = range(0, len(prompts), batch_size)
         for start in tqdm(starts, desc="residuals", disable=not progress):
             enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
-            model(**enc, logits_to_keep=1, use_cache=False)
+            last_position_logits(model, enc)
     finally:
         for h in handles:
             h.remove()
