@@ -97,6 +97,13 @@ class TrainConfig:
     seed: int = 42
 
 
+def pack(sequences: list[list[int]], context_size: int) -> list[list[int]]:
+    """Concatenate the sequences into one stream and cut it into ``context_size`` rows (the
+    sae-lens store needs fixed-length pretokenized rows; a short tail is dropped)."""
+    stream = [t for seq in sequences for t in seq]
+    return [stream[i : i + context_size] for i in range(0, len(stream) - context_size + 1, context_size)]
+
+
 def _sae_config(cfg: TrainConfig, d_in: int) -> Any:
     import sae_lens
 
@@ -170,7 +177,7 @@ def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path
         n_eval_batches=2,
         verbose=True,
     )
-    dataset = datasets.Dataset.from_dict({"input_ids": sequences})
+    dataset = datasets.Dataset.from_dict({"input_ids": pack(sequences, cfg.context_size)})
     proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[module_name])
     runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=proxy)
     runner.run()
