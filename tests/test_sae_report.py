@@ -20,15 +20,21 @@ def _chat(model) -> ChatModel:
 
 def _texts() -> list[str]:
     gen = torch.Generator().manual_seed(0)
-    return [" ".join(f"w{int(i)}" for i in torch.randint(6, 90, (int(n),), generator=gen))
-            for n in torch.randint(4, 20, (12,), generator=gen)]
+    return [
+        " ".join(f"w{int(i)}" for i in torch.randint(6, 90, (int(n),), generator=gen))
+        for n in torch.randint(4, 20, (12,), generator=gen)
+    ]
 
 
 def _identity_coder(layer: int) -> StandardCoder:
     eye = torch.eye(D_MODEL)
-    return StandardCoder(W_enc=torch.cat([eye, -eye], 1), b_enc=torch.zeros(2 * D_MODEL),
-                         W_dec=torch.cat([eye, -eye], 0), b_dec=torch.zeros(D_MODEL),
-                         hook=HookPoint(layer))
+    return StandardCoder(
+        W_enc=torch.cat([eye, -eye], 1),
+        b_enc=torch.zeros(2 * D_MODEL),
+        W_dec=torch.cat([eye, -eye], 0),
+        b_dec=torch.zeros(D_MODEL),
+        hook=HookPoint(layer),
+    )
 
 
 def test_exact_sae_explains_everything(qwen_tiny):

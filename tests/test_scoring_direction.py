@@ -9,13 +9,13 @@ import torch
 from conftest import tiny_tokenizer
 
 from refusal_eval.chat import encode_chat
+from refusal_eval.scoring import first_token_kl, last_position_logits, refusal_score
 from refusal_eval.search.direction import (
     LayerScore,
     last_token_residuals,
     mean_diff_directions,
     select_layer,
 )
-from refusal_eval.scoring import first_token_kl, last_position_logits, refusal_score
 
 
 def test_refusal_score_is_log_odds_of_refusal_tokens():
