@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,21 @@ def encode_chat(
     return {k: v.to(device) for k, v in enc.items()}
 
 
+def chat_batches(
+    tokenizer: Any,
+    prompts: Sequence[str],
+    device: torch.device | str,
+    *,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Encoded, left-padded batches of chat-formatted prompts, with a progress bar."""
+    starts = range(0, len(prompts), batch_size)
+    for start in tqdm(starts, desc=desc, disable=not progress or len(starts) < 2):
+        yield encode_chat(tokenizer, prompts[start : start + batch_size], device)
+
+
 @torch.inference_mode()
 def generate(
     model: Any,
@@ -41,9 +56,9 @@ def generate(
     """Greedy completions of chat-formatted ``prompts`` (special tokens stripped)."""
     device = next(model.parameters()).device
     answers: list[str] = []
-    batches = range(0, len(prompts), batch_size)
-    for start in tqdm(batches, desc="generate", disable=not progress or len(batches) < 2):
-        enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
+    for enc in chat_batches(
+        tokenizer, prompts, device, batch_size=batch_size, desc="generate", progress=progress
+    ):
         out = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,

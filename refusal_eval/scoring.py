@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from .chat import encode_chat
+from .chat import chat_batches
 
 
 def refusal_token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
@@ -50,9 +49,9 @@ def first_token_logprobs(
     """``(len(prompts), vocab)`` float32 log-probabilities of the first answer token."""
     device = next(model.parameters()).device
     out: list[Tensor] = []
-    starts = range(0, len(prompts), batch_size)
-    for start in tqdm(starts, desc="score", disable=not progress):
-        enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
+    for enc in chat_batches(
+        tokenizer, prompts, device, batch_size=batch_size, desc="score", progress=progress
+    ):
         logits = last_position_logits(model, enc)
         out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out) if out else torch.zeros(0)

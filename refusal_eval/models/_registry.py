@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import RefusalEvalError
@@ -52,6 +51,3 @@ def require_offline_model(name: str) -> OfflineModel:
             f"use one of {offline_model_names()} or 'default'",
         )
     return model
-
-
-OfflineModelFactory = Callable[[], OfflineModel]

@@ -11,7 +11,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from ..ablation import DirectionAblation, ablate
-from ..chat import encode_chat
+from ..chat import chat_batches
 from ..hooks import decoder_layers
 from ..scoring import first_token_kl, first_token_logprobs, last_position_logits, refusal_score
 
@@ -39,9 +39,9 @@ def last_token_residuals(
 
     handles = [layer.register_forward_hook(capture(i)) for i, layer in enumerate(layers)]
     try:
-        starts = range(0, len(prompts), batch_size)
-        for start in tqdm(starts, desc="residuals", disable=not progress):
-            enc = encode_chat(tokenizer, prompts[start : start + batch_size], device)
+        for enc in chat_batches(
+            tokenizer, prompts, device, batch_size=batch_size, desc="residuals", progress=progress
+        ):
             last_position_logits(model, enc)
     finally:
         for h in handles:
