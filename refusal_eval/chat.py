@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -52,19 +53,30 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 8,
     progress: bool = True,
+    edits: Callable[[range], Any] | None = None,
 ) -> list[str]:
-    """Greedy completions of chat-formatted ``prompts`` (special tokens stripped)."""
+    """Greedy completions of chat-formatted ``prompts`` (special tokens stripped).
+
+    ``edits(rows)``, when given, returns the ablations for the prompts at indices ``rows`` of
+    each batch (e.g. one latent set per prompt); they apply to that batch's generation only.
+    """
+    from .ablation import ablate
+
     device = next(model.parameters()).device
     answers: list[str] = []
-    for enc in chat_batches(
+    batches = chat_batches(
         tokenizer, prompts, device, batch_size=batch_size, desc="generate", progress=progress
-    ):
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    )
+    for start, enc in zip(range(0, len(prompts), batch_size), batches, strict=False):
+        rows = range(start, min(start + batch_size, len(prompts)))
+        edit = ablate(model, edits(rows)) if edits is not None else contextlib.nullcontext()
+        with edit:
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
         new = out[:, enc["input_ids"].shape[1] :]
         answers.extend(t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True))
     return answers

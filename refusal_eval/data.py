@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 from .errors import RefusalEvalError
 
@@ -87,12 +88,42 @@ XSTEST_COMPLETION_FILES = ("llama2new", "llama2orig", "mistralguard")
 
 
 def load_prompts(name: str) -> list[Prompt]:
-    """A shipped prompt set by name (see :data:`PROMPT_SETS`)."""
+    """A shipped prompt set by name (see :data:`PROMPT_SETS`), or a local file: ``.txt`` (one
+    prompt per line) or ``.json`` (a list of strings or of objects with ``prompt`` /
+    ``instruction`` / ``goal``)."""
+    if name in PROMPT_SETS:
+        return PROMPT_SETS[name]()
+    path = Path(name).expanduser()
+    if path.suffix in (".txt", ".json") or path.exists():
+        return _prompt_file(path)
+    raise RefusalEvalError(
+        f"unknown prompt set {name!r}", f"use one of {sorted(PROMPT_SETS)} or a .txt/.json file"
+    )
+
+
+def _prompt_file(path: Path) -> list[Prompt]:
+    fix = "write one prompt per line (.txt) or a JSON list of strings / {'prompt': ...} objects"
     try:
-        loader = PROMPT_SETS[name]
-    except KeyError:
-        raise RefusalEvalError(f"unknown prompt set {name!r}", f"use one of {sorted(PROMPT_SETS)}") from None
-    return loader()
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RefusalEvalError(f"cannot read prompt file {path}: {exc.strerror}", fix) from None
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(text)
+            if not isinstance(rows, list):
+                raise ValueError
+            texts = [r if isinstance(r, str) else next(r[k] for k in _TEXT_KEYS if k in r) for r in rows]
+        except (ValueError, TypeError, StopIteration):
+            raise RefusalEvalError(f"prompt file {path} is malformed", fix) from None
+    else:
+        texts = [line.strip() for line in text.splitlines()]
+    prompts = [Prompt(t, None, f"{path.name}/{i}") for i, t in enumerate(texts) if t and t.strip()]
+    if not prompts:
+        raise RefusalEvalError(f"prompt file {path} holds no prompts", fix)
+    return prompts
+
+
+_TEXT_KEYS = ("prompt", "instruction", "goal", "Goal", "Behavior", "forbidden_prompt")
 
 
 def xstest_completions(source: str) -> list[dict[str, str]]:

@@ -216,3 +216,32 @@ def check_saes(saes: Mapping[int, SparseCoder], model: Any) -> None:
 
     hf_model = getattr(model, "model", model) if not hasattr(model, "config") else model
     validate(hf_model, [LatentAblation(c, ((),)) for c in saes.values()])
+
+
+def to_sae_lens(coder: SparseCoder, dtype: torch.dtype | None = None) -> Any:
+    """A sae-lens SAE with this coder's weights (``dtype`` casts them; metadata names the hook
+    both ways), e.g. to ``save_model`` a directory both loaders read."""
+    import sae_lens
+
+    arch = {"standard": "Standard", "jumprelu": "JumpReLU", "topk": "TopK"}[coder.architecture]
+    cfg_cls, sae_cls = getattr(sae_lens, f"{arch}SAEConfig"), getattr(sae_lens, f"{arch}SAE")
+    extra: dict[str, Any] = {}
+    if arch == "TopK":
+        extra = {"k": coder.k, "rescale_acts_by_decoder_norm": coder.rescale_acts_by_decoder_norm}
+    weights = {
+        name: getattr(coder, name).detach().to(dtype or coder.W_enc.dtype) for name in coder.tensor_fields()
+    }
+    meta = {**coder.metadata, "hook_name": coder.hook.tl_name, "hf_hook_name": coder.hook.hf_name}
+    cfg = cfg_cls(
+        d_in=coder.d_in,
+        d_sae=coder.d_sae,
+        dtype=str(weights["W_enc"].dtype).removeprefix("torch."),
+        apply_b_dec_to_input=coder.apply_b_dec_to_input,
+        **extra,
+    )
+    cfg.metadata = sae_lens.saes.sae.SAEMetadata(**meta)
+    sae = sae_cls(cfg)
+    with torch.no_grad():
+        for name, tensor in weights.items():
+            getattr(sae, name).data = tensor.clone()
+    return sae

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from ..ablation import DirectionAblation, ablate
 from ..chat import chat_batches
+from ..coders import SparseCoder
 from ..hooks import decoder_layers
 from ..scoring import first_token_kl, first_token_logprobs, last_position_logits, refusal_score
 
@@ -104,3 +105,27 @@ def select_layer(
     eligible = [s for s in scores if s.layer < max_depth_frac * n_layers]
     passing = [s for s in eligible if s.harmless_kl < max_kl] or eligible
     return min(passing, key=lambda s: s.refusal_score)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    layer: int
+    latent: int
+    cosine: float
+
+
+def decoder_candidates(saes: Mapping[int, SparseCoder], direction: Tensor, top_k: int) -> list[Candidate]:
+    """Per SAE layer, the ``top_k`` latents whose decoder rows point most along ``direction``.
+
+    No activation filter: latents that never fire on the search prompts stay candidates
+    (this is what lets dormant latents surface later). Ties break by latent id.
+    """
+    unit = direction.float() / direction.float().norm().clamp_min(1e-12)
+    out: list[Candidate] = []
+    for layer in sorted(saes):
+        w = saes[layer].W_dec.detach().float().cpu()
+        cos = (w @ unit.cpu()) / w.norm(dim=-1).clamp_min(1e-12)
+        k = min(top_k, cos.shape[0])
+        order = sorted(range(cos.shape[0]), key=lambda i: (-float(cos[i]), i))[:k]
+        out.extend(Candidate(layer, i, float(cos[i])) for i in order)
+    return out

@@ -1,0 +1,164 @@
+"""SAE commands: the stage-1 layer scan, train-sae, sae-report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from ..errors import RefusalEvalError
+from ._registry import command
+
+
+def _directions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--n", type=int, default=32, help="prompts per side (harmful / harmless)")
+    p.add_argument("--harmful", default="harmful_train")
+    p.add_argument("--harmless", default="harmless_train")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", default=None, help="write per-layer scores as JSON")
+
+
+@command("directions", "stage-1 scan: refusal direction per layer, ablation effect, harmless KL")(
+    _directions_args
+)
+def directions(args: argparse.Namespace) -> int:
+    from ..data import load_prompts
+    from ..models import load_model
+    from ..scoring import first_token_logprobs, refusal_score, refusal_token_ids
+    from ..search.direction import (
+        last_token_residuals,
+        mean_diff_directions,
+        score_layers,
+        select_layer,
+    )
+
+    if args.n < 1:
+        raise RefusalEvalError(f"--n must be at least 1, got {args.n}", "pass --n 32")
+    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    harmful = [p.text for p in load_prompts(args.harmful)[: args.n]]
+    harmless = [p.text for p in load_prompts(args.harmless)[: args.n]]
+    ids = refusal_token_ids(chat.tokenizer, chat.refusal_tokens)
+    res_h = last_token_residuals(chat.model, chat.tokenizer, harmful, batch_size=args.batch_size)
+    res_b = last_token_residuals(chat.model, chat.tokenizer, harmless, batch_size=args.batch_size)
+    dirs = mean_diff_directions(res_h, res_b)
+    norms = torch_cat_norm(res_h, res_b)
+    base = float(refusal_score(first_token_logprobs(chat.model, chat.tokenizer, harmful), ids).mean())
+    scores = score_layers(
+        chat.model,
+        chat.tokenizer,
+        dirs,
+        harmful,
+        harmless,
+        residual_norms=norms,
+        refusal_ids=ids,
+        batch_size=args.batch_size,
+    )
+    best = select_layer(scores, chat.n_layers)
+    print(f"baseline harmful refusal score {base:.2f}")
+    print("layer  refusal_score_ablated  harmless_kl  |r|/|x|")
+    for s in scores:
+        mark = "  <- selected" if s.layer == best.layer else ""
+        print(f"{s.layer:5d}  {s.refusal_score:21.2f}  {s.harmless_kl:11.4f}  {s.norm_ratio:7.3f}{mark}")
+    if args.out:
+        from dataclasses import asdict
+
+        payload = {
+            "model": chat.spec,
+            "revision": chat.revision,
+            "n": args.n,
+            "baseline_refusal_score": base,
+            "selected": best.layer,
+            "layers": [asdict(s) for s in scores],
+        }
+        with open(args.out, "w") as fh:
+            json.dump(payload, fh, indent=1)
+    return 0
+
+
+def torch_cat_norm(a, b):
+    import torch
+
+    return torch.cat([a, b], dim=1).norm(dim=-1).mean(1)
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="default")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--layer", type=int, required=True)
+    p.add_argument("--width", type=int, default=4096)
+    p.add_argument("--arch", choices=["topk", "jumprelu", "standard"], default="topk")
+    p.add_argument("--k", type=int, default=64, help="active latents per token (topk)")
+    p.add_argument("--tokens", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
+    p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
+    p.add_argument("--out", required=True)
+
+
+@command("train-sae", "train a residual-stream SAE on one layer with the sae-lens trainer")(_train_args)
+def train_sae_cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..models import load_model
+    from ..sae_training import CorpusConfig, TrainConfig, build_corpus, check_train_args, train_sae
+
+    cfg = TrainConfig(
+        layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed
+    )
+    out = Path(args.out)
+    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    check_train_args(cfg, chat.n_layers, out)
+    t0 = time.perf_counter()
+    corpus = build_corpus(chat, CorpusConfig(n_answered=args.answered, max_harmless=args.max_harmless))
+    n_tok = sum(map(len, corpus))
+    print(
+        f"corpus: {len(corpus)} sequences, {n_tok} tokens ({time.perf_counter() - t0:.0f}s)", file=sys.stderr
+    )
+    t1 = time.perf_counter()
+    train_sae(chat, corpus, cfg, out)
+    print(
+        f"trained {cfg.arch} SAE (width {cfg.width}) on layer {cfg.layer} over {cfg.tokens} tokens "
+        f"in {time.perf_counter() - t1:.0f}s -> {out}"
+    )
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae", help="sae-lens SAE directory (or folder of them) or a shipped release")
+    p.add_argument("--model", default="default")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--out", default=None, help="also write the numbers as JSON")
+
+
+@command("sae-report", "SAE quality on held-out chat text: FVE, L0, dead latents, spliced CE")(_report_args)
+def sae_report_cmd(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..sae_report import heldout_texts, sae_quality
+    from ..saes import load_saes
+
+    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    saes = load_saes(args.sae, model=chat)
+    texts = heldout_texts(chat)
+    rows = [
+        sae_quality(chat, saes[layer], texts, batch_size=args.batch_size).to_dict() for layer in saes.layers
+    ]
+    print("| layer | arch | d_sae | tokens | FVE | L0 | dead | CE clean | CE spliced |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['layer']} | {r['architecture']} | {r['d_sae']} | {r['n_tokens']} | {r['fve']:.3f} "
+            f"| {r['mean_l0']:.1f} | {r['dead_fraction']:.3f} | {r['ce_clean']:.3f} | {r['ce_spliced']:.3f} |"
+        )
+    if args.out:
+        with open(args.out, "w") as fh:
+            json.dump(
+                {"model": chat.spec, "revision": chat.revision, "sae": args.sae, "layers": rows}, fh, indent=1
+            )
+    return 0

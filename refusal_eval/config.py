@@ -1,0 +1,197 @@
+"""The one typed search config, merged from defaults < file < environment < explicit overrides.
+
+Every knob of the method (``docs/method.md`` of the paper reading) is a field here with the stated
+default; ``default_config.toml`` next to this file is the same defaults, each commented. Plans
+record the full resolved config, so a plan says exactly how it was made.
+
+- file: ``--config FILE`` (TOML or JSON, flat keys);
+- environment: ``REFUSAL_EVAL_<KEY>`` (e.g. ``REFUSAL_EVAL_TAU=0.5``);
+- overrides: ``--set key=value`` on the CLI, ``search_*`` model_args in lm-eval, or kwargs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+
+from .errors import RefusalEvalError
+
+Pool = Literal["max", "mean"]
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    # --- prompts -------------------------------------------------------------------------
+    harmful: str = "harmful_train"  # prompt set the search runs on (refused ones are kept)
+    harmless: str = "harmless_train"  # contrast set for directions, KL and the FM
+    validation: str = "harmful_val"  # disjoint harmful set for verification
+    n_harmful: int | None = None  # cap on harmful search prompts (None: all)
+    n_harmless: int | None = None  # None: as many as harmful prompts
+    n_validation: int | None = None  # cap on validation prompts (None: all)
+    refusal_tokens: tuple[str, ...] | None = None  # None: the model's registered refusal openings
+    # --- stage 1: direction, layer, candidates --------------------------------------------
+    layer: int | None = None  # fixed direction layer; None: Arditi selection below
+    max_kl: float = 0.1  # harmless first-token KL limit for layer selection
+    max_depth_frac: float = 0.8  # selected layer < this fraction of depth
+    layer_select_prompts: int = 32  # prompts per side used to score layers
+    top_k: int = 50  # candidates per SAE layer, by cosine(W_dec[i], r_best)
+    # --- stage 2: greedy filtering --------------------------------------------------------
+    tau: float = 0.3  # relative refusal-probability increase that marks a block as needed
+    block_size: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)  # one shuffled order per seed; sets are intersected
+    eps: float = 1e-6  # floor of p_all in the relative increase
+    chunk_prompts: int = 16  # prompts searched together (one resumable chunk)
+    # --- stage 3: factorization machine, probe, dormant latents ---------------------------
+    pool: Pool = "max"  # pooling of SAE activations over prompt tokens
+    fm_rank: int = 20
+    fm_lr: float = 1e-3
+    fm_epochs: int = 20
+    fm_batch_size: int = 16
+    fm_init_std: float = 0.1
+    test_frac: float = 0.2  # held-out share for FM and probe accuracy
+    probe_l2: float = 1.0  # inverse regularisation C of the logistic-regression probe
+    extra_k: int = 50  # extras added to the minimal-set union: FM-, probe-ranked, random
+    # --- verification by generation -------------------------------------------------------
+    verify: bool = True
+    max_new_tokens: int = 32
+    judge: str = "keyword"
+    # --- compute ----------------------------------------------------------------------------
+    batch_size: int = 32
+    seed: int = 0
+    skip_prefix: bool = True  # reuse the residual below the first ablated layer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> SearchConfig:
+        return resolve(self, changes)
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    hint = typing.get_type_hints(SearchConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    optional = type(None) in typing.get_args(hint)
+    base = args[0] if optional and args else hint
+    if optional and (value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))):
+        return None
+    try:
+        if typing.get_origin(base) is tuple or base is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            inner = typing.get_args(base)[0]
+            return tuple(inner(i.strip() if isinstance(i, str) else i) for i in items if str(i).strip())
+        if typing.get_origin(base) is Literal:
+            if value not in typing.get_args(base):
+                raise ValueError
+            return value
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                return value.lower() in ("true", "1", "yes")
+            return bool(value)
+        if base in (int, float) and isinstance(value, bool):
+            raise ValueError
+        if base is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return base(value)
+    except (TypeError, ValueError):
+        shown = " | ".join(map(str, typing.get_args(base))) if typing.get_origin(base) is Literal else hint
+        raise RefusalEvalError(
+            f"search config {name}={value!r} is not a valid {shown}",
+            f"give {name} a value of that type (see default_config.toml)",
+        ) from None
+
+
+def resolve(base: SearchConfig, changes: Mapping[str, Any]) -> SearchConfig:
+    unknown = sorted(set(changes) - set(_FIELDS))
+    if unknown:
+        raise RefusalEvalError(
+            f"unknown search config key(s) {unknown}", f"valid keys: {', '.join(sorted(_FIELDS))}"
+        )
+    cfg = dataclasses.replace(base, **{k: _coerce(k, v) for k, v in changes.items()})
+    _check(cfg)
+    return cfg
+
+
+def _check(cfg: SearchConfig) -> None:
+    rules = [
+        (cfg.tau > 0, "tau must be > 0"),
+        (cfg.block_size >= 1, "block_size must be >= 1"),
+        (len(cfg.seeds) >= 1, "seeds must name at least one seed"),
+        (cfg.top_k >= 1, "top_k must be >= 1"),
+        (0 < cfg.test_frac < 1, "test_frac must be in (0, 1)"),
+        (cfg.fm_rank >= 1 and cfg.fm_epochs >= 1, "fm_rank and fm_epochs must be >= 1"),
+        (cfg.batch_size >= 1 and cfg.chunk_prompts >= 1, "batch_size and chunk_prompts must be >= 1"),
+    ]
+    for ok, msg in rules:
+        if not ok:
+            raise RefusalEvalError(f"invalid search config: {msg}", "fix the value in --config / --set")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise RefusalEvalError(
+            f"cannot read config file {p}: {exc.strerror}", "pass an existing file"
+        ) from None
+    try:
+        data = json.loads(text) if p.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise RefusalEvalError(
+            f"config file {p} is malformed: {exc}", "fix its syntax (TOML or JSON)"
+        ) from None
+    if not isinstance(data, dict):
+        raise RefusalEvalError(f"config file {p} must hold a table of keys", "write key = value lines")
+    return data
+
+
+def env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    prefix = "REFUSAL_EVAL_"
+    reserved = {"CACHE"}
+    return {
+        k[len(prefix) :].lower(): v
+        for k, v in environ.items()
+        if k.startswith(prefix) and k[len(prefix) :] not in reserved and k[len(prefix) :].lower() in _FIELDS
+    }
+
+
+def load_config(
+    file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SearchConfig:
+    """Defaults < ``file`` < ``REFUSAL_EVAL_*`` environment < ``overrides``."""
+    merged: dict[str, Any] = {}
+    if file is not None:
+        merged.update(read_config_file(file))
+    merged.update(env_overrides(environ))
+    merged.update(overrides or {})
+    return resolve(SearchConfig(), merged)
+
+
+def parse_overrides(items: list[str]) -> dict[str, str]:
+    """``["tau=0.5", "seeds=0,1"]`` -> ``{"tau": "0.5", "seeds": "0,1"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise RefusalEvalError(f"cannot parse --set {item!r}", "write key=value, e.g. --set tau=0.5")
+        out[key.strip()] = value.strip()
+    return out
+
+
+DEFAULT_CONFIG_FILE = Path(__file__).with_name("default_config.toml")

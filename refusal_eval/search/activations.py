@@ -1,0 +1,106 @@
+"""SAE activations on prompts: pooled per prompt (stage 3 features) or per position."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..ablation import Ablation, ablate
+from ..chat import chat_batches, encode_chat
+from ..coders import SparseCoder
+from ..hooks import decoder_layers
+
+Pool = Literal["max", "mean"]
+
+
+@contextlib.contextmanager
+def _capture(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+    """Record the output of the given decoder layers (after any ablation hooks there)."""
+    seen: dict[int, Tensor] = {}
+    blocks = decoder_layers(model)
+
+    def grab(layer: int):
+        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+            seen[layer] = (out[0] if isinstance(out, tuple) else out).detach()
+
+        return hook
+
+    handles = [blocks[layer].register_forward_hook(grab(layer)) for layer in layers]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _valid_positions(mask: Tensor, skip_first: bool) -> Tensor:
+    """Attention mask minus each row's first real token (an attention sink with a huge norm)."""
+    valid = mask.bool().clone()
+    if skip_first:
+        first = valid.float().argmax(dim=1)
+        valid[torch.arange(valid.shape[0]), first] = False
+    return valid
+
+
+@torch.inference_mode()
+def pooled_activations(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    saes: Mapping[int, SparseCoder],
+    *,
+    pool: Pool = "max",
+    batch_size: int = 16,
+    skip_first: bool = True,
+    progress: bool = False,
+) -> Tensor:
+    """``(len(prompts), sum of d_sae)`` pooled activations, SAE layers in ascending order."""
+    layers = sorted(saes)
+    device = next(model.parameters()).device
+    rows: list[Tensor] = []
+    with _capture(model, layers) as seen:
+        for enc in chat_batches(
+            tokenizer, prompts, device, batch_size=batch_size, desc="activations", progress=progress
+        ):
+            model(**enc, use_cache=False, logits_to_keep=1)
+            valid = _valid_positions(enc["attention_mask"], skip_first)[..., None]
+            parts = []
+            for layer in layers:
+                acts = saes[layer].encode(seen[layer].float()).clamp_min(0) * valid
+                if pool == "max":
+                    parts.append(acts.amax(dim=1))
+                else:
+                    parts.append(acts.sum(dim=1) / valid.sum(dim=1).clamp_min(1))
+            rows.append(torch.cat(parts, dim=-1).cpu())
+    return torch.cat(rows) if rows else torch.zeros(0, sum(saes[x].d_sae for x in layers))
+
+
+def feature_index(saes: Mapping[int, SparseCoder]) -> list[tuple[int, int]]:
+    """Column -> (layer, latent) for :func:`pooled_activations`."""
+    return [(layer, i) for layer in sorted(saes) for i in range(saes[layer].d_sae)]
+
+
+@torch.inference_mode()
+def position_activations(
+    model: nn.Module,
+    tokenizer: Any,
+    prompt: str,
+    saes: Mapping[int, SparseCoder],
+    latents: Sequence[tuple[int, int]],
+    ablations: Sequence[Ablation] = (),
+) -> tuple[list[str], Tensor]:
+    """Tokens of one chat-formatted prompt and ``(len(latents), n_tokens)`` activations of
+    ``latents`` at every position, with ``ablations`` applied."""
+    device = next(model.parameters()).device
+    enc = encode_chat(tokenizer, [prompt], device)
+    layers = sorted({layer for layer, _ in latents})
+    # capture before the edits at the same layer: a latent's activation given upstream edits
+    with _capture(model, layers) as seen, ablate(model, list(ablations)):
+        model(**enc, use_cache=False, logits_to_keep=1)
+        rows = [saes[layer].encode(seen[layer][0].float())[:, i].clamp_min(0) for layer, i in latents]
+    tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
+    return tokens, torch.stack(rows).cpu() if rows else torch.zeros(0, len(tokens))

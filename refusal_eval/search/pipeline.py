@@ -1,0 +1,215 @@
+"""Run the three stages end to end, caching each one, and write the ablation plan.
+
+Stages are cached as JSON under ``<cache>/search/<key>/`` where the key hashes the model
+revision, SAE weights, config, refusal tokens and prompt sets; a rerun after an interruption
+skips every finished stage (stage 2 is cached per chunk of prompts, verification per
+condition). ``run_search`` returns the plan body and its tensors; ``search_to_file`` writes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from .._cache import cache_dir
+from .._version import __version__
+from ..coders import SparseCoder
+from ..config import SearchConfig
+from ..data import load_prompts, prompt_set_hash
+from ..errors import RefusalEvalError
+from ..scoring import refusal_token_ids
+from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
+from .stages import Context, run_screen, run_stage1, run_stage2, run_stage3, run_verification
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PromptSets:
+    harmful: list[str]
+    harmless: list[str]
+    validation: list[str]
+    names: dict[str, str]
+
+    @classmethod
+    def from_config(cls, cfg: SearchConfig) -> PromptSets:
+        harmful = [p.text for p in load_prompts(cfg.harmful)][: cfg.n_harmful]
+        pool = [p.text for p in load_prompts(cfg.harmless)]
+        n = min(len(pool), cfg.n_harmless if cfg.n_harmless is not None else len(harmful))
+        pick = sorted(random.Random(cfg.seed).sample(range(len(pool)), n))
+        validation = [p.text for p in load_prompts(cfg.validation)][: cfg.n_validation]
+        names = {"harmful": cfg.harmful, "harmless": cfg.harmless, "validation": cfg.validation}
+        return cls(harmful, [pool[i] for i in pick], validation, names)
+
+    def describe(self) -> dict[str, Any]:
+        sets = {"harmful": self.harmful, "harmless": self.harmless, "validation": self.validation}
+        return {
+            k: {"name": self.names.get(k, "custom"), "n": len(v), "sha256": prompt_set_hash(v)}
+            for k, v in sets.items()
+        }
+
+
+class StageCache:
+    """JSON files under one directory; writes are atomic, unreadable files are recomputed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str) -> Any | None:
+        path = self.root / f"{name}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            log.warning("discarding unreadable stage cache %s", path)
+            path.unlink()
+            return None
+
+    def put(self, name: str, value: Any) -> Any:
+        path = self.root / f"{name}.json"
+        tmp = path.with_name(f".{path.name}.partial")
+        tmp.write_bytes(canonical_json(value))
+        tmp.replace(path)
+        return json.loads(path.read_text())  # hand back exactly what a resumed run would read
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        hit = self.get(name)
+        return hit if hit is not None else self.put(name, compute())
+
+
+def _model_block(chat: Any) -> dict[str, Any]:
+    return {
+        "spec": chat.spec,
+        "name": chat.info.get("name", chat.spec),
+        "revision": chat.revision,
+        "n_layers": chat.n_layers,
+        "d_model": chat.d_model,
+        "dtype": str(next(chat.model.parameters()).dtype),
+    }
+
+
+def _sae_block(saes: Mapping[int, SparseCoder]) -> dict[str, Any]:
+    ids = getattr(saes, "ids", {})
+    return {
+        "source": getattr(saes, "source", "code"),
+        "layers": {
+            str(layer): {
+                "id": ids.get(layer, c.source),
+                "hook": c.hook.tl_name,
+                "hf_hook": c.hook.hf_name,
+                "architecture": c.architecture,
+                "d_sae": c.d_sae,
+                "sha256": sae_weights_hash(c),
+            }
+            for layer, c in sorted(saes.items())
+        },
+    }
+
+
+def search_key(model: dict, saes: dict, cfg: SearchConfig, data: dict, refusal_ids: list[int]) -> str:
+    material = {
+        "version": VERSION,
+        "model": {k: model[k] for k in ("name", "revision", "dtype")},
+        "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
+        "config": cfg.to_dict(),
+        "data": {k: v["sha256"] for k, v in data.items()},
+        "refusal_ids": refusal_ids,
+    }
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
+def run_search(
+    chat: Any,
+    saes: Mapping[int, SparseCoder],
+    cfg: SearchConfig | None = None,
+    *,
+    prompts: PromptSets | None = None,
+    work_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """All three stages plus verification; returns (plan body, tensors)."""
+    cfg = cfg or SearchConfig()
+    if not saes:
+        raise RefusalEvalError("the search needs at least one SAE", "pass --saes RELEASE_OR_DIR")
+    if cfg.layer is not None and not 0 <= cfg.layer < chat.n_layers:
+        raise RefusalEvalError(
+            f"layer={cfg.layer} is outside the model's {chat.n_layers} layers",
+            "pick a layer inside the model",
+        )
+    prompts = prompts or PromptSets.from_config(cfg)
+    if not prompts.harmful or not prompts.harmless:
+        raise RefusalEvalError("the search needs harmful and harmless prompts", "check the prompt sets")
+    tokens = cfg.refusal_tokens or tuple(chat.refusal_tokens)
+    refusal_ids = refusal_token_ids(chat.tokenizer, tokens)
+    model, sae_block, data = _model_block(chat), _sae_block(saes), prompts.describe()
+    key = search_key(model, sae_block, cfg, data, refusal_ids)
+    cache = StageCache(work_dir or cache_dir("search", key[:16]))
+    log.info("search stages cached in %s", cache.root)
+    t0 = time.perf_counter()
+    ctx = Context(
+        chat, saes, cfg, prompts.harmful, prompts.harmless, prompts.validation, refusal_ids, cache, progress
+    )
+    screen = run_screen(ctx)
+    stage1, directions = run_stage1(ctx, screen)
+    stage2 = run_stage2(ctx, screen, stage1)
+    stage3 = run_stage3(ctx, screen, stage1, stage2)
+    sets = stage3.pop("sets")
+    verification = run_verification(ctx, screen, stage1, stage2, sets, directions) if cfg.verify else {}
+    body = {
+        "created_by": f"refusal_eval {__version__}",
+        "model": model,
+        "saes": sae_block,
+        "config": cfg.to_dict(),
+        "data": data,
+        "refusal_tokens": list(tokens),
+        "refusal_ids": refusal_ids,
+        "screen": {k: v for k, v in screen.items() if k != "answers"},
+        "stage1": stage1,
+        "stage2": stage2,
+        "stage3": stage3,
+        "sets": sets,
+        "verification": verification,
+    }
+    log.info("search finished in %.0fs", time.perf_counter() - t0)
+    return body, {"directions": directions.float().contiguous()}
+
+
+def search_to_file(
+    chat: Any, saes: Mapping[int, SparseCoder], cfg: SearchConfig, out: Path, **kw: Any
+) -> tuple[dict[str, Any], str]:
+    body, tensors = run_search(chat, saes, cfg, **kw)
+    return body, write_plan(body, tensors, out)
+
+
+def summary(body: Mapping[str, Any], plan_hash: str | None = None) -> str:
+    """A short human summary of a plan."""
+    s1, s2, s3 = body["stage1"], body["stage2"], body["stage3"]
+    lines = [
+        f"model {body['model']['name']}  SAEs {body['saes']['source']} "
+        f"layers {sorted(map(int, body['saes']['layers']))}",
+        f"searched {s2['n_prompts']} refused harmful prompts (of {body['screen']['n_harmful']}); "
+        f"direction layer {s1['layer']} ({s1['selected_by']})",
+        f"candidates {len(s1['candidates'])}  minimal sets: mean size {s2['mean_minimal_size']:.1f}, "
+        f"union {len(s2['union'])}  FM extras {len(body['sets']['sae_fm']) - len(s2['union'])}  "
+        f"dormant {len(s3['dormant'])}",
+        f"FM held-out accuracy {s3['fm']['test_accuracy']:.3f}  probe {s3['probe']['test_accuracy']:.3f}"
+        f"  ({s3['n_features']} features)",
+    ]
+    for split, conds in body.get("verification", {}).items():
+        parts = [f"{c} {v['attack_success']:.2f}" for c, v in conds.items() if v.get("n")]
+        n = next((v["n"] for v in conds.values() if v.get("n")), 0)
+        lines.append(f"attack success on {split} ({n} refused prompts): " + ", ".join(parts))
+    if plan_hash:
+        lines.append(f"plan sha256 {plan_hash}")
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""The ablation-plan artifact: versioned JSON plus a safetensors file for the directions.
+
+``PLAN.json`` holds everything the search did (model, SAEs, config, data hashes, every stage's
+result, verification) and the latent set of each evaluation condition; ``PLAN.safetensors``
+holds the per-layer refusal directions. JSON is written with sorted keys and rounded floats, so
+the same inputs and seed give the same bytes. :class:`AblationPlan` reads a plan back and turns
+a condition into ablations for the one ablation module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..ablation import Ablation, DirectionAblation, LatentAblation
+from ..coders import SparseCoder
+from ..errors import RefusalEvalError
+
+FORMAT = "refusal_eval.plan"
+VERSION = 1
+#: evaluation conditions; each but baseline/direction is a latent set stored in the plan
+CONDITIONS = ("baseline", "sae", "sae_fm", "sae_probe", "sae_random", "random", "direction")
+LATENT_CONDITIONS = ("sae", "sae_fm", "sae_probe", "sae_random", "random")
+
+
+def _round(obj: Any, digits: int = 6) -> Any:
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {str(k): _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v, digits) for v in obj]
+    return obj
+
+
+def canonical_json(obj: Any) -> bytes:
+    return (json.dumps(_round(obj), sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
+
+
+def tensor_bytes(tensors: Mapping[str, Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())})
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path) -> str:
+    """Write ``out`` (JSON) and ``out.with_suffix('.safetensors')``; return the plan hash."""
+    blob = tensor_bytes(tensors)
+    tensor_path = out.with_suffix(".safetensors")
+    full = {
+        **body,
+        "format": FORMAT,
+        "version": VERSION,
+        "tensors": {"file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest()},
+    }
+    data = canonical_json(full)
+    _atomic_write(tensor_path, blob)
+    _atomic_write(out, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _latents(pairs: Any) -> dict[int, list[int]]:
+    out: dict[int, list[int]] = {}
+    for layer, idx in pairs:
+        out.setdefault(int(layer), []).append(int(idx))
+    return {k: sorted(v) for k, v in sorted(out.items())}
+
+
+@dataclass(frozen=True)
+class AblationPlan:
+    body: dict[str, Any]
+    directions: Tensor  # (n_layers, d_model)
+    path: Path
+    hash: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> AblationPlan:
+        p = Path(path)
+        fix = "rerun `refusal-eval search ... --out PLAN.json` to make a fresh plan"
+        try:
+            data = p.read_bytes()
+            body = json.loads(data)
+        except OSError as exc:
+            raise RefusalEvalError(
+                f"cannot read plan {p}: {exc.strerror}", "pass an existing PLAN.json"
+            ) from None
+        except ValueError:
+            raise RefusalEvalError(f"plan {p} is not valid JSON", fix) from None
+        if not isinstance(body, dict) or body.get("format") != FORMAT:
+            raise RefusalEvalError(f"{p} is not a refusal_eval ablation plan", fix)
+        if body.get("version") != VERSION:
+            raise RefusalEvalError(f"plan {p} has version {body.get('version')}, expected {VERSION}", fix)
+        tpath = p.with_name(body["tensors"]["file"])
+        try:
+            blob = tpath.read_bytes()
+        except OSError:
+            raise RefusalEvalError(
+                f"plan tensors {tpath} are missing", "keep PLAN.safetensors next to PLAN.json"
+            ) from None
+        if hashlib.sha256(blob).hexdigest() != body["tensors"]["sha256"]:
+            raise RefusalEvalError(f"plan tensors {tpath} do not match {p} (sha256 differs)", fix)
+        from safetensors.torch import load
+
+        return cls(body, load(blob)["directions"], p, hashlib.sha256(data).hexdigest())
+
+    # --- what the plan says ------------------------------------------------------------------
+    @property
+    def layer(self) -> int:
+        return int(self.body["stage1"]["layer"])
+
+    @property
+    def direction(self) -> Tensor:
+        return self.directions[self.layer]
+
+    def latent_sets(self, condition: str) -> dict[int, list[int]]:
+        if condition not in LATENT_CONDITIONS:
+            raise RefusalEvalError(
+                f"condition {condition!r} has no latent set", f"use one of {LATENT_CONDITIONS}"
+            )
+        return _latents(self.body["sets"][condition])
+
+    def counts(self) -> dict[str, int]:
+        return {c: len(self.body["sets"][c]) for c in LATENT_CONDITIONS}
+
+    def ablations(self, saes: Mapping[int, SparseCoder], condition: str = "sae") -> list[Ablation]:
+        """The ablations of one condition (``baseline`` -> none)."""
+        if condition not in CONDITIONS:
+            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        if condition == "baseline":
+            return []
+        if condition == "direction":
+            return [DirectionAblation(self.direction)]
+        out: list[Ablation] = []
+        for layer, latents in self.latent_sets(condition).items():
+            if layer not in saes:
+                raise RefusalEvalError(
+                    f"the plan ablates layer {layer} but no SAE is loaded there (have {sorted(saes)})",
+                    f"load the plan's SAEs: {self.body['saes']['source']}",
+                )
+            out.append(LatentAblation.of(saes[layer], latents))
+        return out
+
+    def condition(self, name: str) -> _Condition:
+        return _Condition(self, name)
+
+    def check_fits(self, model_info: Mapping[str, Any], sae_hashes: Mapping[int, str]) -> None:
+        """Raise unless this plan was made for this model revision and these SAE weights."""
+        want = self.body["model"]
+        if want.get("revision") and model_info.get("revision") and want["revision"] != model_info["revision"]:
+            raise RefusalEvalError(
+                f"plan {self.path} was made for {want.get('name')} revision {want['revision'][:12]}, "
+                f"not {model_info.get('name')} revision {str(model_info['revision'])[:12]}",
+                "use plan=auto or a plan searched on this model",
+            )
+        for layer, meta in self.body["saes"]["layers"].items():
+            have = sae_hashes.get(int(layer))
+            if have is not None and have != meta["sha256"]:
+                raise RefusalEvalError(
+                    f"plan {self.path} was made with different SAE weights at layer {layer}",
+                    "load the SAEs the plan names, or rerun the search",
+                )
+
+
+@dataclass(frozen=True)
+class _Condition:
+    plan: AblationPlan
+    name: str
+
+    def ablations(self, saes: Mapping[int, SparseCoder]) -> list[Ablation]:
+        return self.plan.ablations(saes, self.name)
+
+
+def sae_weights_hash(coder: SparseCoder) -> str:
+    digest = hashlib.sha256()
+    for name in coder.tensor_fields():
+        t = getattr(coder, name)
+        if t is not None:
+            digest.update(name.encode())
+            digest.update(t.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()

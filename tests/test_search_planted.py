@@ -1,0 +1,252 @@
+"""The three-stage search on a tiny model with a planted refusal mechanism (see planted.py)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from planted import BACKUP, HYDRA, NECESSARY, TRIGGERS, PlantedChat, planted_prompts, planted_saes
+
+from refusal_eval.config import SearchConfig
+from refusal_eval.search import pipeline
+from refusal_eval.search.pipeline import PromptSets, run_search
+from refusal_eval.search.plan import AblationPlan, write_plan
+
+CFG = SearchConfig(
+    top_k=5,
+    block_size=1,
+    refusal_tokens=("w4",),
+    judge="prefix:w4",
+    max_new_tokens=3,
+    fm_lr=0.05,
+    fm_epochs=60,
+    extra_k=1,
+    batch_size=8,
+    chunk_prompts=5,
+)
+
+
+def _prompts() -> PromptSets:
+    return PromptSets(
+        planted_prompts(12, True, 0), planted_prompts(12, False, 1), planted_prompts(6, True, 2), names={}
+    )
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("work")
+    body, tensors = run_search(
+        PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=work, progress=False
+    )
+    return body, tensors
+
+
+def _pairs(items) -> set[tuple[int, int]]:
+    return {(int(x[0]), int(x[1])) for x in items}
+
+
+def test_screen_keeps_every_refused_harmful_prompt(planted_run):
+    body, _ = planted_run
+    assert body["screen"]["refused_harmful"] == list(range(12))
+    assert body["screen"]["refused_validation"] == list(range(6))
+    assert body["screen"]["answered_harmless"] == list(range(12))
+
+
+def test_stage1_ranks_planted_latents_first(planted_run):
+    cands = planted_run[0]["stage1"]["candidates"]
+    layer0 = [c for c in cands if c[0] == 0]
+    layer1 = [c for c in cands if c[0] == 1]
+    assert {c[1] for c in layer0[:3]} == {0, 1, 2}
+    assert layer1[0][1] == HYDRA[1]
+    assert layer0[0][2] == pytest.approx(1 / 3.25**0.5, abs=1e-4)  # cos(e1, S u + S/2 e4)
+
+
+def test_stage2_returns_exactly_the_necessary_latents(planted_run):
+    s2 = planted_run[0]["stage2"]
+    assert s2["n_prompts"] == 12
+    for p in s2["prompts"]:
+        assert _pairs(p["minimal"]) == NECESSARY
+        assert all(_pairs(s) == NECESSARY for s in p["per_seed"])
+        assert p["p_clean"] > 0.99 and p["p_full"] < 0.05 and p["p_minimal"] < 0.05
+    assert _pairs(s2["union"]) == NECESSARY
+    assert s2["flipped_by_proxy"] == 12
+
+
+def test_stage3_fm_surfaces_the_backup_latent(planted_run):
+    s3 = planted_run[0]["stage3"]
+    assert tuple(s3["fm_ranked"][0][:2]) == BACKUP
+    assert s3["fm"]["test_accuracy"] == 1.0 and s3["probe"]["test_accuracy"] == 1.0
+    assert _pairs(planted_run[0]["sets"]["sae_fm"]) == NECESSARY | {BACKUP}
+
+
+def test_dormant_detector_flags_the_hydra(planted_run):
+    dormant = planted_run[0]["stage3"]["dormant"]
+    assert {tuple(d["latent"]) for d in dormant} == {HYDRA}
+    assert sorted(d["prompt"] for d in dormant) == list(range(12))
+    harmful = _prompts().harmful
+    triggers = {f"w{t - 6}" for t in TRIGGERS}
+    for d in dormant:
+        assert d["fires_when_active_ablated"] and d["p_restored"] > 0.5
+        # it wakes up only from the first harm word on (token 0 is <|user|>)
+        first = 1 + next(i for i, w in enumerate(harmful[d["prompt"]].split()) if w in triggers)
+        assert d["fires_at"] and all(t >= first for t, _tok, _act in d["fires_at"])
+
+
+def test_verification_attack_success_per_condition(planted_run):
+    v = planted_run[0]["verification"]
+    assert v["search"]["minimal"]["attack_success"] == 1.0
+    assert v["search"]["sae"]["attack_success"] == 1.0
+    assert v["search"]["direction"]["attack_success"] == 1.0
+    assert v["search"]["random"]["attack_success"] == 0.0  # same-size random latents do nothing
+    assert v["validation"]["sae"]["attack_success"] == 1.0
+    assert v["validation"]["sae"]["n"] == 6
+    assert "minimal" not in v["validation"]
+
+
+def test_same_inputs_same_bytes(planted_run, tmp_path):
+    body, tensors = planted_run
+    again, tensors2 = run_search(
+        PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=tmp_path / "w", progress=False
+    )
+    h1 = write_plan(body, tensors, tmp_path / "a" / "plan.json")
+    h2 = write_plan(again, tensors2, tmp_path / "b" / "plan.json")
+    assert h1 == h2
+    assert (tmp_path / "a/plan.json").read_bytes() == (tmp_path / "b/plan.json").read_bytes()
+    assert (tmp_path / "a/plan.safetensors").read_bytes() == (tmp_path / "b/plan.safetensors").read_bytes()
+
+
+def test_resume_after_interruption_equals_uninterrupted(planted_run, tmp_path, monkeypatch):
+    body, tensors = planted_run
+    calls = {"n": 0}
+    real_fit = pipeline.run_stage3
+
+    def interrupted(*args, **kw):
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "run_stage3", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_search(PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=tmp_path, progress=False)
+    finished = sorted(p.name for p in tmp_path.glob("*.json"))
+    assert finished[:3] == ["screen.json", "stage1.json", "stage2_chunk0000.json"]
+    assert "stage3.json" not in finished
+
+    # resumed: finished stages are read back, never recomputed
+    monkeypatch.setattr(pipeline, "run_stage3", real_fit)
+    monkeypatch.setattr("refusal_eval.search.stages.greedy_minimal_sets", _must_not_run)
+    monkeypatch.setattr("refusal_eval.search.stages.last_token_residuals", _must_not_run)
+    resumed, tensors2 = run_search(
+        PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=tmp_path, progress=False
+    )
+    a = write_plan(body, tensors, tmp_path / "a" / "plan.json")
+    b = write_plan(resumed, tensors2, tmp_path / "b" / "plan.json")
+    assert a == b and calls["n"] == 1
+
+
+def _must_not_run(*_a, **_k):
+    raise AssertionError("a cached stage was recomputed")
+
+
+def test_plan_round_trip_and_conditions(planted_run, tmp_path):
+    body, tensors = planted_run
+    h = write_plan(body, tensors, tmp_path / "plan.json")
+    plan = AblationPlan.load(tmp_path / "plan.json")
+    assert plan.hash == h == hashlib.sha256((tmp_path / "plan.json").read_bytes()).hexdigest()
+    saes = planted_saes()
+    assert plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
+    assert plan.ablations(saes, "baseline") == []
+    assert len(plan.ablations(saes, "direction")) == 1
+    assert [a.union for a in plan.condition("sae_fm").ablations(saes)] == [(0, 1, 2, 3), (0,)]
+    assert plan.counts()["sae"] == 4 and plan.counts()["random"] == 4
+
+
+def test_plan_rejects_tampered_tensors_and_other_versions(planted_run, tmp_path):
+    from refusal_eval.errors import RefusalEvalError
+
+    body, tensors = planted_run
+    write_plan(body, tensors, tmp_path / "plan.json")
+    st = tmp_path / "plan.safetensors"
+    st.write_bytes(st.read_bytes()[:-4] + b"\1\2\3\4")
+    with pytest.raises(RefusalEvalError, match="sha256 differs"):
+        AblationPlan.load(tmp_path / "plan.json")
+    (tmp_path / "bad.json").write_text('{"format": "refusal_eval.plan", "version": 99}')
+    with pytest.raises(RefusalEvalError, match="version 99"):
+        AblationPlan.load(tmp_path / "bad.json")
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(RefusalEvalError, match="not valid JSON"):
+        AblationPlan.load(tmp_path / "junk.json")
+
+
+@pytest.fixture
+def planted_dirs(tmp_path, monkeypatch):
+    """The planted model and SAEs on disk. transformers 5 rebuilds any qwen2 tokenizer as a
+    byte-level BPE from the model type, which would drop the tiny word-level vocabulary, so the
+    tokenizer of that directory is loaded as saved."""
+    import transformers
+    from planted import save_planted
+
+    model_dir, sae_dir = save_planted(tmp_path)
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def from_pretrained(path, *a, **kw):
+        if str(path) == model_dir:
+            return transformers.PreTrainedTokenizerFast.from_pretrained(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    return model_dir, sae_dir
+
+
+def _cli_files(tmp_path):
+    p = _prompts()
+    files = {}
+    for name, prompts in (("harmful", p.harmful), ("harmless", p.harmless), ("validation", p.validation)):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(prompts) + "\n")
+    cfg = tmp_path / "search.toml"
+    cfg.write_text(
+        'top_k = 5\nblock_size = 1\nrefusal_tokens = ["w4"]\njudge = "prefix:w4"\nmax_new_tokens = 3\n'
+        "fm_lr = 0.05\nfm_epochs = 60\nextra_k = 1\nbatch_size = 8\nchunk_prompts = 5\n"
+    )
+    return files, cfg
+
+
+def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache, planted_dirs):
+    from refusal_eval.cli import main
+
+    model_dir, sae_dir = planted_dirs
+    files, cfg = _cli_files(tmp_path)
+    out = tmp_path / "plans" / "plan.json"
+    args = ["search", "--model", model_dir, "--saes", sae_dir, "--dtype", "float32", "--config", str(cfg)]
+    args += ["--harmful", str(files["harmful"]), "--harmless", str(files["harmless"])]
+    args += ["--set", f"validation={files['validation']}", "--out", str(out)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert "union 4" in text and "dormant 12" in text and "direction layer" in text
+    assert "attack success on validation (6 refused prompts)" in text
+    plan = AblationPlan.load(out)
+    assert plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
+    assert plan.body["data"]["harmful"]["name"] == str(files["harmful"])
+    assert list((isolated_cache / "search").iterdir())  # stages cached for a resume
+
+
+def test_search_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys, isolated_cache, planted_dirs):
+    from refusal_eval.cli import main
+
+    model_dir, sae_dir = planted_dirs
+    files, cfg = _cli_files(tmp_path)
+    base = ["search", "--model", model_dir, "--saes", sae_dir, "--dtype", "float32", "--config", str(cfg)]
+    out = ["--out", str(tmp_path / "p.json")]
+    cases = [
+        (["--harmful", str(files["harmless"]), "--harmless", str(files["harmless"])], "refused none"),
+        (["--harmful", str(tmp_path / "empty.txt")], "holds no prompts"),
+        (["--set", "tau=high"], "tau='high' is not a valid"),
+        (["--harmful", str(files["harmful"]), "--set", "layer=7"], "layer=7 is outside the model's 2 layers"),
+    ]
+    (tmp_path / "empty.txt").write_text("\n\n")
+    for extra, message in cases:
+        assert main(base + extra + out) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+        assert len(err) == 1 and message in err[0] and "(fix: " in err[0], err
+        assert "Traceback" not in err[0]
+    assert not (tmp_path / "p.json").exists()

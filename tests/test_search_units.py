@@ -1,0 +1,180 @@
+"""Unit tests of the search pieces: greedy filtering on an oracle, FM math, the fast scorer,
+and the config merge."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from conftest import make_coder, tiny_tokenizer
+
+from refusal_eval.config import DEFAULT_CONFIG_FILE, SearchConfig, load_config, parse_overrides
+from refusal_eval.errors import RefusalEvalError
+from refusal_eval.search.greedy import greedy_minimal_sets
+from refusal_eval.search.interactions import (
+    FactorizationMachine,
+    fit_fm,
+    fit_probe,
+    interaction_scores,
+    split,
+    top_ranked,
+)
+from refusal_eval.search.scorer import SubsetScorer
+
+# --- stage 2 on an oracle ----------------------------------------------------------------------
+CANDIDATES = [(1, i) for i in range(12)] + [(2, i) for i in range(8)]
+
+
+def oracle(needed: dict[int, set]):
+    """P(refusal) is high unless every needed latent of the prompt is ablated."""
+    calls: list[int] = []
+
+    def score(rows):
+        calls.append(len(rows))
+        return [0.02 if needed[p] <= set(s) else 0.9 for p, s in rows]
+
+    return score, calls
+
+
+def test_greedy_block_one_finds_exactly_the_needed_latents():
+    needed = {0: {(1, 3), (2, 5)}, 1: {(1, 0)}, 2: set(CANDIDATES[:7])}
+    score, calls = oracle(needed)
+    results = greedy_minimal_sets([0, 1, 2], CANDIDATES, score, block_size=1, seeds=(0, 1, 2))
+    assert [set(r.minimal) for r in results] == [needed[0], needed[1], needed[2]]
+    assert all(r.p_clean == 0.9 and r.p_full == 0.02 and r.p_minimal == 0.02 for r in results)
+    # lockstep: one batch per block step (20 candidates), plus clean/full and the final check
+    assert len(calls) == 20 + 2 and calls[1] == 3 * 3
+
+
+def test_greedy_blocks_keep_whole_blocks_and_seeds_intersect():
+    needed = {0: {(1, 3)}}
+    score, _ = oracle(needed)
+    (res,) = greedy_minimal_sets([0], CANDIDATES, score, block_size=5, seeds=(0, 1, 2))
+    assert all(len(s) == 5 and (1, 3) in s for s in res.per_seed)  # the block holding it is kept
+    assert set(res.minimal) == set.intersection(*(set(s) for s in res.per_seed))
+    assert (1, 3) in res.minimal and len(res.minimal) < 5
+
+
+def test_greedy_tau_threshold():
+    def score(rows):  # restoring (1, 0) raises P by 20% relative, (1, 1) by 50%
+        out = []
+        for _, s in rows:
+            p = 0.1
+            p *= 1.0 if (1, 0) in s else 1.2
+            p *= 1.0 if (1, 1) in s else 1.5
+            out.append(p)
+        return out
+
+    (res,) = greedy_minimal_sets([0], [(1, 0), (1, 1)], score, tau=0.3, block_size=1, seeds=(0,))
+    assert res.minimal == ((1, 1),)
+    (res,) = greedy_minimal_sets([0], [(1, 0), (1, 1)], score, tau=0.1, block_size=1, seeds=(0,))
+    assert res.minimal == ((1, 0), (1, 1))
+
+
+# --- stage 3 math ------------------------------------------------------------------------------
+def test_fm_forward_equals_explicit_pairwise_sum():
+    fm = FactorizationMachine(6, 3, init_std=0.5, seed=3)
+    with torch.no_grad():
+        fm.w.normal_()
+        fm.w0.fill_(0.7)
+    x = torch.randn(4, 6)
+    expected = fm.w0 + x @ fm.w
+    for i, j in itertools.combinations(range(6), 2):
+        expected = expected + (fm.V[i] @ fm.V[j]) * x[:, i] * x[:, j]
+    torch.testing.assert_close(fm(x), expected)
+
+
+def test_fm_gradients_match_the_closed_form():
+    fm = FactorizationMachine(5, 2, init_std=0.5, seed=0)
+    x = torch.randn(1, 5)
+    fm(x).sum().backward()
+    xv = (x @ fm.V).detach()
+    want_v = x[0, :, None] * xv - fm.V.detach() * x[0, :, None] ** 2  # dy/dv_if
+    torch.testing.assert_close(fm.V.grad, want_v)
+    torch.testing.assert_close(fm.w.grad, x[0])
+    assert fm.w0.grad == 1.0
+
+
+def test_fm_learns_an_xor_that_a_linear_probe_cannot():
+    x = torch.tensor([[a, b] for a in (0.0, 1.0) for b in (0.0, 1.0)] * 16)
+    y = ((x[:, 0] + x[:, 1]) == 1).float()  # XOR: needs the pair term
+    train, test = split(len(y), 0.25, 0, y)
+    res = fit_fm(x, y, train, test, rank=2, lr=0.05, epochs=200, batch_size=8, seed=0)
+    assert res.test_accuracy == 1.0 and res.losses[-1] < res.losses[0]
+    probe = fit_probe(x, y, train, test, c=100.0)
+    assert probe.test_accuracy <= 0.75
+
+
+def test_split_is_stratified_and_deterministic():
+    y = torch.tensor([1.0] * 10 + [0.0] * 10)
+    a, b = split(20, 0.2, 7, y)
+    assert split(20, 0.2, 7, y)[0].tolist() == a.tolist()
+    assert len(b) == 4 and int(y[b].sum()) == 2 and set(a.tolist()).isdisjoint(b.tolist())
+
+
+def test_interaction_scores_and_ranking():
+    V = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [-1.0, 0.0], [0.5, 0.5]])
+    s = interaction_scores(V, [0, 1])
+    assert s[2] == 2.0 and s[3] == -1.0 and s[4] == 1.0 and s[0] == float("-inf")
+    assert top_ranked(s, 2) == [2, 4]
+    assert top_ranked(torch.tensor([1.0, 3.0, 3.0]), 2, exclude=[1]) == [2, 0]
+
+
+# --- the fast scorer ---------------------------------------------------------------------------
+def test_scorer_layer_skipping_and_batching_match_one_row_full_forwards(qwen_tiny):
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    saes = {2: make_coder("standard", layer=2, d_sae=32, seed=4)}
+    prompts = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9"]
+    fast = SubsetScorer(qwen_tiny, tok, prompts, saes, [7, 9], batch_size=4, progress=False)
+    slow = SubsetScorer(
+        qwen_tiny, tok, prompts, saes, [7, 9], batch_size=1, skip_prefix=False, progress=False
+    )
+    assert fast._prefix is not None and slow._prefix is None
+    rows = [(p, frozenset({(2, i) for i in s})) for p in range(3) for s in ([], [0, 1, 2], list(range(16)))]
+    got, want = fast.p_refusal(rows), slow.p_refusal(rows)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert len({round(v, 6) for v in want}) > 3  # the ablations do change the score
+    before = fast.forward_rows
+    assert fast.p_refusal(rows[:4]) == got[:4] and fast.forward_rows == before  # memo
+
+
+# --- config ------------------------------------------------------------------------------------
+def test_default_config_file_documents_the_defaults():
+    assert load_config(DEFAULT_CONFIG_FILE, environ={}) == SearchConfig()
+    text = DEFAULT_CONFIG_FILE.read_text()
+    for name in SearchConfig.__dataclass_fields__:
+        assert name in text, f"{name} missing from default_config.toml"
+
+
+def test_config_precedence_file_env_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("tau = 0.5\nblock_size = 2\nseeds = [4, 5]\n")
+    cfg = load_config(f, {"block_size": "3"}, environ={"REFUSAL_EVAL_TAU": "0.7", "REFUSAL_EVAL_CACHE": "/x"})
+    assert (cfg.tau, cfg.block_size, cfg.seeds) == (0.7, 3, (4, 5))
+    assert parse_overrides(["layer=14", "pool=mean"]) == {"layer": "14", "pool": "mean"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"tua": 1}, "unknown search config key"),
+        ({"tau": "lots"}, "tau='lots' is not a valid"),
+        ({"pool": "min"}, "pool='min' is not a valid"),
+        ({"block_size": 0}, "block_size must be >= 1"),
+        ({"top_k": 2.5}, "top_k=2.5 is not a valid"),
+    ],
+)
+def test_bad_config_values_name_the_key(changes, message):
+    with pytest.raises(RefusalEvalError, match=message):
+        load_config(overrides=changes, environ={})
+
+
+def test_malformed_config_file(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("tau = = 1")
+    with pytest.raises(RefusalEvalError, match="malformed"):
+        load_config(f, environ={})
+    with pytest.raises(RefusalEvalError, match="cannot parse --set"):
+        parse_overrides(["tau"])
