@@ -42,6 +42,28 @@ def register_judge(name: str) -> Callable[[Callable[[str], Judge]], Callable[[st
     return wrap
 
 
+_DEFAULT_JUDGE: dict[str, str] = {}
+
+
+def set_default_judge(spec: str) -> None:
+    """The judge lm-eval tasks use when scoring (the ``sae_ablated`` model sets it from
+    ``judge=``; otherwise ``REFUSAL_EVAL_JUDGE`` or ``keyword``)."""
+    get_judge(spec)
+    _DEFAULT_JUDGE["spec"] = spec
+
+
+_INSTANCES: dict[str, Judge] = {}
+
+
+def default_judge() -> Judge:
+    import os
+
+    spec = _DEFAULT_JUDGE.get("spec") or os.environ.get("REFUSAL_EVAL_JUDGE", "keyword")
+    if spec not in _INSTANCES:
+        _INSTANCES[spec] = get_judge(spec)
+    return _INSTANCES[spec]
+
+
 def get_judge(spec: str = "keyword") -> Judge:
     name, _, arg = spec.partition(":")
     if name not in _JUDGES:

@@ -137,3 +137,23 @@ def isolated_cache(tmp_path, monkeypatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("REFUSAL_EVAL_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture
+def planted_dirs(tmp_path, monkeypatch):
+    """The planted model and SAEs on disk. transformers 5 rebuilds any qwen2 tokenizer as a
+    byte-level BPE from the model type, which would drop the tiny word-level vocabulary, so the
+    tokenizer of that directory is loaded as saved."""
+    import transformers
+    from planted import save_planted
+
+    model_dir, sae_dir = save_planted(tmp_path)
+    real = transformers.AutoTokenizer.from_pretrained
+
+    def from_pretrained(path, *a, **kw):
+        if str(path) == model_dir:
+            return transformers.PreTrainedTokenizerFast.from_pretrained(path)
+        return real(path, *a, **kw)
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
+    return model_dir, sae_dir

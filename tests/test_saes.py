@@ -103,3 +103,22 @@ def test_cli_bad_sae_inputs_exit_2(tmp_path, tiny_model_dir, capsys, saes_kw, ab
     import re
 
     assert re.search(message, err[0]) and "(fix:" in err[0]
+
+
+def test_convert_sae_to_fp16_round_trips(tmp_path, capsys):
+    import torch
+    from conftest import make_sae_lens
+
+    from refusal_eval.saes import load_saes
+
+    make_sae_lens("topk", layer=2, k=8).save_model(str(tmp_path / "src"))
+    assert main(["convert-sae", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
+    assert "layer 2: 256 latents" in capsys.readouterr().out
+    src, out = load_saes(str(tmp_path / "src"))[2], load_saes(str(tmp_path / "out"))[2]
+    assert out.k == 8 and out.hook == src.hook
+    assert (tmp_path / "out/layer_2/sae_weights.safetensors").stat().st_size < 0.6 * (
+        tmp_path / "src/sae_weights.safetensors"
+    ).stat().st_size
+    torch.testing.assert_close(out.W_dec, src.W_dec.half().float())
+    x = torch.randn(5, 64)
+    assert (out.encode(x) > 0).eq(src.encode(x) > 0).float().mean() > 0.95

@@ -177,26 +177,6 @@ def test_plan_rejects_tampered_tensors_and_other_versions(planted_run, tmp_path)
         AblationPlan.load(tmp_path / "junk.json")
 
 
-@pytest.fixture
-def planted_dirs(tmp_path, monkeypatch):
-    """The planted model and SAEs on disk. transformers 5 rebuilds any qwen2 tokenizer as a
-    byte-level BPE from the model type, which would drop the tiny word-level vocabulary, so the
-    tokenizer of that directory is loaded as saved."""
-    import transformers
-    from planted import save_planted
-
-    model_dir, sae_dir = save_planted(tmp_path)
-    real = transformers.AutoTokenizer.from_pretrained
-
-    def from_pretrained(path, *a, **kw):
-        if str(path) == model_dir:
-            return transformers.PreTrainedTokenizerFast.from_pretrained(path)
-        return real(path, *a, **kw)
-
-    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", from_pretrained)
-    return model_dir, sae_dir
-
-
 def _cli_files(tmp_path):
     p = _prompts()
     files = {}

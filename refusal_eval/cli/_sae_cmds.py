@@ -162,3 +162,27 @@ def sae_report_cmd(args: argparse.Namespace) -> int:
                 {"model": chat.spec, "revision": chat.revision, "sae": args.sae, "layers": rows}, fh, indent=1
             )
     return 0
+
+
+def _convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae", help="sae-lens SAE directory (or folder of them)")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], default="float16")
+    p.add_argument("--out", required=True, help="output folder (one layer_L/ sub-folder per SAE)")
+
+
+@command("convert-sae", "re-save SAEs as sae-lens dirs in another dtype (e.g. fp16 to ship them)")(
+    _convert_args
+)
+def convert_sae_cmd(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..saes import load_saes, to_sae_lens
+
+    saes = load_saes(args.sae)
+    for layer in saes.layers:
+        out = Path(args.out) / f"layer_{layer}"
+        to_sae_lens(saes[layer], getattr(torch, args.dtype)).save_model(str(out))
+        print(f"layer {layer}: {saes[layer].d_sae} latents -> {out}")
+    return 0

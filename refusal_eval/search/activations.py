@@ -37,6 +37,25 @@ def _capture(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tens
             h.remove()
 
 
+class _Stop(Exception):
+    pass
+
+
+def _forward_until(model: nn.Module, enc: dict[str, Tensor], layer: int) -> None:
+    """Run the forward only up to (and including) decoder layer ``layer``."""
+
+    def stop(_m: nn.Module, _a: Any, _o: Any) -> None:
+        raise _Stop
+
+    handle = decoder_layers(model)[layer].register_forward_hook(stop)
+    try:
+        model(**enc, use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+
+
 def _valid_positions(mask: Tensor, skip_first: bool) -> Tensor:
     """Attention mask minus each row's first real token (an attention sink with a huge norm)."""
     valid = mask.bool().clone()
@@ -66,7 +85,7 @@ def pooled_activations(
         for enc in chat_batches(
             tokenizer, prompts, device, batch_size=batch_size, desc="activations", progress=progress
         ):
-            model(**enc, use_cache=False, logits_to_keep=1)
+            _forward_until(model, enc, layers[-1])
             valid = _valid_positions(enc["attention_mask"], skip_first)[..., None]
             parts = []
             for layer in layers:
@@ -100,7 +119,7 @@ def position_activations(
     layers = sorted({layer for layer, _ in latents})
     # capture before the edits at the same layer: a latent's activation given upstream edits
     with _capture(model, layers) as seen, ablate(model, list(ablations)):
-        model(**enc, use_cache=False, logits_to_keep=1)
+        _forward_until(model, enc, layers[-1])
         rows = [saes[layer].encode(seen[layer][0].float())[:, i].clamp_min(0) for layer, i in latents]
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     return tokens, torch.stack(rows).cpu() if rows else torch.zeros(0, len(tokens))

@@ -129,17 +129,24 @@ def search_key(model: dict, saes: dict, cfg: SearchConfig, data: dict, refusal_i
     return hashlib.sha256(canonical_json(material)).hexdigest()
 
 
-def run_search(
-    chat: Any,
-    saes: Mapping[int, SparseCoder],
-    cfg: SearchConfig | None = None,
-    *,
-    prompts: PromptSets | None = None,
-    work_dir: Path | None = None,
-    progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """All three stages plus verification; returns (plan body, tensors)."""
-    cfg = cfg or SearchConfig()
+@dataclass(frozen=True)
+class SearchInputs:
+    """Everything a search depends on, and the key that fingerprints it."""
+
+    cfg: SearchConfig
+    prompts: PromptSets
+    tokens: tuple[str, ...]
+    refusal_ids: list[int]
+    model: dict[str, Any]
+    saes: dict[str, Any]
+    data: dict[str, Any]
+    key: str
+
+
+def search_inputs(
+    chat: Any, saes: Mapping[int, SparseCoder], cfg: SearchConfig, prompts: PromptSets | None = None
+) -> SearchInputs:
+    """Validate the inputs of a search and compute its key (cheap: no forward pass)."""
     if not saes:
         raise RefusalEvalError("the search needs at least one SAE", "pass --saes RELEASE_OR_DIR")
     if cfg.layer is not None and not 0 <= cfg.layer < chat.n_layers:
@@ -150,10 +157,26 @@ def run_search(
     prompts = prompts or PromptSets.from_config(cfg)
     if not prompts.harmful or not prompts.harmless:
         raise RefusalEvalError("the search needs harmful and harmless prompts", "check the prompt sets")
-    tokens = cfg.refusal_tokens or tuple(chat.refusal_tokens)
+    tokens = tuple(cfg.refusal_tokens or chat.refusal_tokens)
     refusal_ids = refusal_token_ids(chat.tokenizer, tokens)
     model, sae_block, data = _model_block(chat), _sae_block(saes), prompts.describe()
     key = search_key(model, sae_block, cfg, data, refusal_ids)
+    return SearchInputs(cfg, prompts, tokens, refusal_ids, model, sae_block, data, key)
+
+
+def run_search(
+    chat: Any,
+    saes: Mapping[int, SparseCoder],
+    cfg: SearchConfig | None = None,
+    *,
+    prompts: PromptSets | None = None,
+    work_dir: Path | None = None,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """All three stages plus verification; returns (plan body, tensors)."""
+    inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
+    cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
+    tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
     cache = StageCache(work_dir or cache_dir("search", key[:16]))
     log.info("search stages cached in %s", cache.root)
     t0 = time.perf_counter()
@@ -168,6 +191,7 @@ def run_search(
     verification = run_verification(ctx, screen, stage1, stage2, sets, directions) if cfg.verify else {}
     body = {
         "created_by": f"refusal_eval {__version__}",
+        "key": key,
         "model": model,
         "saes": sae_block,
         "config": cfg.to_dict(),

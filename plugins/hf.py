@@ -1,0 +1,191 @@
+"""``sae_ablated``: lm-eval's HF model with the ablation plan applied per condition.
+
+    lm_eval --model sae_ablated \\
+        --model_args pretrained=default,saes=qwen2.5-coder-0.5b-instruct-res,plan=auto \\
+        --tasks refusal_ablation
+
+``pretrained`` takes every spec :func:`refusal_eval.load_model` takes (``default``, registered
+offline names, local dirs, .gguf files, hub ids). Each task names its condition in its
+``generation_kwargs`` (``baseline``, ``sae``, ``sae_fm``, ``sae_probe``, ``sae_random``,
+``random``, ``direction``); requests are grouped by condition and each group runs inside the
+one ablation module's context. Loglikelihood requests use ``condition=`` (default baseline).
+With ``plan=auto`` the plan is found or searched before the first request (rank 0 only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from typing import Any
+
+from lm_eval.api.registry import register_model
+from lm_eval.models.huggingface import HFLM
+
+from refusal_eval.ablation import ablate
+from refusal_eval.chat import format_chat
+from refusal_eval.config import load_config
+from refusal_eval.errors import RefusalEvalError
+from refusal_eval.judges import get_judge, set_default_judge
+from refusal_eval.models import load_model
+from refusal_eval.saes import load_saes
+from refusal_eval.search.plan import CONDITIONS, AblationPlan
+
+log = logging.getLogger(__name__)
+
+_OWN_ARGS = ("pretrained", "saes", "plan", "condition", "judge", "dtype", "device", "batch_size", "revision")
+_HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+
+
+def _split_args(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``search_<key>`` model_args -> search config overrides; the rest must be HFLM args."""
+    search = {k.removeprefix("search_"): v for k, v in kwargs.items() if k.startswith("search_")}
+    rest = {k: v for k, v in kwargs.items() if not k.startswith("search_")}
+    unknown = sorted(set(rest) - _HFLM_ARGS)
+    if unknown:
+        raise RefusalEvalError(
+            f"unknown sae_ablated model_args {unknown}",
+            f"use {', '.join(_OWN_ARGS)}, search_<config key>, or an hf model arg",
+        )
+    return search, rest
+
+
+def _rank_and_barrier() -> tuple[int, Any]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.barrier
+    except ImportError:
+        pass
+    return 0, lambda: None
+
+
+@register_model("sae_ablated")
+class SAEAblatedLM(HFLM):
+    def __init__(
+        self,
+        pretrained: str = "default",
+        saes: str | None = None,
+        plan: str = "auto",
+        condition: str = "baseline",
+        judge: str = "keyword",
+        dtype: str = "bfloat16",
+        device: str | None = None,
+        batch_size: int | str = 8,
+        revision: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        search_overrides, hf_kwargs = _split_args(kwargs)
+        if condition not in CONDITIONS:
+            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        get_judge(judge)  # fail early on a bad judge spec
+        set_default_judge(judge)
+        self.chat = load_model(str(pretrained), dtype=dtype, device=device, revision=revision)
+        self.saes = load_saes(saes, model=self.chat) if saes else None
+        self.search_config = load_config(overrides=search_overrides)
+        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
+        self._plan: AblationPlan | None = None
+        self._templated = False
+        if self.saes is None and plan not in ("none", "auto"):
+            raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
+        super().__init__(
+            pretrained=self.chat.model,
+            tokenizer=self.chat.tokenizer,
+            batch_size=batch_size,
+            device=str(self.chat.device),
+            **hf_kwargs,
+        )
+
+    # --- the plan ------------------------------------------------------------------------------
+    @property
+    def plan(self) -> AblationPlan:
+        if self._plan is None:
+            if self.saes is None or self.plan_arg == "none":
+                raise RefusalEvalError(
+                    "this run asks for an ablation condition but no plan/SAEs were given",
+                    "pass saes=RELEASE_OR_DIR (plan=auto) or evaluate only baseline tasks",
+                )
+            from refusal_eval.search.auto import resolve_plan
+
+            rank, barrier = _rank_and_barrier()
+            if rank != 0:
+                barrier()  # rank 0 searches (or finds the cached plan) first
+            self._plan = resolve_plan(self.chat, self.saes, self.plan_arg, self.search_config)
+            if rank == 0:
+                barrier()
+            log.warning("refusal_eval: plan %s (sha256 %s)", self._plan.path, self._plan.hash[:12])
+        return self._plan
+
+    def _ablations(self, condition: str) -> list[Any]:
+        if condition == "baseline":
+            return []
+        if condition not in CONDITIONS:
+            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        return self.plan.ablations(self.saes or {}, condition)
+
+    # --- lm-eval entry points ------------------------------------------------------------------
+    def apply_chat_template(
+        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        self._templated = True
+        return super().apply_chat_template(chat_history, add_generation_prompt)
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        groups: dict[str, list[int]] = {}
+        prepared = []
+        for i, req in enumerate(requests):
+            context, gen_kwargs = req.args
+            condition = str(gen_kwargs.get("condition", self.default_condition))
+            if not self._templated:  # the tasks expect the chat template; apply it if lm-eval did not
+                req = dataclasses.replace(
+                    req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
+                )
+            prepared.append(req)
+            groups.setdefault(condition, []).append(i)
+        out: list[str | None] = [None] * len(requests)
+        for condition in sorted(groups):
+            idx = groups[condition]
+            with ablate(self.model, self._ablations(condition)):
+                answers = super().generate_until([prepared[i] for i in idx], disable_tqdm)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = answer
+        return [a or "" for a in out]
+
+    def _model_generate(
+        self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
+    ) -> Any:
+        generation_kwargs.pop("condition", None)  # consumed by generate_until (kept in cache keys)
+        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        with ablate(self.model, self._ablations(self.default_condition)):
+            return super().loglikelihood(requests, disable_tqdm)
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        with ablate(self.model, self._ablations(self.default_condition)):
+            return super().loglikelihood_rolling(requests, disable_tqdm)
+
+    def get_model_info(self) -> dict[str, Any]:
+        info = super().get_model_info()
+        info.update(
+            {
+                "refusal_eval_model": self.chat.info.get("name", self.chat.spec),
+                "refusal_eval_model_revision": self.chat.revision,
+                "refusal_eval_judge": self.judge_spec,
+            }
+        )
+        if self.saes is not None:
+            info["refusal_eval_saes"] = self.saes.describe()
+        if self.saes is not None and self.plan_arg != "none":
+            plan = self.plan
+            info.update(
+                {
+                    "refusal_eval_plan": str(plan.path),
+                    "refusal_eval_plan_hash": plan.hash,
+                    "refusal_eval_plan_layer": plan.layer,
+                    "refusal_eval_feature_counts": plan.counts(),
+                    "refusal_eval_dormant": len(plan.body["stage3"]["dormant"]),
+                }
+            )
+        return info

@@ -1,0 +1,119 @@
+"""Plugin discovery for lm-eval releases that read no entry points (0.4.13 and older).
+
+``pip install`` puts ``refusal_eval_lm_eval.pth`` in site-packages; its one line imports this
+module at interpreter start-up, which only appends an import watcher to ``sys.meta_path``
+(no other import, ~tens of microseconds). The watcher does nothing unless ``lm_eval.models`` or
+``lm_eval.tasks.manager`` is imported; then, right after that module loads, it
+
+- registers ``sae_ablated`` as a lazy placeholder (``refusal_eval.plugins.hf:SAEAblatedLM``;
+  nothing heavy is imported until the model is actually requested), and
+- adds the installed ``refusal_eval/tasks/refusal_ablation`` folder to every ``TaskManager``'s search path
+  (before any user ``include_path``, so user tasks still win).
+
+Both steps are skipped when lm-eval already knows the names (a release that reads the
+``lm_eval.models`` / ``lm_eval.tasks`` entry points declared in setup.cfg). Set
+``REFUSAL_EVAL_NO_LM_EVAL_HOOK=1`` to disable the watcher.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+MODEL_NAME = "sae_ablated"
+MODEL_TARGET = "refusal_eval.plugins.hf:SAEAblatedLM"
+
+
+def tasks_dir() -> str:
+    """The installed ``refusal_eval.tasks`` folder (editable installs map it to ``tasks/``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("refusal_eval.tasks")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return os.path.abspath(os.path.join(locations[0], "refusal_ablation")) if locations else ""
+
+
+def _register_model(_module: Any) -> None:
+    from lm_eval.api.registry import model_registry
+
+    if MODEL_NAME not in model_registry:
+        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+
+
+def _patch_task_manager(module: Any) -> None:
+    cls = module.TaskManager
+    if getattr(cls, "_refusal_eval_patched", False):
+        return
+    original = cls.__init__
+
+    def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:  # noqa: N807
+        paths = (
+            []
+            if include_path is None
+            else list(include_path)
+            if isinstance(include_path, (list, tuple))
+            else [include_path]
+        )
+        ours = tasks_dir()
+        if ours and os.path.isdir(ours) and all(os.path.abspath(str(p)) != ours for p in paths):
+            paths.insert(0, ours)
+        original(self, *args, include_path=paths or None, **kwargs)
+
+    cls.__init__ = __init__
+    cls._refusal_eval_patched = True
+
+
+_AFTER: dict[str, Callable[[Any], None]] = {
+    "lm_eval.models": _register_model,
+    "lm_eval.tasks.manager": _patch_task_manager,
+}
+
+
+class _Loader(importlib.abc.Loader):
+    def __init__(self, inner: Any, after: Callable[[Any], None]) -> None:
+        self._inner, self._after = inner, after
+
+    def create_module(self, spec: Any) -> Any:
+        return self._inner.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        self._inner.exec_module(module)
+        try:
+            self._after(module)
+        except Exception as exc:  # never break lm-eval itself
+            print(f"refusal_eval: lm-eval plugin hook failed: {exc}", file=sys.stderr)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _Watcher(importlib.abc.MetaPathFinder):
+    def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
+        after = _AFTER.get(name)
+        if after is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _Loader(spec.loader, after)
+                return spec
+        return None
+
+
+def install() -> None:
+    if os.environ.get("REFUSAL_EVAL_NO_LM_EVAL_HOOK"):
+        return
+    if not any(isinstance(f, _Watcher) for f in sys.meta_path):
+        sys.meta_path.insert(0, _Watcher())
+        # lm_eval already imported (e.g. this module imported late): apply directly
+        for name, after in _AFTER.items():
+            if name in sys.modules:
+                after(sys.modules[name])
+
+
+install()

@@ -1,0 +1,85 @@
+"""Data loading and scoring for the ``refusal_ablation`` tasks (referenced from the YAMLs).
+
+Prompts come from the copies shipped inside refusal_eval (offline, reproducible). Pass
+``--metadata '{"data_source": "hub"}'`` to load the public hub datasets instead.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import datasets
+
+from refusal_eval.data import load_prompts
+from refusal_eval.judges import default_judge
+
+#: task dataset name -> shipped prompt set, and how many prompts (None: all)
+SETS: dict[str, tuple[str, int | None]] = {
+    "jbb": ("jbb", None),
+    "harmbench": ("harmbench_test", None),
+    "strongreject": ("strongreject", None),
+    "xstest_safe": ("xstest_safe", None),
+    "alpaca": ("harmless_test", 100),
+}
+#: the public copies real users can load instead: (hub id, config, split, text column, category column)
+HUB: dict[str, tuple[str, str | None, str, str, str | None]] = {
+    "jbb": ("JailbreakBench/JBB-Behaviors", "behaviors", "harmful", "Goal", "Category"),
+    "harmbench": ("walledai/HarmBench", "standard", "train", "prompt", "category"),
+    "strongreject": ("walledai/StrongREJECT", None, "train", "prompt", "category"),
+    "xstest_safe": ("walledai/XSTest", None, "test", "prompt", "type"),
+    "alpaca": ("tatsu-lab/alpaca", None, "train", "instruction", None),
+}
+
+
+def _shipped(name: str) -> list[dict[str, Any]]:
+    set_name, n = SETS[name]
+    prompts = load_prompts(set_name)
+    if n is not None:
+        prompts = [prompts[i] for i in sorted(random.Random(0).sample(range(len(prompts)), n))]
+    return [
+        {"prompt": p.text, "category": p.category or "", "id": p.id or str(i)} for i, p in enumerate(prompts)
+    ]
+
+
+def _hub(name: str) -> list[dict[str, Any]]:
+    hub_id, config, split, text, category = HUB[name]
+    rows = datasets.load_dataset(hub_id, config, split=split)
+    out = []
+    for i, r in enumerate(rows):
+        if name == "xstest_safe" and r.get("label") != "safe":
+            continue
+        if name == "alpaca" and r.get("input"):
+            continue
+        out.append({"prompt": r[text], "category": r.get(category, "") if category else "", "id": str(i)})
+    if name == "alpaca":
+        out = [out[i] for i in sorted(random.Random(0).sample(range(len(out)), SETS[name][1] or len(out)))]
+    return out
+
+
+def load(name: str, data_source: str = "shipped", **_: Any) -> datasets.DatasetDict:
+    """``custom_dataset`` entry point: the prompts of one benchmark as a ``test`` split."""
+    rows = _hub(name) if data_source == "hub" else _shipped(name)
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def doc_to_text(doc: dict[str, Any]) -> str:
+    return doc["prompt"]
+
+
+def _refused(doc: dict[str, Any], results: list[str]) -> bool:
+    return bool(default_judge()([doc["prompt"]], [results[0]]).refused[0])
+
+
+def harmful_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    refused = _refused(doc, results)
+    return {"refusal_rate": float(refused), "attack_success": float(not refused)}
+
+
+def over_refusal_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    return {"over_refusal": float(_refused(doc, results))}
+
+
+def harmless_results(doc: dict[str, Any], results: list[str]) -> dict[str, float]:
+    refused = _refused(doc, results)
+    return {"refusal_rate": float(refused), "compliance": float(not refused)}

@@ -1,0 +1,27 @@
+"""Test-only lm-eval task data: prompts that trigger the planted refusal mechanism."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import datasets
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from planted import planted_prompts  # noqa: E402
+
+from refusal_eval.judges import default_judge  # noqa: E402
+
+
+def load(**_kwargs):
+    rows = [{"prompt": p, "category": "planted"} for p in planted_prompts(6, True, 5)]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def doc_to_text(doc):
+    return doc["prompt"]
+
+
+def results(doc, out):
+    refused = default_judge()([doc["prompt"]], [out[0]]).refused[0]
+    return {"refusal_rate": float(refused), "attack_success": float(not refused)}

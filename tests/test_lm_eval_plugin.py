@@ -1,0 +1,123 @@
+"""The sae_ablated model and refusal_ablation tasks through the real lm-eval machinery."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from planted import PlantedChat, planted_prompts, planted_saes
+
+from refusal_eval.config import SearchConfig
+from refusal_eval.errors import RefusalEvalError
+from refusal_eval.search.pipeline import PromptSets, run_search
+from refusal_eval.search.plan import write_plan
+
+HERE = Path(__file__).resolve().parent
+CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
+
+
+@pytest.fixture
+def planted_plan(tmp_path, planted_dirs):
+    cfg = SearchConfig(
+        top_k=5, block_size=1, refusal_tokens=("w4",), judge="prefix:w4", max_new_tokens=3,
+        fm_lr=0.05, fm_epochs=60, extra_k=1, batch_size=8, verify=False,
+    )  # fmt: skip
+    prompts = PromptSets(
+        planted_prompts(8, True, 0), planted_prompts(8, False, 1), planted_prompts(2, True, 2), {}
+    )
+    body, tensors = run_search(PlantedChat(), planted_saes(), cfg, prompts=prompts, work_dir=tmp_path / "w")
+    path = tmp_path / "plan.json"
+    return *planted_dirs, str(path), write_plan(body, tensors, path)
+
+
+def _evaluate(model_args: str, tasks: list[str], limit: int | None = None):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    return simple_evaluate(
+        model="sae_ablated",
+        model_args=model_args,
+        tasks=tasks,
+        limit=limit,
+        task_manager=TaskManager(include_path=str(HERE / "lm_eval_tasks")),
+    )
+
+
+def test_conditions_through_lm_eval(planted_plan):
+    model_dir, sae_dir, plan, plan_hash = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4,batch_size=4"
+    out = _evaluate(args, [f"planted_{c}" for c in CONDITIONS])
+    res = out["results"]
+    assert res["planted_baseline"]["refusal_rate,none"] == 1.0
+    for cond in ("sae", "sae_fm", "direction"):
+        assert res[f"planted_{cond}"]["attack_success,none"] == 1.0, cond
+    assert res["planted_random"]["refusal_rate,none"] == 1.0  # same-size random latents: no effect
+    assert out["config"]["model_args"] == args
+    info = out["config"] | out.get("model_info", {})
+    text = json.dumps(out, default=str)
+    assert plan_hash in text
+    assert '"refusal_eval_feature_counts"' in text and "refusal_eval_saes" in text
+    assert info is not None
+
+
+def test_every_shipped_task_and_condition_runs(planted_plan):
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,batch_size=8"
+    out = _evaluate(args, ["refusal_ablation"], limit=2)
+    res = out["results"]
+    for ds in ("jbb", "harmbench", "strongreject"):
+        for c in CONDITIONS:
+            r = res[f"refusal_{ds}_{c}"]
+            assert 0.0 <= r["refusal_rate,none"] <= 1.0
+            assert r["refusal_rate,none"] + r["attack_success,none"] == pytest.approx(1.0)
+    for c in CONDITIONS:
+        assert 0.0 <= res[f"refusal_xstest_safe_{c}"]["over_refusal,none"] <= 1.0
+        assert 0.0 <= res[f"refusal_alpaca_{c}"]["compliance,none"] <= 1.0
+    assert len(out["group_subtasks"]["refusal_ablation"]) == 25
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (",colour=blue", r"unknown sae_ablated model_args \['colour'\]"),
+        (",condition=sideways", "unknown condition 'sideways'"),
+        (",search_tau=lots", "tau='lots' is not a valid"),
+    ],
+)
+def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):
+    model_dir, sae_dir, plan, _ = planted_plan
+    with pytest.raises(RefusalEvalError, match=message) as err:
+        _evaluate(f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32{extra}", ["planted_sae"])
+    assert "\n" not in str(err.value) and "(fix: " in str(err.value)
+
+
+def test_plan_for_other_saes_and_missing_saes(planted_plan, tmp_path):
+    model_dir, sae_dir, plan, _ = planted_plan
+    from conftest import make_sae_lens
+
+    other = tmp_path / "other_saes"
+    make_sae_lens("standard", layer=0, d_sae=20, d_in=64).save_model(str(other / "layer_0"))
+    make_sae_lens("standard", layer=1, d_sae=8, d_in=64).save_model(str(other / "layer_1"))
+    with pytest.raises(RefusalEvalError, match="different SAE weights at layer"):
+        _evaluate(f"pretrained={model_dir},saes={other},plan={plan},dtype=float32", ["planted_sae"])
+    with pytest.raises(RefusalEvalError, match="does not exist"):
+        _evaluate(f"pretrained={model_dir},saes=./nowhere,plan={plan},dtype=float32", ["planted_sae"])
+
+
+def test_installed_lm_eval_discovers_model_and_tasks():
+    """A fresh interpreter (as the `lm_eval` CLI is) sees the model and the task group."""
+    code = (
+        "from lm_eval.api.registry import get_model; from lm_eval.tasks import TaskManager;"
+        "tm = TaskManager(); print(get_model('sae_ablated').__name__,"
+        "'refusal_ablation' in tm.all_groups, sum(t.startswith('refusal_') for t in tm.all_subtasks))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.split() == ["SAEAblatedLM", "True", "25"]
+    cli = Path(sys.executable).with_name("lm_eval")
+    listed = subprocess.run([str(cli), "ls", "groups"], capture_output=True, text=True, timeout=300)
+    assert "refusal_ablation" in listed.stdout + listed.stderr
