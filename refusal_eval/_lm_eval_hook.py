@@ -49,7 +49,7 @@ def _patch_task_manager(module: Any) -> None:
         return
     original = cls.__init__
 
-    def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:  # noqa: N807
+    def __init__(self: Any, *args: Any, include_path: Any = None, **kwargs: Any) -> None:
         paths = (
             []
             if include_path is None

@@ -95,7 +95,7 @@ def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):
 
 
 def test_plan_for_other_saes_and_missing_saes(planted_plan, tmp_path):
-    model_dir, sae_dir, plan, _ = planted_plan
+    model_dir, _sae_dir, plan, _ = planted_plan
     from conftest import make_sae_lens
 
     other = tmp_path / "other_saes"

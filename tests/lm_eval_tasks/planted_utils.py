@@ -8,9 +8,9 @@ from pathlib import Path
 import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from planted import planted_prompts  # noqa: E402
+from planted import planted_prompts
 
-from refusal_eval.judges import default_judge  # noqa: E402
+from refusal_eval.judges import default_judge
 
 
 def load(**_kwargs):
