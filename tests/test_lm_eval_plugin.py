@@ -121,3 +121,12 @@ def test_installed_lm_eval_discovers_model_and_tasks():
     cli = Path(sys.executable).with_name("lm_eval")
     listed = subprocess.run([str(cli), "ls", "groups"], capture_output=True, text=True, timeout=300)
     assert "refusal_ablation" in listed.stdout + listed.stderr
+
+
+def test_run_pass_through_adds_defaults_only_when_missing():
+    from refusal_eval.cli._run_cmd import lm_eval_argv
+
+    assert lm_eval_argv(["--limit", "2"]) == [
+        "lm_eval", "run", "--limit", "2", "--model", "sae_ablated", "--tasks", "refusal_ablation",
+    ]  # fmt: skip
+    assert lm_eval_argv(["--model=hf", "--tasks", "x"]) == ["lm_eval", "run", "--model=hf", "--tasks", "x"]
