@@ -56,12 +56,10 @@ def main() -> None:
     base = tokens_per_s("baseline")
     sae = tokens_per_s("sae")
     counts = plan.counts()
-    print(
-        f"{len(prompts)} JBB prompts, batch 8, {args.max_new_tokens} new tokens, {torch.get_num_threads()} threads"
-    )
-    print(
-        f"baseline: {base:.1f} tok/s   sae ({counts['sae']} latents): {sae:.1f} tok/s   ratio {sae / base:.2f}x"
-    )
+    threads = torch.get_num_threads()
+    print(f"{len(prompts)} JBB prompts, batch 8, {n_new} new tokens each, {threads} threads")
+    print(f"baseline: {base:.1f} tok/s   sae ({counts['sae']} latents): {sae:.1f} tok/s")
+    print(f"ratio sae / baseline: {sae / base:.2f}x")
 
 
 if __name__ == "__main__":
