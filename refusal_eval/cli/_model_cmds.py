@@ -43,6 +43,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         metavar="LAYER:IDS",
         help="zero-ablate these latents, e.g. 12:5,17 14:3",
     )
+    p.add_argument("--judge", default="keyword", help="refusal judge: keyword, embedding, llm:SPEC, prefix:A|B")
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
 
@@ -86,7 +87,7 @@ def demo(args: argparse.Namespace) -> int:
 
     data = json.loads((resources.files("refusal_eval") / "data" / "demo_prompts.json").read_text())
     chat, saes, sets = _load(args)
-    judge = get_judge("keyword")
+    judge = get_judge(args.judge)
     counts: dict[str, int] = {}
     for kind in ("harmful", "harmless"):
         prompts = data[kind]

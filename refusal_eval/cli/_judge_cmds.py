@@ -1,0 +1,84 @@
+"""Judge commands: train the embedding judge's head, measure every judge against human labels."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ._registry import command
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--out", default=None, help="head JSON (default: the packaged data/judges/embedding_head.json)"
+    )
+    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@command("train-judge", "train the embedding judge's logistic head on the XSTest human labels")(_train_args)
+def train_judge_cmd(args: argparse.Namespace) -> int:
+    from importlib import resources
+
+    from ..judges.embedding import MiniLM, train_head
+
+    head = train_head(MiniLM(), c=args.c, seed=args.seed)
+    out = Path(args.out) if args.out else Path(str(resources.files("refusal_eval") / "data" / "judges"))
+    if out.suffix != ".json":
+        out = out / "embedding_head.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(head, indent=1) + "\n")
+    h = head["heldout"]
+    n = head["trained_on"]["n"]
+    print(f"trained on {n} completions; held-out accuracy {h['accuracy']:.3f} (n={h['n']}) -> {out}")
+    return 0
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--judges", default="keyword,embedding", help="comma-separated judge specs, e.g. keyword,llm:SPEC"
+    )
+    p.add_argument(
+        "--split",
+        choices=["heldout", "all"],
+        default="heldout",
+        help="heldout: the 30%% the embedding head never saw (default); all: every label",
+    )
+    p.add_argument("--limit", type=int, default=None, help="only the first N labelled rows (after the split)")
+    p.add_argument("--out", default=None, help="also write the table as JSON")
+
+
+@command("judge-eval", "agreement of refusal judges with the human-labelled XSTest completions")(_eval_args)
+def judge_eval_cmd(args: argparse.Namespace) -> int:
+    from ..judges import get_judge
+    from ..judges.agreement import agreement
+    from ..judges.embedding import heldout_split, labelled_completions
+
+    rows = labelled_completions()
+    if args.split == "heldout":
+        held = heldout_split(rows)
+        rows = [r for r in rows if r["id"] in held]
+    rows = rows[: args.limit]
+    table = []
+    for spec in [s.strip() for s in args.judges.split(",") if s.strip()]:
+        verdict = get_judge(spec)([r["prompt"] for r in rows], [r["completion"] for r in rows])
+        for source in [*sorted({r["source"] for r in rows}), "all"]:
+            idx = [i for i, r in enumerate(rows) if source in ("all", r["source"])]
+            a = agreement([verdict.refused[i] for i in idx], [rows[i]["refused"] for i in idx])
+            table.append({"judge": spec, "source": source, **a.to_dict()})
+    print(f"judge agreement with human labels ({args.split} split; refusal = full or partial refusal)\n")
+    print("| judge | source | n | refusals | accuracy | precision | recall | specificity | F1 (95% CI) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for t in table:
+        lo, hi = t["ci"]["f1"]
+        print(
+            f"| {t['judge']} | {t['source']} | {t['n']} | {t['positives']} | {t['accuracy']:.3f} | "
+            f"{t['precision']:.3f} | {t['recall']:.3f} | {t['specificity']:.3f} | "
+            f"{t['f1']:.3f} ({lo:.3f}-{hi:.3f}) |"
+        )
+    if args.out:
+        Path(args.out).write_text(json.dumps({"split": args.split, "rows": table}, indent=1) + "\n")
+        print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0

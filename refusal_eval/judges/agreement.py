@@ -1,0 +1,146 @@
+"""How wrong is a judge? Agreement with human labels, and error-corrected refusal rates.
+
+- :func:`agreement`: accuracy, precision, recall (sensitivity), specificity and F1 of predicted
+  vs human refusal labels, each with a percentile bootstrap CI.
+- :func:`rogan_gladen`: the prevalence estimate corrected for a judge's sensitivity ``se`` and
+  specificity ``sp``: ``(raw + sp - 1) / (se + sp - 1)``, clipped to [0, 1]
+  (Rogan & Gladen 1978).
+- :func:`corrected_rate`: raw and corrected rate of a set of verdicts with bootstrap CIs that
+  resample the verdicts and (optionally) the judge's own validation labels.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+
+def _counts(pred: Sequence[bool], gold: Sequence[bool]) -> tuple[int, int, int, int]:
+    tp = sum(p and g for p, g in zip(pred, gold, strict=True))
+    fp = sum(p and not g for p, g in zip(pred, gold, strict=True))
+    fn = sum(g and not p for p, g in zip(pred, gold, strict=True))
+    tn = len(gold) - tp - fp - fn
+    return tp, fp, fn, tn
+
+
+def metrics(pred: Sequence[bool], gold: Sequence[bool]) -> dict[str, float]:
+    tp, fp, fn, tn = _counts(pred, gold)
+    n = len(gold)
+
+    def div(a: float, b: float) -> float:
+        return a / b if b else float("nan")
+
+    precision, recall = div(tp, tp + fp), div(tp, tp + fn)
+    f1 = div(2 * tp, 2 * tp + fp + fn)
+    return {
+        "accuracy": div(tp + tn, n),
+        "precision": precision,
+        "recall": recall,
+        "specificity": div(tn, tn + fp),
+        "f1": f1,
+    }
+
+
+def bootstrap(
+    stat: Callable[[list[int]], float], n: int, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
+    """Percentile CI of ``stat(indices)`` over ``n_boot`` resamples of ``range(n)``."""
+    rng = random.Random(seed)
+    values = sorted(
+        v for v in (stat([rng.randrange(n) for _ in range(n)]) for _ in range(n_boot)) if v == v
+    )  # drop NaN resamples
+    if not values:
+        return float("nan"), float("nan")
+    lo = values[int(alpha / 2 * (len(values) - 1))]
+    hi = values[int((1 - alpha / 2) * (len(values) - 1))]
+    return lo, hi
+
+
+@dataclass(frozen=True)
+class Agreement:
+    n: int
+    positives: int
+    accuracy: float
+    precision: float
+    recall: float
+    specificity: float
+    f1: float
+    ci: dict[str, tuple[float, float]]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def agreement(pred: Sequence[bool], gold: Sequence[bool], *, n_boot: int = 1000, seed: int = 0) -> Agreement:
+    point = metrics(pred, gold)
+    ci = {
+        k: bootstrap(lambda idx, k=k: metrics([pred[i] for i in idx], [gold[i] for i in idx])[k], len(gold),
+                     n_boot=n_boot, seed=seed)
+        for k in point
+    }  # fmt: skip
+    return Agreement(len(gold), sum(gold), **point, ci=ci)
+
+
+def rogan_gladen(raw: float, sensitivity: float, specificity: float) -> float:
+    denom = sensitivity + specificity - 1
+    if denom <= 0:
+        return float("nan")  # a judge no better than chance cannot be corrected
+    return min(1.0, max(0.0, (raw + specificity - 1) / denom))
+
+
+def corrected_rate(
+    verdicts: Sequence[bool],
+    sensitivity: float,
+    specificity: float,
+    *,
+    validation: tuple[Sequence[bool], Sequence[bool]] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, object]:
+    """Raw and Rogan-Gladen corrected rate with bootstrap CIs. With ``validation`` =
+    (judge predictions, human labels) the judge's se/sp are re-estimated in every resample, so
+    the CI also carries the uncertainty of the judge's error rates."""
+    n = len(verdicts)
+    raw = sum(verdicts) / n if n else float("nan")
+    rng = random.Random(seed)
+    raws, fixed = [], []
+    for _ in range(n_boot):
+        sample = [verdicts[rng.randrange(n)] for _ in range(n)]
+        r = sum(sample) / n
+        se, sp = sensitivity, specificity
+        if validation is not None:
+            vp, vg = validation
+            idx = [rng.randrange(len(vg)) for _ in range(len(vg))]
+            m = metrics([vp[i] for i in idx], [vg[i] for i in idx])
+            se, sp = m["recall"], m["specificity"]
+        raws.append(r)
+        c = rogan_gladen(r, se, sp)
+        if c == c:
+            fixed.append(c)
+
+    def pct(values: list[float]) -> tuple[float, float]:
+        values = sorted(values)
+        if not values:
+            return float("nan"), float("nan")
+        return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
+
+    return {
+        "n": n,
+        "raw": raw,
+        "raw_ci": pct(raws),
+        "corrected": rogan_gladen(raw, sensitivity, specificity),
+        "corrected_ci": pct(fixed),
+        "sensitivity": sensitivity,
+        "specificity": specificity,
+    }
+
+
+def error_rates(spec: str) -> tuple[float, float] | None:
+    """(sensitivity, specificity) measured for a shipped judge on the held-out human labels."""
+    import json
+    from importlib import resources
+
+    table = json.loads((resources.files("refusal_eval") / "data" / "judges" / "error_rates.json").read_text())
+    row = table["judges"].get(spec)
+    return (row["sensitivity"], row["specificity"]) if row else None
