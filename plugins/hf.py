@@ -10,6 +10,9 @@ offline names, local dirs, .gguf files, hub ids). Each task names its condition 
 ``random``, ``direction``); requests are grouped by condition and each group runs inside the
 one ablation module's context. Loglikelihood requests use ``condition=`` (default baseline).
 With ``plan=auto`` the plan is found or searched before the first request (rank 0 only).
+``sae_layers=10|14`` restricts the SAEs to those layers (needed for templated sae-lens releases
+such as ``gemma-scope-2b-pt-res-canonical``); ``search_<key>=value`` overrides a search config
+key; ``judge=`` picks the refusal judge the tasks score with.
 """
 
 from __future__ import annotations
@@ -33,7 +36,10 @@ from refusal_eval.search.plan import CONDITIONS, AblationPlan
 
 log = logging.getLogger(__name__)
 
-_OWN_ARGS = ("pretrained", "saes", "plan", "condition", "judge", "dtype", "device", "batch_size", "revision")
+_OWN_ARGS = (
+    "pretrained", "saes", "sae_layers", "plan", "condition", "judge",
+    "dtype", "device", "batch_size", "revision",
+)  # fmt: skip
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
 
 
@@ -48,6 +54,18 @@ def _split_args(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
             f"use {', '.join(_OWN_ARGS)}, search_<config key>, or an hf model arg",
         )
     return search, rest
+
+
+def _parse_layers(value: str | int | None) -> list[int] | None:
+    """``sae_layers=14`` or ``sae_layers=10|14|18`` (lm-eval splits model_args on commas)."""
+    if value is None or value == "":
+        return None
+    try:
+        return [int(v) for v in str(value).replace(":", "|").split("|") if v.strip()]
+    except ValueError:
+        raise RefusalEvalError(
+            f"cannot parse sae_layers={value!r}", "write layer numbers separated by |, e.g. sae_layers=10|14"
+        ) from None
 
 
 def _rank_and_barrier() -> tuple[int, Any]:
@@ -67,6 +85,7 @@ class SAEAblatedLM(HFLM):
         self,
         pretrained: str = "default",
         saes: str | None = None,
+        sae_layers: str | int | None = None,
         plan: str = "auto",
         condition: str = "baseline",
         judge: str = "keyword",
@@ -82,7 +101,8 @@ class SAEAblatedLM(HFLM):
         get_judge(judge)  # fail early on a bad judge spec
         set_default_judge(judge)
         self.chat = load_model(str(pretrained), dtype=dtype, device=device, revision=revision)
-        self.saes = load_saes(saes, model=self.chat) if saes else None
+        layers = _parse_layers(sae_layers)
+        self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
         self.search_config = load_config(overrides=search_overrides)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan: AblationPlan | None = None

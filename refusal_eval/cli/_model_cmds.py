@@ -43,7 +43,9 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         metavar="LAYER:IDS",
         help="zero-ablate these latents, e.g. 12:5,17 14:3",
     )
-    p.add_argument("--judge", default="keyword", help="refusal judge: keyword, embedding, llm:SPEC, prefix:A|B")
+    p.add_argument(
+        "--judge", default="keyword", help="refusal judge: keyword, embedding, llm:SPEC, prefix:A|B"
+    )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)
 
