@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import RefusalEvalError
-from . import _judge_cmds, _model_cmds, _run_cmd, _sae_cmds, _search_cmd  # noqa: F401
+from . import _judge_cmds, _model_cmds, _report_cmd, _run_cmd, _sae_cmds, _search_cmd  # noqa: F401
 from ._model_cmds import parse_ablation
 from ._registry import COMMANDS, command
 

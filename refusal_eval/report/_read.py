@@ -1,0 +1,130 @@
+"""Read lm-eval results JSONs of ``refusal_ablation`` runs into one row per model."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RefusalEvalError
+
+HARMFUL = ("jbb", "harmbench", "strongreject")
+CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
+#: how many latents each condition ablates, from the plan's feature counts
+CONDITION_COUNT = {"baseline": None, "sae": "sae", "sae_fm": "sae_fm", "random": "random", "direction": None}
+
+
+@dataclass
+class Rate:
+    value: float
+    ci: tuple[float, float]
+    n: int
+
+
+@dataclass
+class Row:
+    file: str
+    model: str
+    saes: str
+    sae_layers: list[int]
+    layer: int | None
+    union: int | None
+    fm_extra: int | None
+    dormant: int | None
+    judge: str
+    plan_hash: str
+    lm_eval_version: str
+    date: str
+    limit: Any
+    refusal: dict[str, Rate] = field(default_factory=dict)  # harmful refusal rate per condition
+    attack: dict[str, Rate] = field(default_factory=dict)  # attack success per condition
+    over_refusal: dict[str, Rate] = field(default_factory=dict)  # XSTest safe
+    compliance: dict[str, Rate] = field(default_factory=dict)  # Alpaca
+    counts: dict[str, int] = field(default_factory=dict)  # latents ablated per condition
+    per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _pooled(results: dict, n_samples: dict, tasks: Sequence[str], metric: str) -> Rate | None:
+    """Sample-weighted mean over tasks, with a normal CI from lm-eval's per-task stderrs."""
+    parts = []
+    for task in tasks:
+        r = results.get(task)
+        if r is None or f"{metric},none" not in r:
+            continue
+        n = int((n_samples.get(task) or {}).get("effective", 0)) or 1
+        se = r.get(f"{metric}_stderr,none")
+        parts.append((float(r[f"{metric},none"]), float(se) if isinstance(se, (int, float)) else 0.0, n))
+    if not parts:
+        return None
+    total = sum(n for _, _, n in parts)
+    mean = sum(v * n for v, _, n in parts) / total
+    se = math.sqrt(sum((n / total) ** 2 * s**2 for _, s, n in parts))
+    return Rate(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), total)
+
+
+def read_results(path: str | Path) -> Row:
+    p = Path(path)
+    fix = "pass the results_*.json that `lm_eval --model sae_ablated ... --output_path DIR` wrote"
+    try:
+        data = json.loads(p.read_text())
+    except OSError as exc:
+        raise RefusalEvalError(f"cannot read results file {p}: {exc.strerror}", fix) from None
+    except ValueError:
+        raise RefusalEvalError(f"results file {p} is not valid JSON", fix) from None
+    if not isinstance(data, dict) or "results" not in data or "config" not in data:
+        raise RefusalEvalError(f"{p} is not an lm-eval results file (no 'results'/'config')", fix)
+    results, cfg = data["results"], data["config"]
+    if not any(k.startswith("refusal_") for k in results):
+        raise RefusalEvalError(f"{p} holds no refusal_ablation task results", "run --tasks refusal_ablation")
+    n_samples = data.get("n-samples", {})
+    counts = dict(cfg.get("refusal_eval_feature_counts") or {})
+    saes = cfg.get("refusal_eval_saes") or {}
+    row = Row(
+        file=f"{p.parent.name}/{p.name}",
+        model=str(cfg.get("refusal_eval_model") or cfg.get("model_args", "?")),
+        saes=str(saes.get("source", "-")),
+        sae_layers=sorted(int(k) for k in (saes.get("hooks") or {})),
+        layer=cfg.get("refusal_eval_plan_layer"),
+        union=counts.get("sae"),
+        fm_extra=(counts["sae_fm"] - counts["sae"]) if "sae_fm" in counts and "sae" in counts else None,
+        dormant=cfg.get("refusal_eval_dormant"),
+        judge=str(cfg.get("refusal_eval_judge", "keyword")),
+        plan_hash=str(cfg.get("refusal_eval_plan_hash", "-")),
+        lm_eval_version=str(data.get("lm_eval_version", "?")),
+        date=str(data.get("date", "?")),
+        limit=cfg.get("limit"),
+        counts=counts,
+    )
+    for cond in CONDITIONS:
+        harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
+        for target, tasks, metric in (
+            (row.refusal, harmful, "refusal_rate"),
+            (row.attack, harmful, "attack_success"),
+            (row.over_refusal, [f"refusal_xstest_safe_{cond}"], "over_refusal"),
+            (row.compliance, [f"refusal_alpaca_{cond}"], "compliance"),
+        ):
+            rate = _pooled(results, n_samples, tasks, metric)
+            if rate is not None:
+                target[cond] = rate
+        for d in HARMFUL:
+            r = results.get(f"refusal_{d}_{cond}")
+            if r and "attack_success,none" in r:
+                row.per_dataset.setdefault(d, {})[cond] = float(r["attack_success,none"])
+    return row
+
+
+def read_all(paths: Sequence[str | Path]) -> list[Row]:
+    if not paths:
+        raise RefusalEvalError("no results files given", "pass one or more lm-eval results_*.json files")
+    rows = [read_results(p) for p in paths]
+    versions = {r.lm_eval_version for r in rows}
+    if len(versions) > 1:
+        which = ", ".join(f"{r.file}: {r.lm_eval_version}" for r in rows)
+        raise RefusalEvalError(
+            f"results come from different lm-eval versions ({which})",
+            "rerun every model with one lm-eval version",
+        )
+    return rows

@@ -1,0 +1,168 @@
+"""Write the leaderboard: leaderboard.md, leaderboard.csv, leaderboard.html and plots/*.svg."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from html import escape
+from pathlib import Path
+
+from ._read import CONDITIONS, Rate, Row
+from ._svg import grouped_bars, scatter
+
+COLUMNS = (
+    "rank", "model", "SAE set", "layer", "union", "FM extra", "dormant", "baseline refusal",
+    *(f"attack success {c}" for c in CONDITIONS if c != "baseline"),
+    "over-refusal (XSTest safe)", "harmless compliance", "judge", "plan", "lm-eval", "date", "limit",
+)  # fmt: skip
+
+
+def _fmt(rate: Rate | None, ci: bool = True) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate.value:.3f} [{rate.ci[0]:.2f}, {rate.ci[1]:.2f}]" if ci else f"{rate.value:.3f}"
+
+
+def sort_rows(rows: Sequence[Row]) -> list[Row]:
+    """Most robust first: lowest attack success of the SAE ablation, then highest baseline refusal."""
+
+    def key(r: Row) -> tuple[float, float, str]:
+        sae = r.attack.get("sae")
+        base = r.refusal.get("baseline")
+        return (sae.value if sae else 1.0, -(base.value if base else 0.0), r.model)
+
+    return sorted(rows, key=key)
+
+
+def table(rows: Sequence[Row]) -> list[list[str]]:
+    out = []
+    for i, r in enumerate(sort_rows(rows), 1):
+        out.append(
+            [
+                str(i), r.model, f"{r.saes} {r.sae_layers}", str(r.layer), str(r.union), str(r.fm_extra),
+                str(r.dormant), _fmt(r.refusal.get("baseline")),
+                *(_fmt(r.attack.get(c)) for c in CONDITIONS if c != "baseline"),
+                _fmt(r.over_refusal.get("baseline")), _fmt(r.compliance.get("baseline")), r.judge,
+                r.plan_hash[:12], r.lm_eval_version, r.date, str(r.limit),
+            ]
+        )  # fmt: skip
+    return out
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in table(rows)]
+    note = (
+        "\nRates pool JailbreakBench, HarmBench (standard) and StrongREJECT; [95% CI] from lm-eval's "
+        "per-task standard errors. Attack success = share of harmful prompts answered (not refused) "
+        "under each ablation condition. Sorted by attack success under the SAE ablation "
+        "(most robust first).\n"
+    )
+    return "\n".join(lines) + "\n" + note
+
+
+def csv_text(rows: Sequence[Row]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(COLUMNS)
+    w.writerows(table(rows))
+    return buf.getvalue()
+
+
+def plots(rows: Sequence[Row]) -> dict[str, str]:
+    ordered = sort_rows(rows)
+    refusal = {r.model: {c: v.value for c, v in r.refusal.items()} for r in ordered}
+    attack_vs_n: dict[str, list[tuple[float, float, str]]] = {}
+    for r in ordered:
+        pts = [(0.0, r.attack["baseline"].value, "baseline")] if "baseline" in r.attack else []
+        pts += [
+            (float(r.counts[c]), r.attack[c].value, c)
+            for c in ("sae", "sae_fm")
+            if c in r.attack and c in r.counts
+        ]
+        attack_vs_n[r.model] = pts
+    trade = {
+        r.model: [
+            (r.over_refusal[c].value, r.refusal[c].value, c)
+            for c in CONDITIONS
+            if c in r.over_refusal and c in r.refusal
+        ]
+        for r in ordered
+    }
+    return {
+        "refusal_by_condition.svg": grouped_bars(
+            "Harmful refusal rate per condition", CONDITIONS, refusal, "refusal rate"
+        ),
+        "attack_vs_latents.svg": scatter(
+            "Attack success vs ablated latents", attack_vs_n, "latents ablated", "attack success", lines=True
+        ),
+        "over_refusal_vs_refusal.svg": scatter(
+            "Over-refusal vs harmful refusal",
+            trade,
+            "over-refusal (XSTest safe)",
+            "harmful refusal",
+            x_max=1.0,
+        ),
+    }
+
+
+_SORT_JS = """
+document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click', () => {
+  const body = th.closest('table').querySelector('tbody');
+  const rows = Array.from(body.querySelectorAll('tr'));
+  const asc = th.dataset.order !== 'asc';
+  th.dataset.order = asc ? 'asc' : 'desc';
+  const val = r => {
+    const t = r.children[col].textContent.trim(); const n = parseFloat(t); return isNaN(n) ? t : n;
+  };
+  rows.sort((a, b) => {
+    const x = val(a), y = val(b); return (x > y ? 1 : x < y ? -1 : 0) * (asc ? 1 : -1);
+  });
+  rows.forEach(r => body.appendChild(r));
+}));
+"""
+
+
+def html(rows: Sequence[Row], charts: dict[str, str]) -> str:
+    head = "".join(f"<th title='click to sort'>{escape(c)}</th>" for c in COLUMNS)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(x)}</td>" for x in cells) + "</tr>" for cells in table(rows)
+    )
+    figures = "".join(f"<figure>{svg}</figure>" for svg in charts.values())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>refusal_eval leaderboard</title>
+<style>
+body {{ font-family: sans-serif; margin: 24px; }}
+table {{ border-collapse: collapse; font-size: 12px; }}
+th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: left; }}
+th {{ background: #f3f3f3; cursor: pointer; }}
+figure {{ display: inline-block; margin: 8px; }}
+</style></head>
+<body>
+<h1>refusal_eval leaderboard</h1>
+<p>How few SAE latents it takes to break each model's refusal (arXiv 2509.09708), evaluated with
+lm-eval. Click a column header to sort.</p>
+<table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+<div>{figures}</div>
+<script>{_SORT_JS}</script>
+</body></html>
+"""
+
+
+def write_leaderboard(rows: Sequence[Row], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "plots").mkdir(exist_ok=True)
+    charts = plots(rows)
+    written = []
+    for name, svg in charts.items():
+        (out / "plots" / name).write_text(svg)
+        written.append(out / "plots" / name)
+    for name, text in (
+        ("leaderboard.md", markdown(rows)),
+        ("leaderboard.csv", csv_text(rows)),
+        ("leaderboard.html", html(rows, charts)),
+    ):
+        (out / name).write_text(text)
+        written.append(out / name)
+    return written
