@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
-W, H, L, R, T, B = 640, 320, 56, 150, 30, 48  # size and margins
+W, H, L, R, T, B = 660, 320, 56, 190, 30, 48  # size and margins
 
 
 def _frame(title: str, x_label: str, y_label: str, body: list[str], legend: Sequence[str]) -> str:
@@ -29,9 +29,9 @@ def _frame(title: str, x_label: str, y_label: str, body: list[str], legend: Sequ
     for i, name in enumerate(legend):
         y = T + 14 * i
         parts.append(
-            f'<rect x="{W - R + 10}" y="{y}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
+            f'<rect x="{W - R + 45}" y="{y}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
         )
-        parts.append(f'<text x="{W - R + 24}" y="{y + 9}">{escape(name[:22])}</text>')
+        parts.append(f'<text x="{W - R + 59}" y="{y + 9}">{escape(name[:22])}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 

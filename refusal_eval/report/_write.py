@@ -121,6 +121,8 @@ document.querySelectorAll('th').forEach((th, col) => th.addEventListener('click'
   });
   rows.forEach(r => body.appendChild(r));
 }));
+document.body.dataset.rendered =
+  'svg:' + document.querySelectorAll('svg').length + ' rows:' + document.querySelectorAll('tbody tr').length;
 """
 
 
