@@ -91,8 +91,9 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--direction-layer", type=int, default=14)
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--dtype", default="bfloat16", help="bfloat16 (default) or float32")
     args = ap.parse_args()
-    chat = load_model("default")
+    chat = load_model("default", dtype=args.dtype)
     saes = load_saes(args.saes, layers=args.layers, model=chat)
     tok, model = chat.tokenizer, chat.model
     ids = refusal_token_ids(tok, chat.refusal_tokens)
@@ -106,7 +107,7 @@ def main() -> None:
     cands = [(c.layer, c.latent) for c in decoder_candidates(saes, direction, args.top_k)]
     kw = {"tau": 0.3, "block_size": 5, "seeds": (0, 1, 2), "eps": 1e-6}
     print(f"{len(refused)} refused prompts, {len(cands)} candidates on layers {sorted(saes)}, "
-          f"{torch.get_num_threads()} threads, bf16")  # fmt: skip
+          f"{torch.get_num_threads()} threads, {args.dtype}, batch {args.batch_size}")  # fmt: skip
 
     t0 = time.perf_counter()
     scorer = SubsetScorer(model, tok, refused, saes, ids, batch_size=args.batch_size, progress=False)

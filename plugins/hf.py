@@ -68,6 +68,17 @@ def _parse_layers(value: str | int | None) -> list[int] | None:
         ) from None
 
 
+def _usable(device: str | None) -> str | None:
+    """lm-eval's CLI passes ``device=cuda`` by default; on a machine without CUDA use the default
+    device instead of failing (an explicit ``--device cpu`` or ``cuda:1`` is kept)."""
+    import torch
+
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("refusal_eval: CUDA is not available; running on CPU")
+        return None
+    return device
+
+
 def _rank_and_barrier() -> tuple[int, Any]:
     try:
         import torch.distributed as dist
@@ -100,7 +111,7 @@ class SAEAblatedLM(HFLM):
             raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
         get_judge(judge)  # fail early on a bad judge spec
         set_default_judge(judge)
-        self.chat = load_model(str(pretrained), dtype=dtype, device=device, revision=revision)
+        self.chat = load_model(str(pretrained), dtype=dtype, device=_usable(device), revision=revision)
         layers = _parse_layers(sae_layers)
         self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
         self.search_config = load_config(overrides=search_overrides)

@@ -178,11 +178,22 @@ def run_search(
     cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
     tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
     cache = StageCache(work_dir or cache_dir("search", key[:16]))
+    # the screen (baseline generations) depends on far fewer inputs: shared across configs
+    screen_key = hashlib.sha256(
+        canonical_json(
+            {
+                "model": {k: model[k] for k in ("name", "revision", "dtype")},
+                "data": {k: v["sha256"] for k, v in data.items()},
+                "refusal_ids": refusal_ids,
+                **{k: getattr(cfg, k) for k in ("judge", "max_new_tokens", "batch_size")},
+            }
+        )
+    ).hexdigest()
+    screen_cache = cache if work_dir else StageCache(cache_dir("search", "screen", screen_key[:16]))
     log.info("search stages cached in %s", cache.root)
     t0 = time.perf_counter()
-    ctx = Context(
-        chat, saes, cfg, prompts.harmful, prompts.harmless, prompts.validation, refusal_ids, cache, progress
-    )
+    sets = (prompts.harmful, prompts.harmless, prompts.validation)
+    ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress)
     screen = run_screen(ctx)
     stage1, directions = run_stage1(ctx, screen)
     stage2 = run_stage2(ctx, screen, stage1)

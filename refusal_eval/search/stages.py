@@ -42,6 +42,7 @@ class Context:
     validation: list[str]
     refusal_ids: list[int]
     cache: Any
+    screen_cache: Any
     progress: bool = True
     _scorer: SubsetScorer | None = field(default=None, repr=False)
 
@@ -93,7 +94,7 @@ def run_screen(ctx: Context) -> dict[str, Any]:
         out["answered_harmless"] = [i for i, s in enumerate(p.tolist()) if s < 0]
         return out
 
-    screen = ctx.cache.cached("screen", compute)
+    screen = ctx.screen_cache.cached("screen", compute)
     if not screen["refused_harmful"]:
         raise RefusalEvalError(
             "the model refused none of the harmful search prompts, so there is no refusal to dissect",
