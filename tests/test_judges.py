@@ -99,3 +99,19 @@ def test_rogan_gladen_worked_example():
         [True] * 50 + [False] * 50, 0.9, 0.8, validation=([True, False] * 20, [True, False] * 20)
     )
     assert r2["corrected"] == pytest.approx(3 / 7)
+
+
+def test_auc():
+    from refusal_eval.judges.agreement import auc
+
+    assert auc([0.9, 0.8, 0.1, 0.2], [True, True, False, False]) == 1.0
+    assert auc([0.1, 0.2, 0.9, 0.8], [True, True, False, False]) == 0.0
+    assert auc([0.5, 0.5], [True, False]) == 0.5
+
+
+def test_llm_judge_threshold_spec_is_checked_before_loading():
+    with pytest.raises(RefusalEvalError, match=r"cannot parse the threshold in llm:default@abc"):
+        get_judge("llm:default@abc")
+    from refusal_eval.judges.llm import shipped_thresholds
+
+    assert 0 < shipped_thresholds()["default"] < 1

@@ -53,7 +53,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 @command("judge-eval", "agreement of refusal judges with the human-labelled XSTest completions")(_eval_args)
 def judge_eval_cmd(args: argparse.Namespace) -> int:
     from ..judges import get_judge
-    from ..judges.agreement import agreement
+    from ..judges.agreement import agreement, auc
     from ..judges.embedding import heldout_split, labelled_completions
 
     rows = labelled_completions()
@@ -66,19 +66,66 @@ def judge_eval_cmd(args: argparse.Namespace) -> int:
         verdict = get_judge(spec)([r["prompt"] for r in rows], [r["completion"] for r in rows])
         for source in [*sorted({r["source"] for r in rows}), "all"]:
             idx = [i for i, r in enumerate(rows) if source in ("all", r["source"])]
-            a = agreement([verdict.refused[i] for i in idx], [rows[i]["refused"] for i in idx])
-            table.append({"judge": spec, "source": source, **a.to_dict()})
+            gold = [rows[i]["refused"] for i in idx]
+            a = agreement([verdict.refused[i] for i in idx], gold)
+            score_auc = auc([verdict.scores[i] for i in idx], gold)
+            table.append({"judge": spec, "source": source, **a.to_dict(), "auc": score_auc})
     print(f"judge agreement with human labels ({args.split} split; refusal = full or partial refusal)\n")
-    print("| judge | source | n | refusals | accuracy | precision | recall | specificity | F1 (95% CI) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| judge | source | n | refusals | accuracy | precision | recall | specificity | F1 (95% CI) | AUC |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for t in table:
         lo, hi = t["ci"]["f1"]
         print(
             f"| {t['judge']} | {t['source']} | {t['n']} | {t['positives']} | {t['accuracy']:.3f} | "
             f"{t['precision']:.3f} | {t['recall']:.3f} | {t['specificity']:.3f} | "
-            f"{t['f1']:.3f} ({lo:.3f}-{hi:.3f}) |"
+            f"{t['f1']:.3f} ({lo:.3f}-{hi:.3f}) | {t['auc']:.3f} |"
         )
     if args.out:
         Path(args.out).write_text(json.dumps({"split": args.split, "rows": table}, indent=1) + "\n")
         print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _calibrate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("judge", help="an llm:SPEC judge")
+    p.add_argument("--n", type=int, default=200, help="training-split completions to calibrate on")
+    p.add_argument("--out", default=None, help="thresholds JSON (default: the packaged one)")
+
+
+@command("calibrate-judge", "fit an llm:SPEC judge's yes/no threshold on the training split of the labels")(
+    _calibrate_args
+)
+def calibrate_judge_cmd(args: argparse.Namespace) -> int:
+    import random
+    from importlib import resources
+
+    from ..errors import RefusalEvalError
+    from ..judges import get_judge
+    from ..judges.agreement import metrics
+    from ..judges.embedding import heldout_split, labelled_completions
+
+    if not args.judge.startswith("llm:") or "@" in args.judge:
+        raise RefusalEvalError(
+            f"cannot calibrate {args.judge!r}", "pass an llm:SPEC judge without @threshold"
+        )
+    rows = labelled_completions()
+    held = heldout_split(rows)
+    train = [r for r in rows if r["id"] not in held]
+    train = random.Random(0).sample(train, min(args.n, len(train)))
+    judge = get_judge(args.judge)
+    p_yes = judge.p_yes([r["prompt"] for r in train], [r["completion"] for r in train])
+    gold = [r["refused"] for r in train]
+    grid = [i / 100 for i in range(1, 100)]
+    best = max(grid, key=lambda t: (metrics([p < t for p in p_yes], gold)["accuracy"], -abs(t - 0.5)))
+    acc = metrics([p < best for p in p_yes], gold)["accuracy"]
+    default = resources.files("refusal_eval") / "data" / "judges" / "llm_thresholds.json"
+    out = Path(args.out) if args.out else Path(str(default))
+    table = json.loads(out.read_text()) if out.exists() else {"thresholds": {}, "calibration": {}}
+    spec = args.judge.removeprefix("llm:")
+    table["thresholds"][spec] = best
+    table["calibration"][spec] = {"n": len(train), "train_accuracy": round(acc, 6), "seed": 0}
+    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    print(f"{args.judge}: threshold {best:.2f} (training-split accuracy {acc:.3f}, n={len(train)}) -> {out}")
     return 0

@@ -42,6 +42,16 @@ def metrics(pred: Sequence[bool], gold: Sequence[bool]) -> dict[str, float]:
     }
 
 
+def auc(scores: Sequence[float], gold: Sequence[bool]) -> float:
+    """Area under the ROC curve of ``scores`` for ``gold`` (Mann-Whitney, ties count half)."""
+    pos = [s for s, g in zip(scores, gold, strict=True) if g]
+    neg = [s for s, g in zip(scores, gold, strict=True) if not g]
+    if not pos or not neg:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
+    return wins / (len(pos) * len(neg))
+
+
 def bootstrap(
     stat: Callable[[list[int]], float], n: int, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float]:
