@@ -95,6 +95,10 @@ class TrainConfig:
     context_size: int = 128
     batch_tokens: int = 4096
     seed: int = 42
+    # steps without firing before a latent counts as dead and the TopK auxiliary loss starts
+    # reviving it; sae-lens' default (1000 steps) exceeds a 1 M-token run (256 steps), which left
+    # 65% of the layer-14 latents dead (docs/saes/README.md)
+    dead_feature_window: int = 25
 
 
 def pack(sequences: list[list[int]], context_size: int) -> list[list[int]]:
@@ -165,6 +169,8 @@ def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path
         # the mixing buffer holds n_batches_in_buffer x context tokens: keep >= 4 train batches
         n_batches_in_buffer=max(16, -(-4 * cfg.batch_tokens // (cfg.context_size - 1))),
         lr=cfg.lr,
+        dead_feature_window=cfg.dead_feature_window,
+        feature_sampling_window=max(cfg.dead_feature_window, 50),
         lr_warm_up_steps=max(1, cfg.tokens // cfg.batch_tokens // 20),
         lr_decay_steps=max(1, cfg.tokens // cfg.batch_tokens // 5),
         device=str(chat.device),

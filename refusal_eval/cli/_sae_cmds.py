@@ -95,6 +95,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=64, help="active latents per token (topk)")
     p.add_argument("--tokens", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--dead-window", type=int, default=25, help="steps before a silent latent counts as dead")
     p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
     p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
     p.add_argument("--out", required=True)
@@ -108,8 +109,9 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
     from ..sae_training import CorpusConfig, TrainConfig, build_corpus, check_train_args, train_sae
 
     cfg = TrainConfig(
-        layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed
-    )
+        layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
+        dead_feature_window=args.dead_window,
+    )  # fmt: skip
     out = Path(args.out)
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
     check_train_args(cfg, chat.n_layers, out)
