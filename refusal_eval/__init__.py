@@ -29,6 +29,11 @@ _EXPORTS: dict[str, str] = {
     "generate": "chat",
     "format_chat": "chat",
     "get_judge": "judges",
+    "SearchConfig": "config",
+    "load_config": "config",
+    "AblationPlan": "search.plan",
+    "run_search": "search.pipeline",
+    "search_to_file": "search.pipeline",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
@@ -40,6 +45,8 @@ if TYPE_CHECKING:
     from .chat import format_chat as format_chat
     from .chat import generate as generate
     from .coders import SparseCoder as SparseCoder
+    from .config import SearchConfig as SearchConfig
+    from .config import load_config as load_config
     from .errors import RefusalEvalError as RefusalEvalError
     from .hooks import HookPoint as HookPoint
     from .judges import get_judge as get_judge
@@ -47,6 +54,9 @@ if TYPE_CHECKING:
     from .models import load_model as load_model
     from .saes import SAEBundle as SAEBundle
     from .saes import load_saes as load_saes
+    from .search.pipeline import run_search as run_search
+    from .search.pipeline import search_to_file as search_to_file
+    from .search.plan import AblationPlan as AblationPlan
 
 
 def __getattr__(name: str) -> Any:
