@@ -123,3 +123,25 @@ def test_bad_results_files_are_named(two_results, tmp_path):
     with pytest.raises(RefusalEvalError, match=r"different lm-eval versions .*old.json: 0.4.9"):
         read_all([*two_results, old])
     assert main(["leaderboard", str(bad), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_per_category_rates_from_logged_samples(two_results, tmp_path):
+    results = two_results[1]  # "strong"
+    date_id = results.stem.removeprefix("results_")
+    for cond, outcomes in (("baseline", [0, 0, 1]), ("sae", [1, 1, 0])):
+        lines = [
+            json.dumps({"doc": {"category": cat}, "attack_success": float(o)})
+            for cat, o in zip(["Fraud", "Fraud", "Malware"], outcomes, strict=True)
+        ]
+        (results.parent / f"samples_refusal_jbb_{cond}_{date_id}.jsonl").write_text("\n".join(lines) + "\n")
+    rows = read_all(two_results)
+    strong = next(r for r in rows if r.model == "strong")
+    assert strong.categories == {
+        "jbb": {"Fraud": {"baseline": 0.0, "sae": 1.0}, "Malware": {"baseline": 1.0, "sae": 0.0}}
+    }
+    out = tmp_path / "board"
+    assert main(["leaderboard", *map(str, two_results), "--out", str(out)]) == 0
+    text = (out / "categories.md").read_text()
+    assert (
+        "## strong: jbb" in text and "| Fraud | 0.00 | 1.00 |" in text and "| Malware | 1.00 | 0.00 |" in text
+    )

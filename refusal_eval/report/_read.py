@@ -45,6 +45,7 @@ class Row:
     compliance: dict[str, Rate] = field(default_factory=dict)  # Alpaca
     counts: dict[str, int] = field(default_factory=dict)  # latents ablated per condition
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
+    categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
 
 def _pooled(results: dict, n_samples: dict, tasks: Sequence[str], metric: str) -> Rate | None:
@@ -97,6 +98,7 @@ def read_results(path: str | Path) -> Row:
         date=str(data.get("date", "?")),
         limit=cfg.get("limit"),
         counts=counts,
+        categories=category_rates(p),
     )
     for cond in CONDITIONS:
         harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
@@ -128,3 +130,28 @@ def read_all(paths: Sequence[str | Path]) -> list[Row]:
             "rerun every model with one lm-eval version",
         )
     return rows
+
+
+def category_rates(results_path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Attack success per benchmark category and condition, from the ``samples_*.jsonl`` files
+    lm-eval writes next to the results with ``--log_samples`` (empty without them):
+    ``{dataset: {category: {condition: rate}}}``."""
+    p = Path(results_path)
+    date_id = p.stem.removeprefix("results_")
+    out: dict[str, dict[str, dict[str, list[float]]]] = {}
+    for ds in HARMFUL:
+        for cond in CONDITIONS:
+            path = p.with_name(f"samples_refusal_{ds}_{cond}_{date_id}.jsonl")
+            if not path.exists():
+                continue
+            for line in path.read_text().splitlines():
+                sample = json.loads(line)
+                cat = str(sample.get("doc", {}).get("category") or "-")
+                if "attack_success" in sample:
+                    out.setdefault(ds, {}).setdefault(cat, {}).setdefault(cond, []).append(
+                        float(sample["attack_success"])
+                    )
+    return {
+        ds: {cat: {c: sum(v) / len(v) for c, v in conds.items()} for cat, conds in sorted(cats.items())}
+        for ds, cats in out.items()
+    }

@@ -152,6 +152,23 @@ lm-eval. Click a column header to sort.</p>
 """
 
 
+def categories_markdown(rows: Sequence[Row]) -> str:
+    """Per-category attack success (from --log_samples files), one table per model and benchmark."""
+    parts = ["# Attack success per category\n"]
+    for r in sort_rows(rows):
+        for ds, cats in r.categories.items():
+            conds = [c for c in CONDITIONS if any(c in v for v in cats.values())]
+            parts.append(f"## {r.model}: {ds}\n")
+            parts.append("| category | " + " | ".join(conds) + " |")
+            parts.append("|" + " --- |" * (len(conds) + 1))
+            parts += [
+                f"| {cat} | " + " | ".join(f"{v.get(c, float('nan')):.2f}" for c in conds) + " |"
+                for cat, v in cats.items()
+            ]
+            parts.append("")
+    return "\n".join(parts) + "\n"
+
+
 def write_leaderboard(rows: Sequence[Row], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
@@ -164,6 +181,7 @@ def write_leaderboard(rows: Sequence[Row], out: Path) -> list[Path]:
         ("leaderboard.md", markdown(rows)),
         ("leaderboard.csv", csv_text(rows)),
         ("leaderboard.html", html(rows, charts)),
+        *((("categories.md", categories_markdown(rows)),) if any(r.categories for r in rows) else ()),
     ):
         (out / name).write_text(text)
         written.append(out / name)
