@@ -27,13 +27,15 @@ def refusal_token_ids(tokenizer: Any, tokens: Sequence[str]) -> list[int]:
 
 
 def last_position_logits(model: Any, enc: dict[str, Tensor]) -> Tensor:
-    """``(batch, vocab)`` logits of the last position only (prompts are left-padded).
+    """``(batch, vocab)`` logits of the last position only (prompts are left-padded); ``enc``
+    holds ``input_ids`` or ``inputs_embeds`` plus the attention mask.
 
     ``logits_to_keep`` is passed as an index *tensor*: transformers then gathers a contiguous
     hidden state for ``lm_head``. With the int form it slices a strided view, and the bf16 CPU
     matmul on that view ran ~9x slower than the whole-sequence forward (BENCHMARKS.md).
     """
-    last = torch.tensor([enc["input_ids"].shape[1] - 1], device=enc["input_ids"].device)
+    ids = enc["input_ids"] if "input_ids" in enc else enc["inputs_embeds"]
+    last = torch.tensor([ids.shape[1] - 1], device=ids.device)
     return model(**enc, logits_to_keep=last, use_cache=False).logits[:, -1]
 
 

@@ -83,11 +83,15 @@ def planted_saes() -> dict[int, StandardCoder]:
     eye = torch.eye(D)
     u_hat = (eye[1] + eye[2] + eye[3]) / 3**0.5
 
-    def noise_pair() -> tuple[torch.Tensor, torch.Tensor]:
-        v = torch.zeros(D)
-        v[20:] = torch.randn(D - 20, generator=gen)
-        v = v / v.norm()
-        return v, 0.3 * v
+    def add_noise(enc: list, dec: list, bias: list, n: int) -> None:
+        """Latents reading random token-noise directions: fire on both classes, decoders off u."""
+        for _ in range(n):
+            v = torch.zeros(D)
+            v[20:] = torch.randn(D - 20, generator=gen)
+            v = v / v.norm()
+            enc.append(v)
+            dec.append(0.3 * v)
+            bias.append(-0.5)
 
     enc, dec, bias = [], [], []
     for axis in (1, 2, 3, 4):  # d0, d1, d2, then the backup g
@@ -98,11 +102,7 @@ def planted_saes() -> dict[int, StandardCoder]:
         enc.append(eye[7 + j])
         dec.append((0.4 * u_hat + 0.9 * eye[7 + j]) / (0.4**2 + 0.9**2) ** 0.5)
         bias.append(0.0)
-    for _ in range(10):
-        e, d = noise_pair()
-        enc.append(e)
-        dec.append(d)
-        bias.append(-0.5)
+    add_noise(enc, dec, bias, 10)
     layer0 = _coder(0, enc, dec, bias)
 
     enc, dec, bias = [eye[5]], [u_hat + eye[5]], [0.0]
@@ -110,11 +110,7 @@ def planted_saes() -> dict[int, StandardCoder]:
         enc.append(eye[13 + j])
         dec.append((0.5 * u_hat + eye[13 + j]) / (1.25**0.5))
         bias.append(0.0)
-    for _ in range(4):
-        e, d = noise_pair()
-        enc.append(e)
-        dec.append(d)
-        bias.append(-0.5)
+    add_noise(enc, dec, bias, 4)
     layer1 = _coder(1, enc, dec, bias)
     return {0: layer0, 1: layer1}
 

@@ -77,7 +77,8 @@ def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path
     return hashlib.sha256(data).hexdigest()
 
 
-def _latents(pairs: Any) -> dict[int, list[int]]:
+def by_layer(pairs: Any) -> dict[int, list[int]]:
+    """``[(layer, latent), ...]`` -> ``{layer: sorted latents}``."""
     out: dict[int, list[int]] = {}
     for layer, idx in pairs:
         out.setdefault(int(layer), []).append(int(idx))
@@ -135,7 +136,7 @@ class AblationPlan:
             raise RefusalEvalError(
                 f"condition {condition!r} has no latent set", f"use one of {LATENT_CONDITIONS}"
             )
-        return _latents(self.body["sets"][condition])
+        return by_layer(self.body["sets"][condition])
 
     def counts(self) -> dict[str, int]:
         return {c: len(self.body["sets"][c]) for c in LATENT_CONDITIONS}

@@ -152,7 +152,7 @@ class SubsetScorer:
             prefix = _start_at(self.model, self.first, hidden)
             enc = {"inputs_embeds": torch.zeros_like(hidden), "attention_mask": mask}
         with ablate(self.model, ablations), prefix:
-            logits = last_position_logits_any(self.model, enc)
+            logits = last_position_logits(self.model, enc)
         probs = torch.softmax(logits.float(), dim=-1).cpu()
         self.forward_rows += len(rows)
         return probs[:, self.refusal_ids].sum(-1)
@@ -170,12 +170,3 @@ class SubsetScorer:
 
     def _order_key(self, row: Row) -> tuple[int, int, tuple[Latent, ...]]:
         return (int(self._ids[row[0]].shape[0]), row[0], tuple(sorted(row[1])))
-
-
-def last_position_logits_any(model: nn.Module, enc: dict[str, Tensor]) -> Tensor:
-    """:func:`last_position_logits` for ``input_ids`` or ``inputs_embeds`` batches."""
-    if "input_ids" in enc:
-        return last_position_logits(model, enc)
-    n = enc["inputs_embeds"].shape[1]
-    last = torch.tensor([n - 1], device=enc["inputs_embeds"].device)
-    return model(**enc, logits_to_keep=last, use_cache=False).logits[:, -1]

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..ablation import Ablation, DirectionAblation, LatentAblation
+from ..ablation import Ablation, DirectionAblation, LatentAblation, as_ablations
 from ..chat import generate
 from ..coders import SparseCoder
 from ..config import SearchConfig
@@ -29,6 +29,7 @@ from .direction import (
 )
 from .greedy import GreedyResult, greedy_minimal_sets
 from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
+from .plan import by_layer
 from .scorer import Latent, SubsetScorer
 
 
@@ -48,6 +49,11 @@ class Context:
 
     def refused(self, screen: Mapping[str, Any]) -> list[str]:
         return [self.harmful[i] for i in screen["refused_harmful"]]
+
+    def contrast(self, screen: Mapping[str, Any]) -> list[str]:
+        """Harmless prompts the model answers, size-matched to the refused harmful ones."""
+        answered = [self.harmless[i] for i in screen["answered_harmless"]]
+        return answered[: len(screen["refused_harmful"])] or self.harmless
 
     def scorer(self, screen: Mapping[str, Any], layers: Sequence[int]) -> SubsetScorer:
         if self._scorer is None:
@@ -107,7 +113,7 @@ def run_stage1(ctx: Context, screen: Mapping[str, Any]) -> tuple[dict[str, Any],
     """Directions per layer, the chosen layer, decoder-cosine candidates."""
     cfg, chat = ctx.cfg, ctx.chat
     harmful = ctx.refused(screen)
-    harmless = [ctx.harmless[i] for i in screen["answered_harmless"]][: len(harmful)] or ctx.harmless
+    harmless = ctx.contrast(screen)
     cached = ctx.cache.get("stage1")
     if cached is not None and "directions" in cached:
         return {k: v for k, v in cached.items() if k != "directions"}, torch.tensor(cached["directions"])
@@ -206,7 +212,7 @@ def run_stage3(
         return hit
     cfg, chat = ctx.cfg, ctx.chat
     harmful = ctx.refused(screen)
-    harmless = [ctx.harmless[i] for i in screen["answered_harmless"]][: len(harmful)] or ctx.harmless
+    harmless = ctx.contrast(screen)
     kw = {"pool": cfg.pool, "batch_size": cfg.batch_size, "progress": ctx.progress}
     act_h = pooled_activations(chat.model, chat.tokenizer, harmful, ctx.saes, **kw)
     act_b = pooled_activations(chat.model, chat.tokenizer, harmless, ctx.saes, **kw)
@@ -297,7 +303,7 @@ def find_dormant(
         if (back - base) / max(base, cfg.eps) < cfg.tau:
             continue
         active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
-        ablations = _latent_ablations(ctx.saes, active)
+        ablations = as_ablations(by_layer(active), ctx.saes)
         tokens, acts = position_activations(
             ctx.chat.model, ctx.chat.tokenizer, harmful[p], ctx.saes, [m], ablations
         )
@@ -314,13 +320,6 @@ def find_dormant(
             }
         )
     return out
-
-
-def _latent_ablations(saes: Mapping[int, SparseCoder], latents: Sequence[Latent]) -> list[Ablation]:
-    by_layer: dict[int, list[int]] = {}
-    for layer, i in latents:
-        by_layer.setdefault(layer, []).append(i)
-    return [LatentAblation.of(saes[layer], ids) for layer, ids in sorted(by_layer.items())]
 
 
 def _per_row(saes: Mapping[int, SparseCoder], sets: Sequence[frozenset[Latent]]):
@@ -359,7 +358,7 @@ def run_verification(
             conditions["minimal"] = _per_row(ctx.saes, _minimal_sets(stage2))
         for name in ("sae", "sae_fm", "sae_probe", "sae_random", "random"):
             latents = [(int(a), int(b)) for a, b in sets[name]]
-            conditions[name] = _latent_ablations(ctx.saes, latents)
+            conditions[name] = as_ablations(by_layer(latents), ctx.saes)
         conditions["direction"] = [direction]
         results: dict[str, Any] = {}
         for name, edit in conditions.items():
