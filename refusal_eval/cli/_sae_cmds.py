@@ -96,6 +96,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dead-window", type=int, default=25, help="steps before a silent latent counts as dead")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training step")
     p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
     p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
     p.add_argument("--out", required=True)
@@ -110,7 +112,7 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
-        dead_feature_window=args.dead_window,
+        dead_feature_window=args.dead_window, lr=args.lr, batch_tokens=args.batch_tokens,
     )  # fmt: skip
     out = Path(args.out)
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
