@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,18 @@ class Row:
     counts: dict[str, int] = field(default_factory=dict)  # latents ablated per condition
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
     categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+
+
+def _date(value: Any) -> str:
+    """lm-eval stores the run's start as a Unix timestamp; show it as a UTC date-time."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return str(value) if value is not None else "?"
+
+
+def _limit(value: Any) -> Any:
+    """``--limit 8`` is stored as 8.0; a fraction stays a float."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 def _pooled(results: dict, n_samples: dict, tasks: Sequence[str], metric: str) -> Rate | None:
@@ -95,8 +108,8 @@ def read_results(path: str | Path) -> Row:
         judge=str(cfg.get("refusal_eval_judge", "keyword")),
         plan_hash=str(cfg.get("refusal_eval_plan_hash", "-")),
         lm_eval_version=str(data.get("lm_eval_version", "?")),
-        date=str(data.get("date", "?")),
-        limit=cfg.get("limit"),
+        date=_date(data.get("date")),
+        limit=_limit(cfg.get("limit")),
         counts=counts,
         categories=category_rates(p),
     )

