@@ -9,7 +9,6 @@ import pytest
 from refusal_eval.cli import main
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.report import read_all, sort_rows
-from refusal_eval.report._read import _limit
 
 CONDS = ("baseline", "sae", "sae_fm", "random", "direction")
 
@@ -47,7 +46,7 @@ def results_json(model: str, attack: dict[str, float], n: int = 10, version: str
         "refusal_eval_dormant": 3,
         "refusal_eval_judge": "keyword",
         "refusal_eval_plan_hash": "ab" * 32,
-        "limit": None,
+        "limit": 8.0,  # lm-eval stores --limit 8 as a float
     }
     return {
         "results": results,
@@ -87,10 +86,7 @@ def test_rows_values_and_sort_order(two_results):
     assert (strong.union, strong.fm_extra, strong.dormant, strong.layer) == (12, 50, 3, 14)
     assert strong.over_refusal["baseline"].value == 0.1 and strong.compliance["baseline"].value == 0.95
     assert strong.date == "2026-11-21 22:28 UTC"  # lm-eval's Unix timestamp, shown as a date
-
-
-def test_limit_shown_as_lm_eval_was_given_it():
-    assert (_limit(8.0), _limit(0.5), _limit(None)) == (8, 0.5, None)
+    assert strong.limit == 8 and isinstance(strong.limit, int)
 
 
 def test_leaderboard_files(two_results, tmp_path, capsys):
