@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from typing import Any, Literal
 import torch
 
 from ._cache import cache_dir
+from ._sae_checkpoints import TRAIN_STATE, checkpointing_runner, resume_point, write_train_state
 from .chat import format_chat, generate
 from .data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
 from .errors import RefusalEvalError
@@ -99,6 +101,7 @@ class TrainConfig:
     # reviving it; sae-lens' default (1000 steps) exceeds a 1 M-token run (256 steps), which left
     # 65% of the layer-14 latents dead (docs/saes/README.md)
     dead_feature_window: int = 25
+    n_checkpoints: int = 4  # full trainer checkpoints during the run (only the newest is kept)
 
 
 def pack(sequences: list[list[int]], context_size: int) -> list[list[int]]:
@@ -122,6 +125,10 @@ def _sae_config(cfg: TrainConfig, d_in: int) -> Any:
 def check_train_args(cfg: TrainConfig, n_layers: int, out: Path) -> None:
     if cfg.width < 1:
         raise RefusalEvalError(f"--width must be at least 1, got {cfg.width}", "pass e.g. --width 4096")
+    if cfg.n_checkpoints < 0:
+        raise RefusalEvalError(
+            f"--checkpoints must be >= 0, got {cfg.n_checkpoints}", "pass e.g. --checkpoints 4"
+        )
     if cfg.tokens < cfg.batch_tokens:
         raise RefusalEvalError(
             f"--tokens {cfg.tokens} is below one batch ({cfg.batch_tokens})", "train on more tokens"
@@ -142,8 +149,13 @@ def check_train_args(cfg: TrainConfig, n_layers: int, out: Path) -> None:
         ) from None
 
 
-def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path) -> Path:
-    """Train with sae-lens and write a sae-lens directory to ``out``; returns ``out``."""
+def train_sae(
+    chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path, *, resume: bool = False
+) -> Path:
+    """Train with sae-lens and write a sae-lens directory to ``out``; returns ``out``.
+
+    A full checkpoint is kept under ``out/checkpoints`` (``cfg.n_checkpoints`` times per run and on
+    Ctrl-C); ``resume=True`` continues the newest one of an unfinished run with the same config."""
     import datasets
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
     from sae_lens.load_model import HookedProxyLM
@@ -152,6 +164,10 @@ def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path
     hook = HookPoint(cfg.layer)
     module_name = f"model.layers.{cfg.layer}"
     torch.manual_seed(cfg.seed)
+    start = resume_point(out, cfg, chat.revision) if resume else None
+    if start is None:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a fresh run: drop a stale one
+    write_train_state(out, cfg, chat.revision)
     runner_cfg = LanguageModelSAERunnerConfig(
         sae=_sae_config(cfg, chat.d_model),
         model_name=chat.spec,
@@ -176,7 +192,8 @@ def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path
         device=str(chat.device),
         dtype="float32",
         seed=cfg.seed,
-        n_checkpoints=0,
+        n_checkpoints=cfg.n_checkpoints,
+        resume_from_checkpoint=None if start is None else str(start),
         checkpoint_path=str(out / "checkpoints"),
         output_path=str(out),
         logger=LoggingConfig(log_to_wandb=False),
@@ -185,9 +202,13 @@ def train_sae(chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path
     )
     dataset = datasets.Dataset.from_dict({"input_ids": pack(sequences, cfg.context_size)})
     proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[module_name])
-    runner = LanguageModelSAETrainingRunner(runner_cfg, override_dataset=dataset, override_model=proxy)
+    runner = checkpointing_runner(LanguageModelSAETrainingRunner)(
+        runner_cfg, override_dataset=dataset, override_model=proxy
+    )
     runner.run()
     _write_metadata(out, hook, chat, cfg, n_sequences=len(sequences))
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / TRAIN_STATE).unlink(missing_ok=True)
     return out
 
 

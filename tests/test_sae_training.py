@@ -9,6 +9,7 @@ import torch
 from conftest import tiny_model
 
 from refusal_eval import RefusalEvalError, load_model, load_saes
+from refusal_eval._sae_checkpoints import checkpoints
 from refusal_eval.cli import main
 from refusal_eval.sae_training import TrainConfig, check_train_args, train_sae
 
@@ -60,6 +61,8 @@ def test_bad_train_arguments(tmp_path):
         check_train_args(TrainConfig(layer=5), 3, tmp_path)
     with pytest.raises(RefusalEvalError, match="--width must be at least 1"):
         check_train_args(TrainConfig(layer=0, width=0), 3, tmp_path)
+    with pytest.raises(RefusalEvalError, match="--checkpoints must be >= 0, got -1"):
+        check_train_args(TrainConfig(layer=0, n_checkpoints=-1), 3, tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(RefusalEvalError, match="cannot write to"):
@@ -67,22 +70,72 @@ def test_bad_train_arguments(tmp_path):
 
 
 def test_cli_train_bad_layer_exits_2(tiny_model_dir, tmp_path, capsys):
-    code = main(
-        [
-            "train-sae",
-            "--model",
-            str(tiny_model_dir),
-            "--dtype",
-            "float32",
-            "--layer",
-            "9",
-            "--out",
-            str(tmp_path / "o"),
-        ]
-    )
-    assert code == 2
+    base = ["train-sae", "--model", str(tiny_model_dir), "--dtype", "float32", "--out", str(tmp_path / "o")]
+    assert main([*base, "--layer", "9"]) == 2
     assert "layer 9 is out of range: the model has 3 layers" in capsys.readouterr().err
+    assert main([*base, "--layer", "1", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoint of an unfinished train-sae run" in err and "without --resume" in err
 
 
 def test_tiny_model_fixture_matches_config():
     assert tiny_model().config.num_hidden_layers == 3
+
+
+def _toy(tiny_model_dir):
+    chat = load_model(str(tiny_model_dir), dtype="float32")
+    gen = torch.Generator().manual_seed(0)
+    sequences = torch.randint(6, 96, (160, 128), generator=gen).tolist()
+    cfg = TrainConfig(
+        layer=1, width=64, k=8, tokens=20_480, batch_tokens=1024, context_size=64, lr=3e-3, n_checkpoints=1
+    )
+    return chat, sequences, cfg
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(tiny_model_dir, tmp_path, monkeypatch):
+    from sae_lens import SAE
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    chat, sequences, cfg = _toy(tiny_model_dir)
+    out = tmp_path / "sae"
+    real_step, calls = SAETrainer.step, []
+
+    def step(self, batch):
+        calls.append(self.n_training_samples)
+        if len(calls) == 15:  # a Ctrl-C during step 15 of 20
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(SAETrainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(chat, sequences, cfg, out)
+    # the periodic checkpoint (after 11 steps) was replaced by the one written on the interrupt
+    assert [n for n, _ in checkpoints(out)] == [14 * 1024]
+    assert not (out / "sae_weights.safetensors").exists()
+
+    calls.clear()
+    train_sae(chat, sequences, cfg, out, resume=True)
+    assert calls[0] == 14 * 1024 and len(calls) == 6  # only the 6 missing steps ran
+    assert not (out / "checkpoints").exists() and not (out / "train_state.json").exists()
+    x = _residuals(chat.model, torch.tensor(sequences[:8]), 1)
+    assert _fve(SAE.load_from_disk(str(out)), x) > 0.2
+
+
+def test_resume_refuses_other_settings_or_nothing_to_resume(tiny_model_dir, tmp_path, monkeypatch):
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    chat, sequences, cfg = _toy(tiny_model_dir)
+    out = tmp_path / "sae"
+    with pytest.raises(RefusalEvalError, match="holds no checkpoint of an unfinished train-sae run"):
+        train_sae(chat, sequences, cfg, out, resume=True)
+
+    def interrupt(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SAETrainer, "step", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        train_sae(chat, sequences, cfg, out)
+    other = TrainConfig(**{**cfg.__dict__, "lr": 1e-3, "width": 32})
+    with pytest.raises(RefusalEvalError, match=r"other settings \(lr, width\)"):
+        train_sae(chat, sequences, other, out, resume=True)
+    assert [n for n, _ in checkpoints(out)] == [0]  # the refused resume left the checkpoint alone

@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RefusalEvalError as exc:
         print(f"refusal-eval: error: {exc.one_line()}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("refusal-eval: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

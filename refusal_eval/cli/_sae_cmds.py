@@ -100,6 +100,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, default=4096, help="tokens per training step")
     p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
     p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
+    p.add_argument("--checkpoints", type=int, default=4, help="full checkpoints per run (newest kept)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--out", required=True)
 
 
@@ -108,15 +110,25 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..models import load_model
-    from ..sae_training import CorpusConfig, TrainConfig, build_corpus, check_train_args, train_sae
+    from ..sae_training import (
+        CorpusConfig,
+        TrainConfig,
+        build_corpus,
+        check_train_args,
+        resume_point,
+        train_sae,
+    )
 
     cfg = TrainConfig(
         layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
         dead_feature_window=args.dead_window, lr=args.lr, batch_tokens=args.batch_tokens,
+        n_checkpoints=args.checkpoints,
     )  # fmt: skip
     out = Path(args.out)
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
     check_train_args(cfg, chat.n_layers, out)
+    if args.resume:
+        resume_point(out, cfg, chat.revision)  # fail before the corpus is built
     t0 = time.perf_counter()
     corpus = build_corpus(chat, CorpusConfig(n_answered=args.answered, max_harmless=args.max_harmless))
     n_tok = sum(map(len, corpus))
@@ -124,7 +136,7 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
         f"corpus: {len(corpus)} sequences, {n_tok} tokens ({time.perf_counter() - t0:.0f}s)", file=sys.stderr
     )
     t1 = time.perf_counter()
-    train_sae(chat, corpus, cfg, out)
+    train_sae(chat, corpus, cfg, out, resume=args.resume)
     print(
         f"trained {cfg.arch} SAE (width {cfg.width}) on layer {cfg.layer} over {cfg.tokens} tokens "
         f"in {time.perf_counter() - t1:.0f}s -> {out}"

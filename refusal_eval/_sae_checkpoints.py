@@ -1,0 +1,108 @@
+"""Checkpoints of a ``train-sae`` run, so an interrupted run can be resumed (``--resume``).
+
+sae-lens writes full checkpoints (weights, optimizer, activation-store position) under
+``out/checkpoints/<run id>/<tokens seen>``; this module keeps only the newest, also writes one on
+Ctrl-C / SIGTERM, and checks that a resumed run has the same settings (``out/train_state.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import RefusalEvalError
+
+if TYPE_CHECKING:
+    from .sae_training import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+TRAIN_STATE = "train_state.json"  # the config of an unfinished run in ``out`` (for --resume)
+_COMPLETE = ("trainer_state.pt", "activations_store_state.safetensors", "cfg.json")
+
+
+def _state_body(cfg: TrainConfig, revision: str | None) -> dict[str, Any]:
+    return {"version": 1, "model_revision": revision, "train_config": cfg.__dict__}
+
+
+def write_train_state(out: Path, cfg: TrainConfig, revision: str | None) -> None:
+    (out / TRAIN_STATE).write_text(json.dumps(_state_body(cfg, revision), indent=2))
+
+
+def checkpoints(out: Path) -> list[tuple[int, Path]]:
+    """Complete sae-lens checkpoints under ``out/checkpoints/<run id>/<tokens seen>``, oldest first."""
+    found = [
+        (int(d.name), d)
+        for d in (out / "checkpoints").glob("*/*")
+        if d.name.isdigit() and all((d / f).exists() for f in _COMPLETE)
+    ]
+    return sorted(found)
+
+
+def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
+    """The newest checkpoint of an interrupted run of the same config and model."""
+    state_file = out / TRAIN_STATE
+    if not state_file.exists() or not checkpoints(out):
+        raise RefusalEvalError(
+            f"--resume: {out} holds no checkpoint of an unfinished train-sae run",
+            "run train-sae without --resume to start afresh",
+        )
+    try:
+        saved = json.loads(state_file.read_text())
+    except ValueError:
+        raise RefusalEvalError(
+            f"--resume: {state_file} is corrupt", f"delete {out} and start afresh"
+        ) from None
+    want = json.loads(json.dumps(_state_body(cfg, revision)))
+    diff = sorted(
+        k for k in {**saved.get("train_config", {}), **want["train_config"]}
+        if saved.get("train_config", {}).get(k) != want["train_config"].get(k)
+    )  # fmt: skip
+    if saved.get("model_revision") != revision:
+        diff.append("model")
+    if diff:
+        raise RefusalEvalError(
+            f"--resume: the checkpoint in {out} was trained with other settings ({', '.join(diff)})",
+            "pass the same arguments as the interrupted run, or start afresh without --resume",
+        )
+    n, path = checkpoints(out)[-1]
+    log.info("resuming from %s (%d tokens done)", path, n)
+    return path
+
+
+def checkpointing_runner(base: type) -> type:
+    """sae-lens' runner, with complete checkpoints on interrupt and only the newest one kept
+    (sae-lens 6 saves only the activation-store state on Ctrl-C, into a missing folder)."""
+
+    class Runner(base):  # type: ignore[misc, valid-type]
+        def save_checkpoint(self, checkpoint_path: Path | None) -> None:
+            if checkpoint_path is None:
+                return
+            checkpoint_path.mkdir(parents=True, exist_ok=True)
+            super().save_checkpoint(checkpoint_path)
+            for _, old in checkpoints(checkpoint_path.parents[2]):  # out/checkpoints/<run id>/<n>
+                if old != checkpoint_path:
+                    shutil.rmtree(old, ignore_errors=True)
+
+        def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
+            in_main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
+            done = trainer.n_training_samples  # > 0 when resumed: skip the thresholds already passed
+            trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= done]
+            try:
+                return trainer.fit()
+            except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one above
+                log.warning("interrupted: saving a checkpoint; rerun with --resume to continue")
+                trainer.save_checkpoint(checkpoint_name=str(trainer.n_training_samples))
+                raise
+            finally:
+                if in_main:
+                    signal.signal(signal.SIGTERM, previous)
+
+    return Runner
