@@ -122,3 +122,27 @@ def test_convert_sae_to_fp16_round_trips(tmp_path, capsys):
     torch.testing.assert_close(out.W_dec, src.W_dec.half().float())
     x = torch.randn(5, 64)
     assert (out.encode(x) > 0).eq(src.encode(x) > 0).float().mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    ("release", "layers", "d_in", "training_tokens"),
+    [
+        ("qwen2.5-coder-0.5b-instruct-res", [10, 14, 18], 896, 1_048_576),
+        ("qwen2.5-coder-1.5b-instruct-res", [22], 1536, 262_144),
+    ],
+)
+def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_tokens):
+    import json
+
+    from refusal_eval.saes import shipped_releases
+
+    bundle = load_saes(release)
+    assert bundle.layers == layers
+    for layer in layers:
+        coder = bundle[layer]
+        assert (coder.d_in, coder.d_sae, coder.architecture) == (d_in, 4096, "topk")
+        assert coder.hook.hf_name == f"model.layers.{layer}"
+        cfg = json.loads((shipped_releases()[release] / f"layer_{layer}" / "cfg.json").read_text())
+        assert cfg["metadata"]["refusal_eval_training"]["tokens"] == training_tokens
+    size = sum(f.stat().st_size for f in shipped_releases()[release].rglob("*.safetensors"))
+    assert size <= 50_000_000  # fp16, within the package budget
