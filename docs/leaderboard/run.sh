@@ -6,7 +6,14 @@ export HF_HUB_OFFLINE=1
 LIMIT=${LIMIT:-8}   # prompts per task (25 tasks); unset --limit for the full suite
 OUT=docs/leaderboard
 
-# 0. (done once, outputs shipped in the package) the 1.5B's SAE and ablation plan:
+# 0. (done once, outputs shipped in the package) the SAEs and ablation plans. 0.5B, layer 14
+#    (commands and quality in docs/saes, docs/search):
+#   refusal-eval train-sae --model default --layer 14 --width 4096 --arch topk --k 64 --tokens 1048576 \
+#     --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae5_l14
+#   refusal-eval convert-sae runs/sae5_l14 --dtype float16 --out refusal_eval/saes/qwen2.5-coder-0.5b-instruct-res
+#   refusal-eval search --model default --saes qwen2.5-coder-0.5b-instruct-res --layers 14 --set layer=14 \
+#     --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res-l14.json
+#    1.5B, layer 22:
 #   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 22 --width 4096 --arch topk \
 #     --k 64 --tokens 262144 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae15_l22
 #   refusal-eval convert-sae runs/sae15_l22 --dtype float16 --out refusal_eval/saes/qwen2.5-coder-1.5b-instruct-res
