@@ -47,8 +47,8 @@ def checkpoints(out: Path) -> list[tuple[int, Path]]:
 
 def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
     """The newest checkpoint of an interrupted run of the same config and model."""
-    state_file = out / TRAIN_STATE
-    if not state_file.exists() or not checkpoints(out):
+    state_file, found = out / TRAIN_STATE, checkpoints(out)
+    if not state_file.exists() or not found:
         raise RefusalEvalError(
             f"--resume: {out} holds no checkpoint of an unfinished train-sae run",
             "run train-sae without --resume to start afresh",
@@ -59,11 +59,9 @@ def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
         raise RefusalEvalError(
             f"--resume: {state_file} is corrupt", f"delete {out} and start afresh"
         ) from None
-    want = json.loads(json.dumps(_state_body(cfg, revision)))
-    diff = sorted(
-        k for k in {**saved.get("train_config", {}), **want["train_config"]}
-        if saved.get("train_config", {}).get(k) != want["train_config"].get(k)
-    )  # fmt: skip
+    old = saved.get("train_config", {})
+    new = json.loads(json.dumps(cfg.__dict__))  # as JSON stores it (tuples -> lists)
+    diff = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
     if saved.get("model_revision") != revision:
         diff.append("model")
     if diff:
@@ -71,7 +69,7 @@ def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
             f"--resume: the checkpoint in {out} was trained with other settings ({', '.join(diff)})",
             "pass the same arguments as the interrupted run, or start afresh without --resume",
         )
-    n, path = checkpoints(out)[-1]
+    n, path = found[-1]
     log.info("resuming from %s (%d tokens done)", path, n)
     return path
 

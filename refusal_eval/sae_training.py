@@ -95,7 +95,7 @@ class TrainConfig:
     l0_coefficient: float = 1.0  # JumpReLU
     # lr, step size and dead window: sae-lens' defaults (3e-4, 4,096 tokens, 1,000 steps) left
     # 59-66% of the latents of a 1 M-token TopK SAE dead (the window exceeds the whole run, so
-    # the auxiliary loss that revives dead latents never starts); these left 15% (docs/saes/)
+    # the auxiliary loss that revives dead latents never starts); these left 13-15% (docs/saes/)
     lr: float = 1e-3
     context_size: int = 128
     batch_tokens: int = 2048
