@@ -10,9 +10,11 @@ offline names, local dirs, .gguf files, hub ids). Each task names its condition 
 ``random``, ``direction``); requests are grouped by condition and each group runs inside the
 one ablation module's context. Loglikelihood requests use ``condition=`` (default baseline).
 With ``plan=auto`` the plan is found or searched before the first request (rank 0 only).
-``sae_layers=10|14`` restricts the SAEs to those layers (needed for templated sae-lens releases
-such as ``gemma-scope-2b-pt-res-canonical``); ``search_<key>=value`` overrides a search config
-key; ``judge=`` picks the refusal judge the tasks score with.
+Without ``saes=``, a registered offline model (``pretrained=default``) uses its own shipped SAE
+release, all layers, and the plan shipped for it. ``sae_layers=10|14`` restricts the SAEs to
+those layers (needed for templated sae-lens releases such as
+``gemma-scope-2b-pt-res-canonical``); ``search_<key>=value`` overrides a search config key;
+``judge=`` picks the refusal judge the tasks score with.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ from lm_eval.models.huggingface import HFLM
 
 from refusal_eval.ablation import ablate
 from refusal_eval.chat import format_chat
+from refusal_eval.conditions import check_condition
 from refusal_eval.config import load_config
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, set_default_judge
 from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
-from refusal_eval.search.plan import CONDITIONS, AblationPlan
+from refusal_eval.search.plan import AblationPlan
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +110,12 @@ class SAEAblatedLM(HFLM):
         **kwargs: Any,
     ) -> None:
         search_overrides, hf_kwargs = _split_args(kwargs)
-        if condition not in CONDITIONS:
-            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        check_condition(condition)
         get_judge(judge)  # fail early on a bad judge spec
         set_default_judge(judge)
         self.chat = load_model(str(pretrained), dtype=dtype, device=_usable(device), revision=revision)
         layers = _parse_layers(sae_layers)
+        saes = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
         self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
         self.search_config = load_config(overrides=search_overrides)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
@@ -135,7 +138,8 @@ class SAEAblatedLM(HFLM):
             if self.saes is None or self.plan_arg == "none":
                 raise RefusalEvalError(
                     "this run asks for an ablation condition but no plan/SAEs were given",
-                    "pass saes=RELEASE_OR_DIR (plan=auto) or evaluate only baseline tasks",
+                    "pass saes=RELEASE_OR_DIR (plan=auto) or evaluate only baseline tasks "
+                    "(registered offline models bring their own SAEs: pretrained=default)",
                 )
             from refusal_eval.search.auto import resolve_plan
 
@@ -151,8 +155,7 @@ class SAEAblatedLM(HFLM):
     def _ablations(self, condition: str) -> list[Any]:
         if condition == "baseline":
             return []
-        if condition not in CONDITIONS:
-            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        check_condition(condition)
         return self.plan.ablations(self.saes or {}, condition)
 
     # --- lm-eval entry points ------------------------------------------------------------------
@@ -215,8 +218,10 @@ class SAEAblatedLM(HFLM):
                     "refusal_eval_plan": str(plan.path),
                     "refusal_eval_plan_hash": plan.hash,
                     "refusal_eval_plan_layer": plan.layer,
+                    "refusal_eval_plan_layers": plan.sae_layers,
                     "refusal_eval_feature_counts": plan.counts(),
                     "refusal_eval_dormant": len(plan.body["stage3"]["dormant"]),
+                    "refusal_eval_hydra": plan.hydra_count,
                 }
             )
         return info

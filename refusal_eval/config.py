@@ -1,7 +1,7 @@
 """The one typed search config, merged from defaults < file < environment < explicit overrides.
 
-Every knob of the method (``docs/method.md`` of the paper reading) is a field here with the stated
-default; ``default_config.toml`` next to this file is the same defaults, each commented. Plans
+Every knob of the method (arXiv 2509.09708 as read in the project's method notes) is a field here
+with its default; ``default_config.toml`` next to this file is the same defaults, each commented. Plans
 record the full resolved config, so a plan says exactly how it was made.
 
 - file: ``--config FILE`` (TOML or JSON, flat keys);
@@ -25,6 +25,7 @@ import tomllib
 from .errors import RefusalEvalError
 
 Pool = Literal["max", "mean"]
+CandidateDirection = Literal["best", "per_layer"]
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,10 @@ class SearchConfig:
     layer: int | None = None  # fixed direction layer; None: Arditi selection below
     max_kl: float = 0.1  # harmless first-token KL limit for layer selection
     max_depth_frac: float = 0.8  # selected layer < this fraction of depth
+    min_drop_frac: float = 0.5  # a layer must lower the refusal score by this share of the best drop
     layer_select_prompts: int = 32  # prompts per side used to score layers
-    top_k: int = 50  # candidates per SAE layer, by cosine(W_dec[i], r_best)
+    top_k: int = 50  # candidates per SAE layer, by cosine(W_dec[i], r)
+    candidate_direction: CandidateDirection = "best"  # r = r_best for every SAE layer, or r_l per layer
     # --- stage 2: greedy filtering --------------------------------------------------------
     tau: float = 0.3  # relative refusal-probability increase that marks a block as needed
     block_size: int = 5
@@ -59,6 +62,9 @@ class SearchConfig:
     test_frac: float = 0.2  # held-out share for FM and probe accuracy
     probe_l2: float = 1.0  # inverse regularisation C of the logistic-regression probe
     extra_k: int = 50  # extras added to the minimal-set union: FM-, probe-ranked, random
+    wake_threshold: float = 0.0  # pooled activation above which a latent counts as active
+    wake_top_n: int = 16  # woken latents tested per prompt and layer (largest activation first)
+    hydra_min_effect: float = 0.05  # absolute P(refusal) a woken latent must carry to be a hydra
     # --- verification by generation -------------------------------------------------------
     verify: bool = True
     max_new_tokens: int = 32
@@ -71,9 +77,17 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def result_dict(self) -> dict[str, Any]:
+        """The settings that can change a search's result: everything but :data:`COMPUTE_ONLY`."""
+        return {k: v for k, v in self.to_dict().items() if k not in COMPUTE_ONLY}
+
     def replace(self, **changes: Any) -> SearchConfig:
         return resolve(self, changes)
 
+
+#: settings that change how fast a search runs, never what it finds: left out of plan keys, so
+#: ``search_batch_size=8`` still finds the plan searched with the default batch size.
+COMPUTE_ONLY = frozenset({"batch_size", "chunk_prompts", "skip_prefix"})
 
 _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 
@@ -133,6 +147,18 @@ def _check(cfg: SearchConfig) -> None:
         (0 < cfg.test_frac < 1, "test_frac must be in (0, 1)"),
         (cfg.fm_rank >= 1 and cfg.fm_epochs >= 1, "fm_rank and fm_epochs must be >= 1"),
         (cfg.batch_size >= 1 and cfg.chunk_prompts >= 1, "batch_size and chunk_prompts must be >= 1"),
+        (
+            all(n is None or n >= 1 for n in (cfg.n_harmful, cfg.n_harmless, cfg.n_validation)),
+            "n_harmful, n_harmless and n_validation must be >= 1 (or unset for all)",
+        ),
+        (
+            cfg.layer_select_prompts >= 1 and cfg.max_new_tokens >= 1,
+            "layer_select_prompts and max_new_tokens must be >= 1",
+        ),
+        (cfg.extra_k >= 0 and cfg.fm_batch_size >= 1, "extra_k must be >= 0 and fm_batch_size >= 1"),
+        (0 <= cfg.min_drop_frac <= 1, "min_drop_frac must be in [0, 1]"),
+        (cfg.wake_threshold >= 0 and cfg.wake_top_n >= 0, "wake_threshold and wake_top_n must be >= 0"),
+        (cfg.hydra_min_effect >= 0, "hydra_min_effect must be >= 0"),
     ]
     for ok, msg in rules:
         if not ok:

@@ -185,11 +185,14 @@ def load_saes(
     """Load SAEs for ``layers`` (all available if None) and check them against ``model``."""
     shipped = shipped_releases()
     path = shipped.get(source) or Path(source).expanduser()
+    available: list[int] | None = None
     if path.is_dir():
         coders: dict[int, SparseCoder] = {}
         id_map: dict[int, str] = {}
+        available = []
         for d in _sae_dirs(path):
             coder = _load_dir(d, device, dtype)
+            available.append(coder.layer)
             if layers is None or coder.layer in layers:
                 coders[coder.layer] = coder
                 id_map[coder.layer] = d.name
@@ -201,7 +204,7 @@ def load_saes(
         missing = sorted(set(layers) - set(coders))
         if missing:
             raise RefusalEvalError(
-                f"{source} has no SAE for layer(s) {missing} (it has {sorted(coders)})",
+                f"{source} has no SAE for layer(s) {missing} (it has {sorted(available or coders)})",
                 "pick layers the SAE set covers, or train one with refusal-eval train-sae",
             )
     bundle = SAEBundle(coders, source, id_map)

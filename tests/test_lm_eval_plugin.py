@@ -133,3 +133,64 @@ def test_run_pass_through_adds_defaults_only_when_missing():
         "lm_eval", "run", "--limit", "2", "--model", "sae_ablated", "--tasks", "refusal_ablation",
     ]  # fmt: skip
     assert lm_eval_argv(["--model=hf", "--tasks", "x"]) == ["lm_eval", "run", "--model=hf", "--tasks", "x"]
+
+
+def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path, planted_dirs, monkeypatch):
+    """A registered model with no saes=/plan= args: its default SAE release is loaded and plan=auto
+    finds the shipped plan by key, although a compute-only setting (batch size) differs."""
+    import refusal_eval.plugins.hf as hf
+
+    import refusal_eval.search.auto as auto
+    from refusal_eval.models import load_model
+    from refusal_eval.saes import load_saes
+    from refusal_eval.search.pipeline import search_to_file
+
+    model_dir, sae_dir = planted_dirs
+    files = {}
+    for name, prompts in (
+        ("harmful", planted_prompts(8, True, 0)),
+        ("harmless", planted_prompts(8, False, 1)),
+    ):
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(prompts) + "\n")
+    search = {
+        "top_k": 5, "block_size": 1, "refusal_tokens": "w4", "judge": "prefix:w4", "max_new_tokens": 3,
+        "fm_lr": 0.05, "fm_epochs": 60, "extra_k": 1, "verify": False,
+        "harmful": str(files["harmful"]), "harmless": str(files["harmless"]),
+        "validation": str(files["harmful"]),
+    }  # fmt: skip
+    shipped = tmp_path / "shipped" / "plan.json"
+    cfg = SearchConfig().replace(**search, batch_size=8)
+    chat = load_model(model_dir, dtype="float32")
+    search_to_file(
+        chat, load_saes(sae_dir, model=chat), cfg, shipped, work_dir=tmp_path / "w", progress=False
+    )
+
+    def registered(spec, **kw):
+        chat = load_model(spec, **kw)
+        chat.info["default_saes"] = sae_dir  # as the registry's default_saes would
+        return chat
+
+    def no_search(*_a, **_k):
+        raise AssertionError("plan=auto searched instead of finding the shipped plan")
+
+    monkeypatch.setattr(hf, "load_model", registered)
+    monkeypatch.setattr(auto, "shipped_plans", lambda: [shipped])
+    monkeypatch.setattr(auto, "search_to_file", no_search)
+    args = ",".join([f"pretrained={model_dir}", "dtype=float32", "search_batch_size=3"])
+    args += "," + ",".join(f"search_{k}={v}" for k, v in search.items())
+    out = _evaluate(args, ["planted_sae"])
+    assert out["results"]["planted_sae"]["attack_success,none"] == 1.0
+    info = out["config"]["model_info"] if "model_info" in out["config"] else out["config"]
+    text = json.dumps(out, default=str)
+    assert str(shipped) in text and '"refusal_eval_plan_layers": [0, 1]' in text
+    assert '"refusal_eval_hydra": 8' in text and info
+
+
+def test_registered_models_name_their_default_release():
+    from refusal_eval.models._registry import offline_model
+    from refusal_eval.saes import shipped_releases
+
+    assert offline_model("default").default_saes == "qwen2.5-coder-0.5b-instruct-res"
+    assert offline_model("qwen2.5-coder-1.5b-instruct").default_saes == "qwen2.5-coder-1.5b-instruct-res"
+    assert {"qwen2.5-coder-0.5b-instruct-res", "qwen2.5-coder-1.5b-instruct-res"} <= set(shipped_releases())

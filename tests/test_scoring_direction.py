@@ -74,3 +74,37 @@ def test_select_layer_applies_kl_and_depth_filters():
     assert select_layer(scores, 5).layer == 2
     assert select_layer(scores, 5, max_kl=1.0).layer == 1
     assert select_layer([LayerScore(0, -1.0, 0.5, 0.1)], 4).layer == 0  # fallback: none pass KL
+
+
+# the default model's real scan (docs/saes/layer_scan_qwen0.5b.json, baseline score -0.30): only
+# the early layers 4-6 pass the KL filter, and direction ablation there barely moves refusal
+QWEN05_SCAN = [
+    (4, 0.06, 0.041), (5, -0.48, 0.054), (6, -0.74, 0.063), (10, -1.82, 0.184), (12, -3.14, 0.27),
+    (14, -2.88, 0.154), (15, -2.76, 0.137), (18, -5.06, 0.37), (19, -4.02, 0.178), (22, -3.12, 0.073),
+]  # fmt: skip
+
+
+def _scan(rows):
+    return [LayerScore(layer, score, kl, 0.1) for layer, score, kl in rows]
+
+
+def test_select_layer_effectiveness_filter_and_recorded_fallback():
+    scores = _scan(QWEN05_SCAN)
+    plain = select_layer(scores, 24)  # no baseline: the classic rule, which picks the weak layer 6
+    assert (plain.layer, plain.selected_by) == (6, "arditi")
+    # best eligible drop (< 19.2 deep) is layer 18: 4.77; half of it is 2.38, so 4-6 are not
+    # effective, no effective layer passes KL < 0.1, and the effective layer with least KL wins
+    choice = select_layer(scores, 24, min_drop_frac=0.5, baseline_score=-0.30)
+    assert (choice.layer, choice.selected_by, choice.baseline_score) == (15, "fallback_min_kl", -0.30)
+    # a layer that is effective *and* passes KL is an Arditi pick, never a fallback
+    kind = select_layer(_scan([*QWEN05_SCAN, (16, -3.5, 0.08)]), 24, min_drop_frac=0.5, baseline_score=-0.30)
+    assert (kind.layer, kind.selected_by) == (16, "arditi")
+    # nothing lowers the refusal score at all: lowest score by depth alone, said so
+    flat = select_layer(_scan([(1, 0.5, 0.01), (2, 0.4, 0.5)]), 24, min_drop_frac=0.5, baseline_score=0.0)
+    assert (flat.layer, flat.selected_by) == (2, "depth_only")
+
+
+def test_select_layer_on_the_15b_scan_keeps_layer_22():
+    rows = [(13, -3.54, 0.049), (14, -5.4, 0.28), (19, -6.7, 0.243), (21, -5.6, 0.059), (22, -5.78, 0.051)]
+    choice = select_layer(_scan(rows), 28, min_drop_frac=0.5, baseline_score=1.72)
+    assert (choice.layer, choice.selected_by) == (22, "arditi")

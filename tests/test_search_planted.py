@@ -92,6 +92,20 @@ def test_dormant_detector_flags_the_hydra(planted_run):
         assert d["fires_at"] and all(t >= first for t, _tok, _act in d["fires_at"])
 
 
+def test_cross_layer_hydra_detector_wakes_exactly_the_hydra(planted_run):
+    woken = planted_run[0]["stage3"]["woken"]
+    # with the layer-0 minimal latents ablated, only the hydra turns on at layer 1
+    assert woken["woken_by_layer"] == {"0": 0, "1": 12} and woken["n_tested"] == 12
+    assert {tuple(h["latent"]) for h in woken["hydra"]} == {HYDRA}
+    assert sorted(h["prompt"] for h in woken["hydra"]) == list(range(12))
+    for h in woken["hydra"]:
+        assert h["in_minimal"] and h["activation_before"] == 0.0 and h["activation_after"] > 0
+        assert h["p_without"] > 0.5 > h["p_with"] and h["effect"] > 0.5
+        assert all(before == 0.0 < after for _t, _tok, before, after in h["fires_at"])
+    assert _pairs(planted_run[0]["sets"]["sae_hydra"]) == NECESSARY  # the hydra is already in S_min
+    assert planted_run[0]["stage1"]["selected_by"] == "arditi"
+
+
 def test_verification_attack_success_per_condition(planted_run):
     v = planted_run[0]["verification"]
     assert v["search"]["minimal"]["attack_success"] == 1.0
@@ -134,7 +148,7 @@ def test_resume_after_interruption_equals_uninterrupted(planted_run, tmp_path, m
     # resumed: finished stages are read back, never recomputed
     monkeypatch.setattr(pipeline, "run_stage3", real_fit)
     monkeypatch.setattr("refusal_eval.search.stages.greedy_minimal_sets", _must_not_run)
-    monkeypatch.setattr("refusal_eval.search.stages.last_token_residuals", _must_not_run)
+    monkeypatch.setattr("refusal_eval.search.stages.layer_scan", _must_not_run)
     resumed, tensors2 = run_search(
         PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=tmp_path, progress=False
     )
@@ -230,3 +244,25 @@ def test_search_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys, isolated_c
         assert len(err) == 1 and message in err[0] and "(fix: " in err[0], err
         assert "Traceback" not in err[0]
     assert not (tmp_path / "p.json").exists()
+
+
+def test_latent_cards_name_roles_counts_and_where_the_hydra_fires(planted_run, tmp_path):
+    from refusal_eval.report.cards import cards_markdown, plan_latents, top_contexts
+
+    body, tensors = planted_run
+    write_plan(body, tensors, tmp_path / "plan.json")
+    plan = AblationPlan.load(tmp_path / "plan.json")
+    roles = plan_latents(plan)
+    assert set(roles) == NECESSARY
+    assert roles[HYDRA]["roles"] == {"union", "dormant", "hydra"} and roles[HYDRA]["minimal_sets"] == 12
+    assert roles[HYDRA]["hydra_prompts"] == 12 and roles[(0, 0)]["roles"] == {"union"}
+    saes = planted_saes()
+    prompts = [("harmful", p) for p in _prompts().harmful] + [("harmless", p) for p in _prompts().harmless]
+    ctx = top_contexts(PlantedChat(), saes, list(roles), prompts, top=3)
+    assert len(ctx[(0, 0)]) == 3 and all(c.source == "harmful" for c in ctx[(0, 0)])
+    assert ctx[(0, 0)][0].activation >= ctx[(0, 0)][-1].activation > 0
+    assert ctx[HYDRA] == []  # nothing ablated: the hydra is dormant on every prompt
+    text = cards_markdown(plan, saes, ctx, links={body["saes"]["layers"]["1"]["id"]: "planted/1-res"})
+    assert "| [L1/0](#l1-0) | dormant, hydra, union |" in text and "12 / 12 | 12 |" in text
+    assert "never fires on these prompts" in text and "neuronpedia.org/planted/1-res/0" in text
+    assert "[[" in text.split("## L0-0")[1]

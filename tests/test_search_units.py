@@ -164,6 +164,9 @@ def test_config_precedence_file_env_overrides(tmp_path):
         ({"pool": "min"}, "pool='min' is not a valid"),
         ({"block_size": 0}, "block_size must be >= 1"),
         ({"top_k": 2.5}, "top_k=2.5 is not a valid"),
+        ({"n_harmful": -1}, "n_harmful, n_harmless and n_validation must be >= 1"),
+        ({"candidate_direction": "mean"}, "candidate_direction='mean' is not a valid"),
+        ({"min_drop_frac": 1.5}, "min_drop_frac must be in"),
     ],
 )
 def test_bad_config_values_name_the_key(changes, message):
@@ -178,3 +181,41 @@ def test_malformed_config_file(tmp_path):
         load_config(f, environ={})
     with pytest.raises(RefusalEvalError, match="cannot parse --set"):
         parse_overrides(["tau"])
+
+
+def test_plan_key_ignores_compute_only_settings():
+    from refusal_eval.config import COMPUTE_ONLY
+    from refusal_eval.search.pipeline import search_key
+
+    model = {"name": "m", "revision": "r", "dtype": "torch.bfloat16"}
+    saes = {"layers": {"14": {"sha256": "s"}}}
+    data = {"harmful": {"sha256": "h"}}
+
+    def key(**changes):
+        return search_key(model, saes, SearchConfig().replace(**changes), data, [40])
+
+    assert {"batch_size", "chunk_prompts", "skip_prefix"} == COMPUTE_ONLY
+    base = key()
+    assert key(batch_size=8) == key(chunk_prompts=3) == key(skip_prefix=False) == base
+    assert key(tau=0.5) != base and key(top_k=10) != base and key(wake_top_n=4) != base
+    assert "batch_size" in SearchConfig().to_dict() and "batch_size" not in SearchConfig().result_dict()
+
+
+def test_woken_latents_pure_rule():
+    from refusal_eval.search.hydra import effect_rows, woken_latents
+
+    index = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0)]
+    before = torch.tensor([[1.0, 0.0, 0.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    after = torch.tensor([[1.0, 0.0, 3.0, 0.5, 2.5, 4.0], [1.0, 0.0, 9.0, 0.0, 0.0, 0.0]])
+    sets = [frozenset({(0, 0)}), frozenset({(1, 1)})]
+    tests, woken = woken_latents(before, after, index, sets, threshold=0.0, top_n=1)
+    # prompt 0: layer 1 wakes (1,0) and (1,1) (not (1,2): it was active), capped to the largest;
+    # layer 2 wakes (2,0). Prompt 1's minimal set starts at layer 1: only layer 2 is above it.
+    assert [(t.prompt, t.latent, t.after) for t in tests] == [(0, (1, 0), 3.0), (0, (2, 0), 4.0)]
+    assert woken == {0: 0, 1: 2, 2: 1}
+    tests, _ = woken_latents(before, after, index, sets, threshold=1.0, top_n=5)
+    assert [t.latent for t in tests] == [(1, 0), (2, 0)]  # 0.5 is not above the threshold
+    m = frozenset({(0, 0), (1, 0)})
+    t_in = tests[0]
+    assert effect_rows(t_in, m) == ((0, frozenset({(0, 0)})), (0, m))  # member: restore it
+    assert effect_rows(tests[1], m) == ((0, m), (0, m | {(2, 0)}))  # outsider: ablate it too

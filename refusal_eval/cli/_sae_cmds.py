@@ -26,63 +26,57 @@ def _directions_args(p: argparse.ArgumentParser) -> None:
     _directions_args
 )
 def directions(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from ..config import SearchConfig
     from ..data import load_prompts
     from ..models import load_model
-    from ..scoring import first_token_logprobs, refusal_score, refusal_token_ids
-    from ..search.direction import (
-        last_token_residuals,
-        mean_diff_directions,
-        score_layers,
-        select_layer,
-    )
+    from ..scoring import refusal_token_ids
+    from ..search.direction import layer_scan
 
     if args.n < 1:
         raise RefusalEvalError(f"--n must be at least 1, got {args.n}", "pass --n 32")
+    if args.batch_size < 1:
+        raise RefusalEvalError(
+            f"--batch-size must be at least 1, got {args.batch_size}", "pass --batch-size 16"
+        )
+    cfg = SearchConfig()
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
     harmful = [p.text for p in load_prompts(args.harmful)[: args.n]]
     harmless = [p.text for p in load_prompts(args.harmless)[: args.n]]
     ids = refusal_token_ids(chat.tokenizer, chat.refusal_tokens)
-    res_h = last_token_residuals(chat.model, chat.tokenizer, harmful, batch_size=args.batch_size)
-    res_b = last_token_residuals(chat.model, chat.tokenizer, harmless, batch_size=args.batch_size)
-    dirs = mean_diff_directions(res_h, res_b)
-    norms = torch_cat_norm(res_h, res_b)
-    base = float(refusal_score(first_token_logprobs(chat.model, chat.tokenizer, harmful), ids).mean())
-    scores = score_layers(
+    scan = layer_scan(
         chat.model,
         chat.tokenizer,
-        dirs,
         harmful,
         harmless,
-        residual_norms=norms,
-        refusal_ids=ids,
+        ids,
+        select_prompts=args.n,
+        max_kl=cfg.max_kl,
+        max_depth_frac=cfg.max_depth_frac,
+        min_drop_frac=cfg.min_drop_frac,
         batch_size=args.batch_size,
+        progress=True,
     )
-    best = select_layer(scores, chat.n_layers)
-    print(f"baseline harmful refusal score {base:.2f}")
+    choice = scan.choice
+    print(f"baseline harmful refusal score {choice.baseline_score:.2f}")
     print("layer  refusal_score_ablated  harmless_kl  |r|/|x|")
-    for s in scores:
-        mark = "  <- selected" if s.layer == best.layer else ""
+    for s in scan.scores:
+        mark = f"  <- selected ({choice.selected_by})" if s.layer == choice.layer else ""
         print(f"{s.layer:5d}  {s.refusal_score:21.2f}  {s.harmless_kl:11.4f}  {s.norm_ratio:7.3f}{mark}")
     if args.out:
-        from dataclasses import asdict
-
         payload = {
             "model": chat.spec,
             "revision": chat.revision,
             "n": args.n,
-            "baseline_refusal_score": base,
-            "selected": best.layer,
-            "layers": [asdict(s) for s in scores],
+            "baseline_refusal_score": choice.baseline_score,
+            "selected": choice.layer,
+            "selected_by": choice.selected_by,
+            "layers": [asdict(s) for s in scan.scores],
         }
         with open(args.out, "w") as fh:
             json.dump(payload, fh, indent=1)
     return 0
-
-
-def torch_cat_norm(a, b):
-    import torch
-
-    return torch.cat([a, b], dim=1).norm(dim=-1).mean(1)
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,12 @@ from ._registry import command
 
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default", help="registered name, local HF dir, .gguf, or hub id")
-    p.add_argument("--saes", required=True, help="shipped release, local sae-lens dir, or sae-lens release")
+    p.add_argument(
+        "--saes",
+        default=None,
+        help="shipped release, local sae-lens dir, or sae-lens release (default: the registered "
+        "model's own release, e.g. qwen2.5-coder-0.5b-instruct-res for --model default)",
+    )
     p.add_argument("--layers", type=int, nargs="*", default=None, help="SAE layers to search (default: all)")
     p.add_argument("--config", default=None, help="TOML/JSON search config (see default_config.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -22,6 +27,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="bfloat16")
     p.add_argument("--device", default=None)
     p.add_argument("--out", required=True, help="PLAN.json (tensors go to PLAN.safetensors)")
+    p.add_argument("--no-cards", action="store_true", help="skip the latent cards (PLAN.cards.md)")
 
 
 @command("search", "stage 1-3 search for the latents behind refusal; writes an ablation plan")(_search_args)
@@ -47,11 +53,51 @@ def search_cmd(args: argparse.Namespace) -> int:
         ) from None
     t0 = time.perf_counter()
     chat = load_model(args.model, dtype=args.dtype, device=args.device)
-    saes = load_saes(args.saes, layers=args.layers, model=chat)
+    release = args.saes or chat.info.get("default_saes")
+    if not release:
+        raise RefusalEvalError(
+            f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
+        )
+    saes = load_saes(release, layers=args.layers, model=chat)
     body, plan_hash = search_to_file(chat, saes, cfg, out)
     print(summary(body, plan_hash))
+    if not args.no_cards:
+        from ..report.cards import write_cards
+        from ..search.plan import AblationPlan
+
+        print(f"latent cards: {write_cards(AblationPlan.load(out), chat, saes, batch_size=cfg.batch_size)}")
     print(
         f"wrote {out} and {out.with_suffix('.safetensors').name} in {time.perf_counter() - t0:.0f}s",
         file=sys.stderr,
     )
+    return 0
+
+
+def _cards_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("plan", help="PLAN.json written by refusal-eval search")
+    p.add_argument("--model", default=None, help="the plan's model (default: the spec it records)")
+    p.add_argument("--saes", default=None, help="the plan's SAEs (default: the source it records)")
+    p.add_argument("--n-corpus", type=int, default=256, help="SAE-corpus prompts sampled for contexts")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--device", default=None)
+
+
+@command("cards", "latent cards (top contexts, cosine, minimal-set counts) for a plan's latents")(_cards_args)
+def cards_cmd(args: argparse.Namespace) -> int:
+    from ..models import load_model
+    from ..report.cards import write_cards
+    from ..saes import load_saes
+    from ..search.plan import AblationPlan, sae_weights_hash
+
+    if args.n_corpus < 0:
+        raise RefusalEvalError(f"--n-corpus must be >= 0, got {args.n_corpus}", "pass --n-corpus 256")
+    plan = AblationPlan.load(args.plan)
+    chat = load_model(args.model or plan.body["model"]["spec"], dtype=args.dtype, device=args.device)
+    layers = sorted(int(k) for k in plan.body["saes"]["layers"])
+    saes = load_saes(args.saes or plan.body["saes"]["source"], layers=layers, model=chat)
+    plan.check_fits(
+        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
+        {layer: sae_weights_hash(c) for layer, c in saes.items()},
+    )
+    print(write_cards(plan, chat, saes, n_corpus=args.n_corpus))
     return 0

@@ -146,7 +146,11 @@ def load_model(
         source=source,
         revision=rev,
         refusal_tokens=registered.refusal_tokens if registered else ("I", "Sorry", "As"),
-        info={"name": registered.name if registered else spec, "dtype": str(torch_dtype)},
+        info={
+            "name": registered.name if registered else spec,
+            "dtype": str(torch_dtype),
+            "default_saes": registered.default_saes if registered else None,
+        },
     )
 
 

@@ -21,6 +21,9 @@ class OfflineModel:
     aliases: tuple[str, ...] = ()
     #: Tokens whose probability at the first answer position is the search-time refusal proxy.
     refusal_tokens: tuple[str, ...] = ("I", "Sorry", "As")
+    #: The SAE release used when none is named (``pretrained=default`` alone, ``search`` without
+    #: ``--saes``): a release shipped with refusal_eval or a sae-lens release name.
+    default_saes: str | None = None
 
     def part_modules(self) -> list[str]:
         return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]

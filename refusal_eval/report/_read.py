@@ -10,12 +10,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..conditions import EVALUATED as CONDITIONS
 from ..errors import RefusalEvalError
 
 HARMFUL = ("jbb", "harmbench", "strongreject")
-CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
-#: how many latents each condition ablates, from the plan's feature counts
-CONDITION_COUNT = {"baseline": None, "sae": "sae", "sae_fm": "sae_fm", "random": "random", "direction": None}
 
 
 @dataclass

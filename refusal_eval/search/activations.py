@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -76,16 +76,24 @@ def pooled_activations(
     batch_size: int = 16,
     skip_first: bool = True,
     progress: bool = False,
+    edits: Callable[[range], Sequence[Ablation]] | None = None,
 ) -> Tensor:
-    """``(len(prompts), sum of d_sae)`` pooled activations, SAE layers in ascending order."""
+    """``(len(prompts), sum of d_sae)`` pooled activations, SAE layers in ascending order.
+
+    ``edits(rows)`` gives ablations for the prompts at ``rows`` of each batch; a layer's
+    activations are then read before that layer's own edit, i.e. given the edits upstream.
+    """
     layers = sorted(saes)
     device = next(model.parameters()).device
     rows: list[Tensor] = []
     with _capture(model, layers) as seen:
-        for enc in chat_batches(
+        batches = chat_batches(
             tokenizer, prompts, device, batch_size=batch_size, desc="activations", progress=progress
-        ):
-            _forward_until(model, enc, layers[-1])
+        )
+        for start, enc in zip(range(0, len(prompts), batch_size), batches, strict=False):
+            edit = list(edits(range(start, start + enc["input_ids"].shape[0]))) if edits else []
+            with ablate(model, edit):
+                _forward_until(model, enc, layers[-1])
             valid = _valid_positions(enc["attention_mask"], skip_first)[..., None]
             parts = []
             for layer in layers:

@@ -93,18 +93,101 @@ def score_layers(
     return scores
 
 
+@dataclass(frozen=True)
+class LayerChoice:
+    layer: int
+    selected_by: str  # "arditi" | "fallback_min_kl" | "depth_only" ("fixed" when configured)
+    baseline_score: float | None  # harmful refusal score with nothing ablated
+
+
 def select_layer(
     scores: Sequence[LayerScore],
     n_layers: int,
     *,
     max_kl: float = 0.1,
     max_depth_frac: float = 0.8,
-) -> LayerScore:
-    """Arditi selection: lowest harmful refusal score with harmless KL < max_kl and
-    layer < max_depth_frac * depth (falls back to the depth filter alone if none pass)."""
+    min_drop_frac: float = 0.0,
+    baseline_score: float | None = None,
+) -> LayerChoice:
+    """Arditi selection with an effectiveness filter and a recorded fallback.
+
+    Eligible: ``layer < max_depth_frac * n_layers``. *Effective*: ablating the layer's direction
+    lowers the harmful refusal score by at least ``min_drop_frac`` of the best eligible layer's
+    drop (from ``baseline_score``; without one every layer is effective).
+
+    - ``arditi``: lowest refusal score among effective layers with harmless KL < ``max_kl``;
+    - ``fallback_min_kl``: none passes both, so the effective layer with the lowest KL;
+    - ``depth_only``: nothing lowers the score at all; lowest refusal score among eligible layers.
+    """
     eligible = [s for s in scores if s.layer < max_depth_frac * n_layers]
-    passing = [s for s in eligible if s.harmless_kl < max_kl] or eligible
-    return min(passing, key=lambda s: s.refusal_score)
+    if not eligible:
+        raise ValueError("no layer lies below max_depth_frac of the depth")
+    effective = eligible
+    if baseline_score is not None:
+        best_drop = max(baseline_score - s.refusal_score for s in eligible)
+        if best_drop <= 0:
+            return LayerChoice(min(eligible, key=_by_score).layer, "depth_only", baseline_score)
+        effective = [s for s in eligible if baseline_score - s.refusal_score >= min_drop_frac * best_drop]
+    passing = [s for s in effective if s.harmless_kl < max_kl]
+    if passing:
+        return LayerChoice(min(passing, key=_by_score).layer, "arditi", baseline_score)
+    return LayerChoice(
+        min(effective, key=lambda s: (s.harmless_kl, s.layer)).layer, "fallback_min_kl", baseline_score
+    )
+
+
+def _by_score(s: LayerScore) -> tuple[float, int]:
+    return (s.refusal_score, s.layer)
+
+
+@dataclass(frozen=True)
+class LayerScan:
+    """Stage 1's pure result: directions per layer, per-layer scores and the chosen layer."""
+
+    directions: Tensor  # (n_layers, d_model)
+    scores: list[LayerScore]  # empty when the layer was fixed
+    choice: LayerChoice
+
+
+def layer_scan(
+    model: Any,
+    tokenizer: Any,
+    harmful: Sequence[str],
+    harmless: Sequence[str],
+    refusal_ids: Sequence[int],
+    *,
+    select_prompts: int = 32,
+    fixed_layer: int | None = None,
+    max_kl: float = 0.1,
+    max_depth_frac: float = 0.8,
+    min_drop_frac: float = 0.5,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> LayerScan:
+    """Difference-in-means directions on all prompts, layers scored on the first
+    ``select_prompts`` of each side, and the layer choice (``fixed_layer`` skips the scoring)."""
+    kw: dict[str, Any] = {"batch_size": batch_size, "progress": progress}
+    res_h = last_token_residuals(model, tokenizer, harmful, **kw)
+    res_b = last_token_residuals(model, tokenizer, harmless, **kw)
+    directions = mean_diff_directions(res_h, res_b)
+    if fixed_layer is not None:
+        return LayerScan(directions, [], LayerChoice(fixed_layer, "fixed", None))
+    norms = torch.cat([res_h, res_b], dim=1).norm(dim=-1).mean(1)
+    h, b = harmful[:select_prompts], harmless[:select_prompts]
+    base = first_token_logprobs(model, tokenizer, h, batch_size=batch_size)
+    baseline = float(refusal_score(base, refusal_ids).mean())
+    scores = score_layers(
+        model, tokenizer, directions, h, b, residual_norms=norms, refusal_ids=refusal_ids, **kw
+    )
+    choice = select_layer(
+        scores,
+        directions.shape[0],
+        max_kl=max_kl,
+        max_depth_frac=max_depth_frac,
+        min_drop_frac=min_drop_frac,
+        baseline_score=baseline,
+    )
+    return LayerScan(directions, scores, choice)
 
 
 @dataclass(frozen=True)
@@ -114,17 +197,21 @@ class Candidate:
     cosine: float
 
 
-def decoder_candidates(saes: Mapping[int, SparseCoder], direction: Tensor, top_k: int) -> list[Candidate]:
-    """Per SAE layer, the ``top_k`` latents whose decoder rows point most along ``direction``.
+def decoder_candidates(
+    saes: Mapping[int, SparseCoder], directions: Tensor | Mapping[int, Tensor], top_k: int
+) -> list[Candidate]:
+    """Per SAE layer, the ``top_k`` latents whose decoder rows point most along the direction.
 
-    No activation filter: latents that never fire on the search prompts stay candidates
-    (this is what lets dormant latents surface later). Ties break by latent id.
+    ``directions`` is one vector used at every SAE layer (r_best), or ``{layer: r_l}``. No
+    activation filter: latents that never fire on the search prompts stay candidates (this is
+    what lets dormant latents surface later). Ties break by latent id.
     """
-    unit = direction.float() / direction.float().norm().clamp_min(1e-12)
     out: list[Candidate] = []
     for layer in sorted(saes):
+        r = directions[layer] if isinstance(directions, Mapping) else directions
+        unit = r.float().cpu() / r.float().norm().clamp_min(1e-12)
         w = saes[layer].W_dec.detach().float().cpu()
-        cos = (w @ unit.cpu()) / w.norm(dim=-1).clamp_min(1e-12)
+        cos = (w @ unit) / w.norm(dim=-1).clamp_min(1e-12)
         k = min(top_k, cos.shape[0])
         order = sorted(range(cos.shape[0]), key=lambda i: (-float(cos[i]), i))[:k]
         out.extend(Candidate(layer, i, float(cos[i])) for i in order)

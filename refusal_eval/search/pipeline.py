@@ -122,7 +122,7 @@ def search_key(model: dict, saes: dict, cfg: SearchConfig, data: dict, refusal_i
         "version": VERSION,
         "model": {k: model[k] for k in ("name", "revision", "dtype")},
         "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
-        "config": cfg.to_dict(),
+        "config": cfg.result_dict(),  # compute-only settings never change what a search finds
         "data": {k: v["sha256"] for k, v in data.items()},
         "refusal_ids": refusal_ids,
     }
@@ -227,6 +227,13 @@ def search_to_file(
     return body, write_plan(body, tensors, out)
 
 
+def _per_layer(latents: Any) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for layer, _ in latents:
+        counts[int(layer)] = counts.get(int(layer), 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def summary(body: Mapping[str, Any], plan_hash: str | None = None) -> str:
     """A short human summary of a plan."""
     s1, s2, s3 = body["stage1"], body["stage2"], body["stage3"]
@@ -236,13 +243,23 @@ def summary(body: Mapping[str, Any], plan_hash: str | None = None) -> str:
         f"searched {s2['n_prompts']} refused harmful prompts (of {body['screen']['n_harmful']}); "
         f"direction layer {s1['layer']} ({s1['selected_by']})",
         f"candidates {len(s1['candidates'])}  minimal sets: mean size {s2['mean_minimal_size']:.1f}, "
-        f"union {len(s2['union'])}  FM extras {len(body['sets']['sae_fm']) - len(s2['union'])}  "
-        f"dormant {len(s3['dormant'])}",
+        f"union {len(s2['union'])} (by layer {_per_layer(s2['union'])})  "
+        f"FM extras {len(body['sets']['sae_fm']) - len(s2['union'])}  dormant {len(s3['dormant'])}",
         f"FM held-out accuracy {s3['fm']['test_accuracy']:.3f}  probe {s3['probe']['test_accuracy']:.3f}"
         f"  ({s3['n_features']} features)",
     ]
+    woken = s3.get("woken")
+    if woken:
+        lines.append(
+            f"hydra {len(woken['hydra'])} of {woken['n_tested']} woken latents tested "
+            f"(woken by layer {woken['woken_by_layer']}, threshold {woken['threshold']})"
+        )
     for split, conds in body.get("verification", {}).items():
-        parts = [f"{c} {v['attack_success']:.2f}" for c, v in conds.items() if v.get("n")]
+        parts = [
+            f"{c} {v['attack_success']:.2f}"
+            for c, v in conds.items()
+            if v.get("n") and v.get("attack_success") is not None
+        ]
         n = next((v["n"] for v in conds.values() if v.get("n")), 0)
         lines.append(f"attack success on {split} ({n} refused prompts): " + ", ".join(parts))
     if plan_hash:

@@ -23,13 +23,11 @@ from torch import Tensor
 
 from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
+from ..conditions import LATENT_CONDITIONS, check_condition
 from ..errors import RefusalEvalError
 
 FORMAT = "refusal_eval.plan"
 VERSION = 1
-#: evaluation conditions; each but baseline/direction is a latent set stored in the plan
-CONDITIONS = ("baseline", "sae", "sae_fm", "sae_probe", "sae_random", "random", "direction")
-LATENT_CONDITIONS = ("sae", "sae_fm", "sae_probe", "sae_random", "random")
 
 
 def _round(obj: Any, digits: int = 6) -> Any:
@@ -128,23 +126,38 @@ class AblationPlan:
         return int(self.body["stage1"]["layer"])
 
     @property
+    def sae_layers(self) -> list[int]:
+        """The SAE layers whose latents the ``sae`` set ablates."""
+        return sorted(self.latent_sets("sae"))
+
+    @property
+    def hydra_count(self) -> int | None:
+        """Cross-layer hydra latents found (``None``: the plan predates the detector)."""
+        woken = self.body["stage3"].get("woken")
+        return None if woken is None else len(woken["hydra"])
+
+    @property
     def direction(self) -> Tensor:
         return self.directions[self.layer]
 
     def latent_sets(self, condition: str) -> dict[int, list[int]]:
-        if condition not in LATENT_CONDITIONS:
+        if not check_condition(condition).latent_set:
             raise RefusalEvalError(
                 f"condition {condition!r} has no latent set", f"use one of {LATENT_CONDITIONS}"
+            )
+        if condition not in self.body["sets"]:
+            raise RefusalEvalError(
+                f"plan {self.path} has no {condition!r} set (it was made by an older search)",
+                "rerun `refusal-eval search` for a plan with every condition",
             )
         return by_layer(self.body["sets"][condition])
 
     def counts(self) -> dict[str, int]:
-        return {c: len(self.body["sets"][c]) for c in LATENT_CONDITIONS}
+        return {c: len(self.body["sets"][c]) for c in LATENT_CONDITIONS if c in self.body["sets"]}
 
     def ablations(self, saes: Mapping[int, SparseCoder], condition: str = "sae") -> list[Ablation]:
         """The ablations of one condition (``baseline`` -> none)."""
-        if condition not in CONDITIONS:
-            raise RefusalEvalError(f"unknown condition {condition!r}", f"use one of {CONDITIONS}")
+        check_condition(condition)
         if condition == "baseline":
             return []
         if condition == "direction":

@@ -12,22 +12,18 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..ablation import Ablation, DirectionAblation, LatentAblation, as_ablations
+from ..ablation import DirectionAblation, as_ablations
 from ..chat import generate
 from ..coders import SparseCoder
+from ..conditions import LATENT_CONDITIONS
 from ..config import SearchConfig
 from ..errors import RefusalEvalError
 from ..judges import get_judge
 from ..scoring import first_token_logprobs, refusal_score
 from .activations import feature_index, pooled_activations, position_activations
-from .direction import (
-    decoder_candidates,
-    last_token_residuals,
-    mean_diff_directions,
-    score_layers,
-    select_layer,
-)
+from .direction import decoder_candidates, layer_scan
 from .greedy import GreedyResult, greedy_minimal_sets
+from .hydra import find_hydras, per_row_edits
 from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
 from .plan import by_layer
 from .scorer import Latent, SubsetScorer
@@ -45,7 +41,7 @@ class Context:
     cache: Any
     screen_cache: Any
     progress: bool = True
-    _scorer: SubsetScorer | None = field(default=None, repr=False)
+    _scorers: dict[tuple[int, ...], SubsetScorer] = field(default_factory=dict, repr=False)
 
     def refused(self, screen: Mapping[str, Any]) -> list[str]:
         return [self.harmful[i] for i in screen["refused_harmful"]]
@@ -56,18 +52,20 @@ class Context:
         return answered[: len(screen["refused_harmful"])] or self.harmless
 
     def scorer(self, screen: Mapping[str, Any], layers: Sequence[int]) -> SubsetScorer:
-        if self._scorer is None:
-            self._scorer = SubsetScorer(
+        """One scorer (and memo) per set of ablatable layers, over the refused prompts."""
+        key = tuple(sorted(set(layers)))
+        if key not in self._scorers:
+            self._scorers[key] = SubsetScorer(
                 self.chat.model,
                 self.chat.tokenizer,
                 self.refused(screen),
-                {layer: self.saes[layer] for layer in layers},
+                {layer: self.saes[layer] for layer in key},
                 self.refusal_ids,
                 batch_size=self.cfg.batch_size,
                 skip_prefix=self.cfg.skip_prefix,
                 progress=self.progress,
             )
-        return self._scorer
+        return self._scorers[key]
 
 
 def _generate(ctx: Context, prompts: Sequence[str], edits: Any = None) -> list[str]:
@@ -110,45 +108,41 @@ def run_screen(ctx: Context) -> dict[str, Any]:
 
 
 def run_stage1(ctx: Context, screen: Mapping[str, Any]) -> tuple[dict[str, Any], Tensor]:
-    """Directions per layer, the chosen layer, decoder-cosine candidates."""
+    """Directions per layer, the chosen layer (and the rule that chose it), candidates."""
     cfg, chat = ctx.cfg, ctx.chat
-    harmful = ctx.refused(screen)
-    harmless = ctx.contrast(screen)
     cached = ctx.cache.get("stage1")
     if cached is not None and "directions" in cached:
         return {k: v for k, v in cached.items() if k != "directions"}, torch.tensor(cached["directions"])
-    kw = {"batch_size": cfg.batch_size, "progress": ctx.progress}
-    res_h = last_token_residuals(chat.model, chat.tokenizer, harmful, **kw)
-    res_b = last_token_residuals(chat.model, chat.tokenizer, harmless, **kw)
-    directions = mean_diff_directions(res_h, res_b)
-    norms = torch.cat([res_h, res_b], dim=1).norm(dim=-1).mean(1)
-    scores: list[dict[str, Any]] = []
-    if cfg.layer is not None:
-        layer, selected_by = cfg.layer, "fixed"
+    harmful, harmless = ctx.refused(screen), ctx.contrast(screen)
+    scan = layer_scan(
+        chat.model,
+        chat.tokenizer,
+        harmful,
+        harmless,
+        ctx.refusal_ids,
+        select_prompts=cfg.layer_select_prompts,
+        fixed_layer=cfg.layer,
+        max_kl=cfg.max_kl,
+        max_depth_frac=cfg.max_depth_frac,
+        min_drop_frac=cfg.min_drop_frac,
+        batch_size=cfg.batch_size,
+        progress=ctx.progress,
+    )
+    layer, directions = scan.choice.layer, scan.directions
+    if cfg.candidate_direction == "per_layer":
+        along: Tensor | dict[int, Tensor] = {sae_layer: directions[sae_layer] for sae_layer in ctx.saes}
     else:
-        n = cfg.layer_select_prompts
-        layer_scores = score_layers(
-            chat.model,
-            chat.tokenizer,
-            directions,
-            harmful[:n],
-            harmless[:n],
-            residual_norms=norms,
-            refusal_ids=ctx.refusal_ids,
-            batch_size=cfg.batch_size,
-            progress=ctx.progress,
-        )
-        best = select_layer(layer_scores, chat.n_layers, max_kl=cfg.max_kl, max_depth_frac=cfg.max_depth_frac)
-        layer, selected_by = best.layer, "arditi"
-        scores = [vars(s) for s in layer_scores]
-    candidates = decoder_candidates(ctx.saes, directions[layer], cfg.top_k)
+        along = directions[layer]
+    candidates = decoder_candidates(ctx.saes, along, cfg.top_k)
     result = {
         "layer": layer,
-        "selected_by": selected_by,
-        "layer_scores": scores,
+        "selected_by": scan.choice.selected_by,
+        "baseline_refusal_score": scan.choice.baseline_score,
+        "layer_scores": [vars(s) for s in scan.scores],
         "direction_norms": directions.norm(dim=-1).tolist(),
         "n_harmful": len(harmful),
         "n_harmless": len(harmless),
+        "candidate_direction": cfg.candidate_direction,
         "candidates": [[c.layer, c.latent, c.cosine] for c in candidates],
     }
     stored = ctx.cache.put("stage1", {**result, "directions": directions.tolist()})
@@ -159,11 +153,15 @@ def _candidates(stage1: Mapping[str, Any]) -> list[Latent]:
     return [(int(c[0]), int(c[1])) for c in stage1["candidates"]]
 
 
+def _layers(stage1: Mapping[str, Any]) -> list[int]:
+    """The SAE layers that hold candidates: the layers every scorer of the search ablates at."""
+    return sorted({layer for layer, _ in _candidates(stage1)})
+
+
 def run_stage2(ctx: Context, screen: Mapping[str, Any], stage1: Mapping[str, Any]) -> dict[str, Any]:
     """Per-prompt minimal sets, in cached chunks of ``chunk_prompts`` prompts."""
     cfg = ctx.cfg
-    candidates = _candidates(stage1)
-    layers = sorted({layer for layer, _ in candidates})
+    candidates, layers = _candidates(stage1), _layers(stage1)
     n = len(screen["refused_harmful"])
     results: list[GreedyResult] = []
     chunks = range(0, n, cfg.chunk_prompts)
@@ -241,6 +239,18 @@ def run_stage3(
     random_extra = sorted(rng.sample(pool, min(cfg.extra_k, len(pool))))
     random_same = _random_like(union, ctx.saes, rng)
     dormant = find_dormant(ctx, screen, stage1, stage2, act_h, pos)
+    woken = find_hydras(
+        ctx.chat,
+        ctx.saes,
+        harmful,
+        _minimal_sets(stage2),
+        act_h,
+        index,
+        ctx.scorer(screen, _layers(stage1)),
+        cfg,
+        progress=ctx.progress,
+    )
+    hydra = sorted({(int(h["latent"][0]), int(h["latent"][1])) for h in woken["hydra"]})
     result = {
         "n_features": len(columns),
         "n_train": len(train),
@@ -250,11 +260,13 @@ def run_stage3(
         "fm_ranked": [[*f, float(fm_scores[feat.index(f)])] for f in fm_top],
         "probe_ranked": [[*f, float(probe.weights[feat.index(f)])] for f in probe_top],
         "dormant": dormant,
+        "woken": woken,
         "sets": {
             "sae": [list(u) for u in union],
             "sae_fm": sorted([list(u) for u in set(union) | set(fm_top)]),
             "sae_probe": sorted([list(u) for u in set(union) | set(probe_top)]),
             "sae_random": sorted([list(u) for u in set(union) | set(random_extra)]),
+            "sae_hydra": sorted([list(u) for u in set(union) | set(hydra)]),
             "random": [list(u) for u in random_same],
         },
     }
@@ -286,14 +298,13 @@ def find_dormant(
     """Minimal-set members that are zero on their prompt yet necessary: restoring them alone
     raises P(refusal) by ``tau``. For each, where it fires once the active members are ablated."""
     cfg = ctx.cfg
-    layers = sorted({int(c[0]) for c in stage1["candidates"]})
     tests: list[tuple[int, Latent]] = []
     for p, minimal in enumerate(_minimal_sets(stage2)):
         tests.extend((p, m) for m in sorted(minimal) if float(act_h[p, pos[m]]) == 0.0)
     if not tests:
         return []
     sets = _minimal_sets(stage2)
-    scorer = ctx.scorer(screen, layers)
+    scorer = ctx.scorer(screen, _layers(stage1))
     rows = [(p, sets[p] - {m}) for p, m in tests]
     p_back = scorer.p_refusal(rows, desc="dormant")
     p_min = [float(stage2["prompts"][p]["p_minimal"]) for p, _ in tests]
@@ -322,20 +333,6 @@ def find_dormant(
     return out
 
 
-def _per_row(saes: Mapping[int, SparseCoder], sets: Sequence[frozenset[Latent]]):
-    """``edits(rows)`` for :func:`generate`: one latent set per prompt."""
-
-    def edits(rows: range) -> list[Ablation]:
-        chosen = [sets[r] for r in rows]
-        layers = sorted({layer for s in chosen for layer, _ in s})
-        return [
-            LatentAblation.of(saes[layer], [[i for la, i in s if la == layer] for s in chosen])
-            for layer in layers
-        ]
-
-    return edits
-
-
 def run_verification(
     ctx: Context,
     screen: Mapping[str, Any],
@@ -355,13 +352,23 @@ def run_verification(
     for split_name, prompts in splits.items():
         conditions: dict[str, Any] = {}
         if split_name == "search":
-            conditions["minimal"] = _per_row(ctx.saes, _minimal_sets(stage2))
-        for name in ("sae", "sae_fm", "sae_probe", "sae_random", "random"):
+            conditions["minimal"] = per_row_edits(ctx.saes, _minimal_sets(stage2))
+        for name in LATENT_CONDITIONS:
             latents = [(int(a), int(b)) for a, b in sets[name]]
             conditions[name] = as_ablations(by_layer(latents), ctx.saes)
         conditions["direction"] = [direction]
         results: dict[str, Any] = {}
+        same_as: dict[str, str] = {}  # a latent set equal to an earlier one is not generated twice
+        seen: dict[tuple[Any, ...], str] = {}
+        for name in LATENT_CONDITIONS:
+            key = tuple(sorted(map(tuple, sets[name])))
+            if key in seen:
+                same_as[name] = seen[key]
+            seen.setdefault(key, name)
         for name, edit in conditions.items():
+            if name in same_as:
+                results[name] = results[same_as[name]]
+                continue
 
             def compute(edit: Any = edit, prompts: list[str] = prompts) -> dict[str, Any]:
                 if not prompts:

@@ -1,0 +1,160 @@
+"""Cross-layer dormant ("hydra") latents.
+
+A latent ``w`` at SAE layer ``j`` is *woken* on a refused prompt when its pooled activation is at
+most ``wake_threshold`` with nothing ablated and above it once the prompt's minimal set at layers
+``< j`` is ablated (activations at ``j`` are read before any edit at ``j``). A woken latent is a
+*hydra* when it carries refusal given the rest of the minimal set is ablated::
+
+    effect = P(refusal | S \\ {w}) - P(refusal | S ∪ {w})      (S = the prompt's minimal set)
+
+i.e. restoring it (if it is in S) or additionally ablating it (if it is not) moves P(refusal)
+by at least ``hydra_min_effect`` and by a relative ``tau`` (the greedy filter's criterion).
+Every woken latent up to ``wake_top_n`` per prompt and layer is tested; the counts of woken and
+tested latents are recorded so that "no hydra" is a measurement, not a default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..ablation import Ablation, LatentAblation, as_ablations
+from ..coders import SparseCoder
+from .activations import pooled_activations, position_activations
+from .plan import by_layer
+from .scorer import Latent, Row, SubsetScorer
+
+
+def per_row_edits(
+    saes: Mapping[int, SparseCoder], sets: Sequence[frozenset[Latent]]
+) -> Callable[[range], list[Ablation]]:
+    """``edits(rows)`` for batched forwards: one latent set per prompt."""
+
+    def edits(rows: range) -> list[Ablation]:
+        chosen = [sets[r] for r in rows]
+        layers = sorted({layer for s in chosen for layer, _ in s})
+        return [
+            LatentAblation.of(saes[layer], [[i for la, i in s if la == layer] for s in chosen])
+            for layer in layers
+        ]
+
+    return edits
+
+
+@dataclass(frozen=True)
+class WakeTest:
+    prompt: int
+    latent: Latent
+    before: float  # pooled activation, nothing ablated
+    after: float  # pooled activation, minimal set below its layer ablated
+
+
+def woken_latents(
+    before: Tensor,
+    after: Tensor,
+    index: Sequence[Latent],
+    sets: Sequence[frozenset[Latent]],
+    *,
+    threshold: float,
+    top_n: int,
+) -> tuple[list[WakeTest], dict[int, int]]:
+    """Pure: the woken latents to test (largest ``after`` first, ``top_n`` per prompt and layer)
+    and the number woken per layer before that cap."""
+    columns: dict[int, list[int]] = {}
+    for col, (layer, _) in enumerate(index):
+        columns.setdefault(layer, []).append(col)
+    tests: list[WakeTest] = []
+    woken_per_layer: dict[int, int] = {layer: 0 for layer in columns}
+    for p, minimal in enumerate(sets):
+        if not minimal:
+            continue
+        lowest = min(layer for layer, _ in minimal)
+        for layer, cols in sorted(columns.items()):
+            if layer <= lowest:
+                continue
+            idx = torch.tensor(cols)
+            b, a = before[p, idx], after[p, idx]
+            hits = torch.nonzero((b <= threshold) & (a > threshold)).flatten().tolist()
+            woken_per_layer[layer] += len(hits)
+            hits.sort(key=lambda h: (-float(a[h]), h))
+            tests.extend(WakeTest(p, index[cols[h]], float(b[h]), float(a[h])) for h in hits[:top_n])
+    return tests, woken_per_layer
+
+
+def effect_rows(test: WakeTest, minimal: frozenset[Latent]) -> tuple[Row, Row]:
+    """(rows without ``w``, with ``w``) ablated on top of the rest of the minimal set."""
+    rest = minimal - {test.latent}
+    return (test.prompt, rest), (test.prompt, rest | {test.latent})
+
+
+def find_hydras(
+    chat: Any,
+    saes: Mapping[int, SparseCoder],
+    prompts: Sequence[str],
+    sets: Sequence[frozenset[Latent]],
+    before: Tensor,
+    index: Sequence[Latent],
+    scorer: SubsetScorer,
+    cfg: Any,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Test every woken latent on every refused prompt; record the hydras with where they fire."""
+    after = pooled_activations(
+        chat.model,
+        chat.tokenizer,
+        prompts,
+        saes,
+        pool=cfg.pool,
+        batch_size=cfg.batch_size,
+        progress=progress,
+        edits=per_row_edits(saes, sets),
+    )
+    tests, woken = woken_latents(
+        before, after, index, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n
+    )
+    pairs = [effect_rows(t, sets[t.prompt]) for t in tests]
+    p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)")
+    p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)")
+    tested: dict[int, int] = {}
+    hydras: list[dict[str, Any]] = []
+    for t, hi, lo in zip(tests, p_without, p_with, strict=True):
+        tested[t.latent[0]] = tested.get(t.latent[0], 0) + 1
+        effect = hi - lo
+        if effect < cfg.hydra_min_effect or effect / max(hi, cfg.eps) < cfg.tau:
+            continue
+        layer = t.latent[0]
+        upstream = by_layer([m for m in sets[t.prompt] if m[0] < layer])
+        tokens, acts_after = position_activations(
+            chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent], as_ablations(upstream, saes)
+        )
+        _, acts_before = position_activations(chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent])
+        where = torch.nonzero(acts_after[0] > cfg.wake_threshold).flatten().tolist()
+        top = sorted(where, key=lambda i: (-float(acts_after[0, i]), i))[:3]
+        hydras.append(
+            {
+                "prompt": t.prompt,
+                "latent": list(t.latent),
+                "in_minimal": t.latent in sets[t.prompt],
+                "activation_before": t.before,
+                "activation_after": t.after,
+                "p_without": hi,
+                "p_with": lo,
+                "effect": effect,
+                "fires_at": [[i, tokens[i], float(acts_before[0, i]), float(acts_after[0, i])] for i in top],
+            }
+        )
+    return {
+        "threshold": cfg.wake_threshold,
+        "top_n": cfg.wake_top_n,
+        "min_effect": cfg.hydra_min_effect,
+        "n_prompts": sum(1 for s in sets if s),
+        "woken_by_layer": {str(k): v for k, v in sorted(woken.items())},
+        "tested_by_layer": {str(k): v for k, v in sorted(tested.items())},
+        "n_tested": len(tests),
+        "hydra": hydras,
+    }
