@@ -30,6 +30,21 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def atomic_write(path: Path, data: bytes | str) -> None:
+    """Write ``path`` all at once: a uniquely named sibling temp file renamed into place, removed
+    if the write fails (a full disk leaves the previous file intact and no orphan behind)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data.encode() if isinstance(data, str) else data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``final`` only if the block succeeds."""

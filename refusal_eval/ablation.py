@@ -49,10 +49,6 @@ class LatentAblation:
         return cls(coder, rows)
 
     @property
-    def per_row(self) -> bool:
-        return len(self.rows) > 1
-
-    @property
     def union(self) -> tuple[int, ...]:
         return tuple(sorted(set().union(*self.rows)))
 

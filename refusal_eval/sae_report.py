@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import cache_dir
+from ._cache import atomic_write, cache_dir
 from .chat import generate
 from .coders import SparseCoder
 from .data import load_prompts
@@ -60,9 +60,7 @@ def heldout_texts(
         )
         for p, a in zip(prompts, answers, strict=True)
     ]
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(texts))
-    tmp.replace(path)
+    atomic_write(path, json.dumps(texts))
     return texts
 
 

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import torch
 
-from ._cache import cache_dir
+from ._cache import atomic_write, cache_dir
 from ._sae_checkpoints import TRAIN_STATE, checkpointing_runner, resume_point, write_train_state
 from .chat import format_chat, generate
 from .data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
@@ -78,9 +78,7 @@ def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: boo
         ]
     rng.shuffle(texts)
     sequences = [chat.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps({"config": cfg.__dict__, "sequences": sequences}))
-    tmp.replace(path)
+    atomic_write(path, json.dumps({"config": cfg.__dict__, "sequences": sequences}))
     return sequences
 
 

@@ -23,7 +23,6 @@ from refusal_eval.saes import from_sae_lens
 D_MODEL = 64
 N_LAYERS = 3
 VOCAB = 96
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def tiny_config(arch: str = "qwen2"):

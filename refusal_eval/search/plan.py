@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._cache import atomic_write
 from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS, check_condition
@@ -52,13 +52,6 @@ def tensor_bytes(tensors: Mapping[str, Tensor]) -> bytes:
     return save({k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())})
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path) -> str:
     """Write ``out`` (JSON) and ``out.with_suffix('.safetensors')``; return the plan hash."""
     blob = tensor_bytes(tensors)
@@ -70,8 +63,8 @@ def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path
         "tensors": {"file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest()},
     }
     data = canonical_json(full)
-    _atomic_write(tensor_path, blob)
-    _atomic_write(out, data)
+    atomic_write(tensor_path, blob)
+    atomic_write(out, data)
     return hashlib.sha256(data).hexdigest()
 
 
