@@ -14,7 +14,8 @@ Without ``saes=``, a registered offline model (``pretrained=default``) uses its 
 release, all layers, and the plan shipped for it. ``sae_layers=10|14`` restricts the SAEs to
 those layers (needed for templated sae-lens releases such as
 ``gemma-scope-2b-pt-res-canonical``); ``search_<key>=value`` overrides a search config key;
-``judge=`` picks the refusal judge the tasks score with.
+``judge=`` picks the refusal judge: answers are judged here, in batches, and reach the task as
+:class:`~refusal_eval.judges.JudgedText` carrying the verdict.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from refusal_eval.chat import format_chat
 from refusal_eval.conditions import check_condition
 from refusal_eval.config import load_config
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.judges import get_judge, set_default_judge
+from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
 from refusal_eval.search.plan import AblationPlan
@@ -93,6 +94,14 @@ def _rank_and_barrier() -> tuple[int, Any]:
     return 0, lambda: None
 
 
+def _prompt_of(request: Any) -> str:
+    """The user prompt a request's answer is judged against (the doc's, else the context)."""
+    doc = getattr(request, "doc", None)
+    if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
+        return doc["prompt"]
+    return str(request.args[0])
+
+
 @register_model("sae_ablated")
 class SAEAblatedLM(HFLM):
     def __init__(
@@ -111,8 +120,7 @@ class SAEAblatedLM(HFLM):
     ) -> None:
         search_overrides, hf_kwargs = _split_args(kwargs)
         check_condition(condition)
-        get_judge(judge)  # fail early on a bad judge spec
-        set_default_judge(judge)
+        self.judge = get_judge(judge)  # built once; fails early on a bad spec
         self.chat = load_model(str(pretrained), dtype=dtype, device=_usable(device), revision=revision)
         layers = _parse_layers(sae_layers)
         saes = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
@@ -182,9 +190,11 @@ class SAEAblatedLM(HFLM):
             idx = groups[condition]
             with ablate(self.model, self._ablations(condition)):
                 answers = super().generate_until([prepared[i] for i in idx], disable_tqdm)
-            for i, answer in zip(idx, answers, strict=True):
+            prompts = [_prompt_of(requests[i]) for i in idx]
+            judged = judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+            for i, answer in zip(idx, judged, strict=True):
                 out[i] = answer
-        return [a or "" for a in out]
+        return [a if a is not None else "" for a in out]
 
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any

@@ -115,3 +115,28 @@ def test_llm_judge_threshold_spec_is_checked_before_loading():
     from refusal_eval.judges.llm import shipped_thresholds
 
     assert 0 < shipped_thresholds()["default"] < 1
+
+
+def test_judged_text_carries_the_models_verdict_to_the_task(monkeypatch):
+    import pickle
+
+    from refusal_eval.judges import JudgedText, get_judge, judge_texts
+    from refusal_eval.tasks.refusal_ablation import utils
+
+    texts = judge_texts(get_judge("prefix:w4"), "prefix:w4", ["p", "p"], ["w4 no", "sure"])
+    assert texts == ["w4 no", "sure"] and [t.refused for t in texts] == [True, False]
+    back = pickle.loads(pickle.dumps(texts[0]))
+    assert isinstance(back, JudgedText) and (back.refused, back.judge) == (True, "prefix:w4")
+    doc = {"prompt": "p"}
+    # the model's verdict wins over what the fallback (keyword) judge would say of the text
+    assert utils.harmful_results(doc, [texts[0]])["refusal_rate_corrected"] == (1.0, "prefix:w4")
+    # a plain string (another backend, a response cache) is judged by the fallback judge
+    monkeypatch.setenv("REFUSAL_EVAL_JUDGE", "keyword")
+    assert utils.verdict(doc, "I'm sorry, I can't help with that.") == (True, "keyword")
+    # Rogan-Gladen only with one judge that has measured error rates
+    assert utils.rogan_gladen_mean([(1.0, "prefix:w4"), (0.0, "prefix:w4")]) != utils.rogan_gladen_mean(
+        [(1.0, "prefix:w4"), (0.0, "prefix:w4")]
+    )  # NaN: prefix judges are not measured
+    assert 0.0 <= utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "keyword")]) <= 1.0
+    mixed = utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "embedding")])
+    assert mixed != mixed

@@ -194,3 +194,35 @@ def test_registered_models_name_their_default_release():
     assert offline_model("default").default_saes == "qwen2.5-coder-0.5b-instruct-res"
     assert offline_model("qwen2.5-coder-1.5b-instruct").default_saes == "qwen2.5-coder-1.5b-instruct-res"
     assert {"qwen2.5-coder-0.5b-instruct-res", "qwen2.5-coder-1.5b-instruct-res"} <= set(shipped_releases())
+
+
+def test_task_yamls_are_what_the_generator_writes():
+    import importlib.util
+
+    path = HERE.parent / "tasks" / "refusal_ablation" / "_generate_configs.py"
+    spec = importlib.util.spec_from_file_location("gen", path)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.stale() == []
+    configs = gen.configs()
+    assert len(configs) == 26 and configs["refusal_ablation.yaml"].count("  - refusal_") == 25
+    assert "condition:" not in configs["refusal_jbb_baseline.yaml"]
+    assert "  condition: sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
+
+
+def test_baseline_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
+    from lm_eval import simple_evaluate
+
+    model_dir, _ = planted_dirs
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
+        tasks=["refusal_jbb_baseline", "refusal_alpaca_baseline"],
+        limit=2,
+        gen_kwargs="max_gen_toks=4",
+    )
+    res = out["results"]
+    assert res["refusal_jbb_baseline"]["refusal_rate,none"] + res["refusal_jbb_baseline"][
+        "attack_success,none"
+    ] == pytest.approx(1.0)
+    assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0

@@ -12,24 +12,24 @@ the human-labelled XSTest completions), ``llm:SPEC`` (a causal LM asked a refusa
 from . import embedding, keyword, llm  # noqa: F401  (register the judges)
 from ._base import (
     Judge,
+    JudgedText,
     Judgement,
-    current_judge_spec,
-    default_judge,
+    fallback_judge_spec,
     get_judge,
+    judge_texts,
     register_judge,
-    set_default_judge,
 )
 from .keyword import REFUSAL_OPENINGS, is_degenerate, keyword_refusal
 
 __all__ = [
     "REFUSAL_OPENINGS",
     "Judge",
+    "JudgedText",
     "Judgement",
-    "current_judge_spec",
-    "default_judge",
+    "fallback_judge_spec",
     "get_judge",
     "is_degenerate",
+    "judge_texts",
     "keyword_refusal",
     "register_judge",
-    "set_default_judge",
 ]

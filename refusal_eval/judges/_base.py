@@ -1,11 +1,11 @@
-"""The judge interface, registry and the task-wide default judge."""
+"""The judge interface, its registry (one instance per spec), and verdict-carrying answers."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import RefusalEvalError
 
@@ -37,32 +37,56 @@ def register_judge(name: str) -> Callable[[Callable[[str], Judge]], Callable[[st
     return wrap
 
 
-_DEFAULT_JUDGE: dict[str, str] = {}
+class JudgedText(str):
+    """A model's answer that carries its judge's verdict, so that an lm-eval task scores it with
+    the judge the *model* was given (``sae_ablated ... judge=``) and no process-wide setting.
+
+    lm-eval passes the string from ``generate_until`` to the task's ``process_results`` as is;
+    anything that turns it back into a plain ``str`` (a response cache, another backend) makes
+    the task judge it itself with :func:`fallback_judge_spec`.
+    """
+
+    refused: bool
+    degenerate: bool
+    judge: str
+
+    def __new__(cls, text: str, *, refused: bool, degenerate: bool, judge: str) -> JudgedText:
+        out = super().__new__(cls, text)
+        out.refused, out.degenerate, out.judge = refused, degenerate, judge
+        return out
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickles (lm-eval's multiprocessing) keep the verdict
+        return (_judged, (str(self), self.refused, self.degenerate, self.judge))
 
 
-def set_default_judge(spec: str) -> None:
-    """The judge lm-eval tasks use when scoring (the ``sae_ablated`` model sets it from
-    ``judge=``; otherwise ``REFUSAL_EVAL_JUDGE`` or ``keyword``)."""
-    get_judge(spec)
-    _DEFAULT_JUDGE["spec"] = spec
+def _judged(text: str, refused: bool, degenerate: bool, judge: str) -> JudgedText:
+    return JudgedText(text, refused=refused, degenerate=degenerate, judge=judge)
+
+
+def judge_texts(
+    judge: Judge, spec: str, prompts: Sequence[str], responses: Sequence[str]
+) -> list[JudgedText]:
+    """Judge ``responses`` in one batch and wrap each with its verdict."""
+    verdict = judge(prompts, responses)
+    return [
+        JudgedText(r, refused=bool(ref), degenerate=bool(deg), judge=spec)
+        for r, ref, deg in zip(responses, verdict.refused, verdict.degenerate, strict=True)
+    ]
+
+
+def fallback_judge_spec() -> str:
+    """The judge for answers that come without a verdict: ``REFUSAL_EVAL_JUDGE`` or keyword."""
+    return os.environ.get("REFUSAL_EVAL_JUDGE", "keyword")
 
 
 _INSTANCES: dict[str, Judge] = {}
 
 
-def current_judge_spec() -> str:
-    return _DEFAULT_JUDGE.get("spec") or os.environ.get("REFUSAL_EVAL_JUDGE", "keyword")
-
-
-def default_judge() -> Judge:
-    spec = current_judge_spec()
-    if spec not in _INSTANCES:
-        _INSTANCES[spec] = get_judge(spec)
-    return _INSTANCES[spec]
-
-
 def get_judge(spec: str = "keyword") -> Judge:
-    name, _, arg = spec.partition(":")
-    if name not in _JUDGES:
-        raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {sorted(_JUDGES)}")
-    return _JUDGES[name](arg)
+    """The judge for ``spec``, built once per spec (an ``llm:`` judge loads its model once)."""
+    if spec not in _INSTANCES:
+        name, _, arg = spec.partition(":")
+        if name not in _JUDGES:
+            raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {sorted(_JUDGES)}")
+        _INSTANCES[spec] = _JUDGES[name](arg)
+    return _INSTANCES[spec]

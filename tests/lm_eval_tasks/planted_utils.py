@@ -10,7 +10,7 @@ import datasets
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from planted import planted_prompts
 
-from refusal_eval.judges import default_judge
+from refusal_eval.judges import JudgedText
 
 
 def load(**_kwargs):
@@ -23,5 +23,6 @@ def doc_to_text(doc):
 
 
 def results(doc, out):
-    refused = default_judge()([doc["prompt"]], [out[0]]).refused[0]
+    assert isinstance(out[0], JudgedText), "sae_ablated hands its judge's verdict to the task"
+    refused = out[0].refused
     return {"refusal_rate": float(refused), "attack_success": float(not refused)}
