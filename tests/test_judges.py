@@ -120,8 +120,9 @@ def test_llm_judge_threshold_spec_is_checked_before_loading():
 def test_judged_text_carries_the_models_verdict_to_the_task(monkeypatch):
     import pickle
 
-    from refusal_eval.judges import JudgedText, get_judge, judge_texts
     from refusal_eval.tasks.refusal_ablation import utils
+
+    from refusal_eval.judges import JudgedText, get_judge, judge_texts
 
     texts = judge_texts(get_judge("prefix:w4"), "prefix:w4", ["p", "p"], ["w4 no", "sure"])
     assert texts == ["w4 no", "sure"] and [t.refused for t in texts] == [True, False]

@@ -248,3 +248,24 @@ def test_atomic_write_leaves_the_old_file_and_no_orphan_when_the_disk_is_full(tm
         atomic_write(target, "new")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plan.json"]
+
+
+def test_registries_refuse_a_taken_name_and_name_the_choices():
+    from refusal_eval._registry import Registry
+    from refusal_eval.coders import register_architecture
+    from refusal_eval.judges import register_judge
+    from refusal_eval.models import OfflineModel, register_offline_model
+
+    reg: Registry[int] = Registry("widget", fold_case=True)
+    reg.add("Alpha", 1)
+    with pytest.raises(ValueError, match="widget 'ALPHA' is already registered"):
+        reg.add("ALPHA", 2)
+    assert reg.get("alpha") == 1 and reg.find("beta") is None and "ALPHA" in reg
+    with pytest.raises(RefusalEvalError, match=r"unknown widget 'beta' \(fix: use one of \['alpha'\]\)"):
+        reg.get("beta")
+    with pytest.raises(ValueError, match="judge 'keyword' is already registered"):
+        register_judge("keyword")(lambda _arg: None)
+    with pytest.raises(ValueError, match="SAE architecture 'topk' is already registered"):
+        register_architecture("topk")(type("Other", (), {}))
+    with pytest.raises(ValueError, match="offline model 'default' is already registered"):
+        register_offline_model(OfflineModel("x-model", "h/x", "xp", 1, "0" * 64, "pip", aliases=("default",)))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+from .._registry import Registry
+
 Command = Callable[[argparse.Namespace], int]
-COMMANDS: dict[str, tuple[Command, Callable[[argparse.ArgumentParser], None], str]] = {}
+Entry = tuple[Command, Callable[[argparse.ArgumentParser], None], str]
+COMMANDS: Registry[Entry] = Registry("refusal-eval command")
 
 
 def command(name: str, help: str):
@@ -14,7 +17,7 @@ def command(name: str, help: str):
 
     def wrap(add_args: Callable[[argparse.ArgumentParser], None]):
         def deco(fn: Command) -> Command:
-            COMMANDS[name] = (fn, add_args, help)
+            COMMANDS.add(name, (fn, add_args, help))
             return fn
 
         return deco

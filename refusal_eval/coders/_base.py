@@ -15,6 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 from torch import Tensor
 
+from .._registry import Registry
 from ..errors import RefusalEvalError
 from ..hooks import HookPoint
 
@@ -108,7 +109,7 @@ def _replace(obj: SparseCoder, **changes: Any) -> SparseCoder:
     return dataclasses.replace(obj, **changes)
 
 
-_ARCHITECTURES: dict[str, type[SparseCoder]] = {}
+_ARCHITECTURES: Registry[type[SparseCoder]] = Registry("SAE architecture")
 C = TypeVar("C", bound=type[SparseCoder])
 
 
@@ -118,21 +119,21 @@ def register_architecture(*names: str) -> Callable[[C], C]:
     def wrap(cls: C) -> C:
         cls.architecture = names[0]
         for name in names:
-            _ARCHITECTURES[name] = cls
+            _ARCHITECTURES.add(name, cls)
         return cls
 
     return wrap
 
 
 def coder_class(architecture: str) -> type[SparseCoder]:
-    try:
-        return _ARCHITECTURES[architecture]
-    except KeyError:
+    found = _ARCHITECTURES.find(architecture)
+    if found is None:
         raise RefusalEvalError(
             f"SAE architecture {architecture!r} is not supported",
-            f"use one of {sorted(_ARCHITECTURES)}",
-        ) from None
+            f"use one of {_ARCHITECTURES.names()}",
+        )
+    return found
 
 
 def architectures() -> list[str]:
-    return sorted(_ARCHITECTURES)
+    return _ARCHITECTURES.names()

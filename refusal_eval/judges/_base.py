@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._registry import Registry
 from ..errors import RefusalEvalError
 
 
@@ -24,17 +25,12 @@ class Judge(Protocol):
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Judgement: ...
 
 
-_JUDGES: dict[str, Callable[[str], Judge]] = {}
+_JUDGES: Registry[Callable[[str], Judge]] = Registry("judge")
 
 
 def register_judge(name: str) -> Callable[[Callable[[str], Judge]], Callable[[str], Judge]]:
     """Register a judge factory; it receives the text after ``name:`` (e.g. ``llm:SPEC``)."""
-
-    def wrap(factory: Callable[[str], Judge]) -> Callable[[str], Judge]:
-        _JUDGES[name] = factory
-        return factory
-
-    return wrap
+    return _JUDGES.register(name)
 
 
 class JudgedText(str):
@@ -87,6 +83,6 @@ def get_judge(spec: str = "keyword") -> Judge:
     if spec not in _INSTANCES:
         name, _, arg = spec.partition(":")
         if name not in _JUDGES:
-            raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {sorted(_JUDGES)}")
-        _INSTANCES[spec] = _JUDGES[name](arg)
+            raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {_JUDGES.names()}")
+        _INSTANCES[spec] = _JUDGES.get(name)(arg)
     return _INSTANCES[spec]

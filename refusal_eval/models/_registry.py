@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._registry import Registry
+
 
 @dataclass(frozen=True)
 class OfflineModel:
@@ -27,18 +29,17 @@ class OfflineModel:
         return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]
 
 
-_MODELS: dict[str, OfflineModel] = {}
+_MODELS: Registry[OfflineModel] = Registry("offline model", fold_case=True)
 
 
 def register_offline_model(model: OfflineModel) -> OfflineModel:
-    for key in (model.name, *model.aliases):
-        _MODELS[key.lower()] = model
-    return model
+    """Register under its name and aliases (case-insensitive); a taken name raises."""
+    return _MODELS.register(model.name, *model.aliases)(model)
 
 
 def offline_model(name: str) -> OfflineModel | None:
-    return _MODELS.get(name.lower())
+    return _MODELS.find(name)
 
 
 def offline_model_names() -> list[str]:
-    return sorted({m.name for m in _MODELS.values()})
+    return sorted({m.name for _, m in _MODELS.items()})
