@@ -120,3 +120,22 @@ def test_cli_bad_ablate_syntax(capsys, tiny_model_dir):
 def test_part_package_code_never_runs():
     # the fake part packages above raise on import; locating them must not import them
     assert not any(m.startswith("fake") and m.endswith("part1") for m in sys.modules)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--judge", "foo"], "unknown judge 'foo'"),
+        (["--max-new-tokens", "-1"], "--max-new-tokens must be at least 1, got -1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, got 0"),
+        (["--device", "cuda"], "CUDA is not available"),
+    ],
+)
+def test_cli_generate_bad_flags_one_line(capsys, tiny_model_dir, extra, message):
+    import torch
+
+    if extra[0] == "--device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(["generate", "--model", str(tiny_model_dir), *extra, "w1 w2"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
+    assert len(err) == 1 and message in err[0] and "(fix: " in err[0]

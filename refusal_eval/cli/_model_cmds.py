@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 
 from ..errors import RefusalEvalError
-from ._registry import command
+from ._registry import command, load_cli_model, model_flags
 
 
 def parse_ablation(items: Sequence[str]) -> dict[int, list[int]]:
@@ -30,11 +30,7 @@ def parse_ablation(items: Sequence[str]) -> dict[int, list[int]]:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default="default", help="registered name (default), local HF dir, .gguf file, or hub id"
-    )
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
+    model_flags(p)
     p.add_argument("--saes", default=None, help="shipped release, local sae-lens dir, or release")
     p.add_argument(
         "--ablate",
@@ -51,14 +47,20 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from ..models import load_model
+    from ..judges import get_judge
     from ..saes import load_saes
 
+    for flag in ("max_new_tokens", "batch_size"):
+        value = getattr(args, flag)
+        if value < 1:
+            name = "--" + flag.replace("_", "-")
+            raise RefusalEvalError(f"{name} must be at least 1, got {value}", f"pass e.g. {name} 8")
+    get_judge(args.judge)  # an unknown judge is an error before any model loads
     sets = parse_ablation(args.ablate)
     if sets and not args.saes:
         raise RefusalEvalError("--ablate needs SAEs", "pass --saes RELEASE_OR_DIR")
     t0 = time.perf_counter()
-    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args)
     print(f"loaded {chat.spec} from {chat.source} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     saes = load_saes(args.saes, layers=sorted(sets) or None, model=chat) if args.saes else None
     return chat, saes, sets
@@ -111,9 +113,13 @@ def demo(args: argparse.Namespace) -> int:
     lambda p: (_model_args(p), p.add_argument("prompts", nargs="+"))
 )
 def generate_cmd(args: argparse.Namespace) -> int:
+    from ..judges import get_judge
+
     chat, saes, sets = _load(args)
-    for prompt, answer in zip(args.prompts, _run(chat, saes, sets, args.prompts, args), strict=True):
-        print(json.dumps({"prompt": prompt, "answer": answer}))
+    answers = _run(chat, saes, sets, args.prompts, args)
+    verdict = get_judge(args.judge)(args.prompts, answers)
+    for prompt, answer, refused in zip(args.prompts, answers, verdict.refused, strict=True):
+        print(json.dumps({"prompt": prompt, "answer": answer, "refused": refused, "judge": args.judge}))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import Any
 
 from .._registry import Registry
 
@@ -23,3 +24,34 @@ def command(name: str, help: str):
         return deco
 
     return wrap
+
+
+def model_flags(
+    p: argparse.ArgumentParser, *, default: str | None = "default", help: str | None = None
+) -> None:
+    """The model flags every command that loads a model shares."""
+    p.add_argument(
+        "--model",
+        default=default,
+        help=help or "registered name (default: the default model), local HF dir, .gguf file, or hub id",
+    )
+    p.add_argument(
+        "--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"], help="default: bfloat16"
+    )
+    p.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"
+    )
+
+
+def load_cli_model(args: argparse.Namespace, spec: str | None = None) -> Any:
+    """Load ``--model`` (or ``spec``) with ``--dtype`` / ``--device``; a CUDA device on a machine
+    without CUDA is one clear error, not a traceback."""
+    import torch
+
+    from ..errors import RefusalEvalError
+    from ..models import load_model
+
+    device = args.device
+    if device and device.startswith("cuda") and not torch.cuda.is_available():
+        raise RefusalEvalError(f"--device {device} was given but CUDA is not available", "pass --device cpu")
+    return load_model(spec or args.model, dtype=args.dtype, device=device)

@@ -8,13 +8,11 @@ import sys
 import time
 
 from ..errors import RefusalEvalError
-from ._registry import command
+from ._registry import command, load_cli_model, model_flags
 
 
 def _directions_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
+    model_flags(p)
     p.add_argument("--n", type=int, default=32, help="prompts per side (harmful / harmless)")
     p.add_argument("--harmful", default="harmful_train")
     p.add_argument("--harmless", default="harmless_train")
@@ -30,7 +28,6 @@ def directions(args: argparse.Namespace) -> int:
 
     from ..config import SearchConfig
     from ..data import load_prompts
-    from ..models import load_model
     from ..scoring import refusal_token_ids
     from ..search.direction import layer_scan
 
@@ -41,7 +38,7 @@ def directions(args: argparse.Namespace) -> int:
             f"--batch-size must be at least 1, got {args.batch_size}", "pass --batch-size 16"
         )
     cfg = SearchConfig()
-    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args)
     harmful = [p.text for p in load_prompts(args.harmful)[: args.n]]
     harmless = [p.text for p in load_prompts(args.harmless)[: args.n]]
     ids = refusal_token_ids(chat.tokenizer, chat.refusal_tokens)
@@ -80,9 +77,7 @@ def directions(args: argparse.Namespace) -> int:
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
+    model_flags(p)
     p.add_argument("--layer", type=int, required=True)
     p.add_argument("--width", type=int, default=4096)
     p.add_argument("--arch", choices=["topk", "jumprelu", "standard"], default="topk")
@@ -103,7 +98,6 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_sae_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..models import load_model
     from ..sae_training import (
         CorpusConfig,
         TrainConfig,
@@ -119,7 +113,7 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
         n_checkpoints=args.checkpoints,
     )  # fmt: skip
     out = Path(args.out)
-    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args)
     check_train_args(cfg, chat.n_layers, out)
     if args.resume:
         resume_point(out, cfg, chat.revision)  # fail before the corpus is built
@@ -140,20 +134,17 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
 
 def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("sae", help="sae-lens SAE directory (or folder of them) or a shipped release")
-    p.add_argument("--model", default="default")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
+    model_flags(p)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--out", default=None, help="also write the numbers as JSON")
 
 
 @command("sae-report", "SAE quality on held-out chat text: FVE, L0, dead latents, spliced CE")(_report_args)
 def sae_report_cmd(args: argparse.Namespace) -> int:
-    from ..models import load_model
     from ..sae_report import heldout_texts, sae_quality
     from ..saes import load_saes
 
-    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args)
     saes = load_saes(args.sae, model=chat)
     texts = heldout_texts(chat)
     rows = [

@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 from ..errors import RefusalEvalError
-from ._registry import command
+from ._registry import command, load_cli_model, model_flags
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="default", help="registered name, local HF dir, .gguf, or hub id")
+    model_flags(p)
     p.add_argument(
         "--saes",
         default=None,
@@ -24,8 +24,6 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--harmful", default=None, help="harmful prompt set (default: harmful_train)")
     p.add_argument("--harmless", default=None, help="harmless prompt set (default: harmless_train)")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
     p.add_argument("--out", required=True, help="PLAN.json (tensors go to PLAN.safetensors)")
     p.add_argument("--no-cards", action="store_true", help="skip the latent cards (PLAN.cards.md)")
 
@@ -33,7 +31,6 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 @command("search", "stage 1-3 search for the latents behind refusal; writes an ablation plan")(_search_args)
 def search_cmd(args: argparse.Namespace) -> int:
     from ..config import load_config, parse_overrides
-    from ..models import load_model
     from ..saes import load_saes
     from ..search.pipeline import search_to_file, summary
 
@@ -52,7 +49,7 @@ def search_cmd(args: argparse.Namespace) -> int:
             f"cannot create {out.parent}: {exc.strerror}", "choose a writable --out"
         ) from None
     t0 = time.perf_counter()
-    chat = load_model(args.model, dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args)
     release = args.saes or chat.info.get("default_saes")
     if not release:
         raise RefusalEvalError(
@@ -75,16 +72,13 @@ def search_cmd(args: argparse.Namespace) -> int:
 
 def _cards_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("plan", help="PLAN.json written by refusal-eval search")
-    p.add_argument("--model", default=None, help="the plan's model (default: the spec it records)")
+    model_flags(p, default=None, help="the plan's model (default: the spec it records)")
     p.add_argument("--saes", default=None, help="the plan's SAEs (default: the source it records)")
     p.add_argument("--n-corpus", type=int, default=256, help="SAE-corpus prompts sampled for contexts")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--device", default=None)
 
 
 @command("cards", "latent cards (top contexts, cosine, minimal-set counts) for a plan's latents")(_cards_args)
 def cards_cmd(args: argparse.Namespace) -> int:
-    from ..models import load_model
     from ..report.cards import write_cards
     from ..saes import load_saes
     from ..search.plan import AblationPlan, sae_weights_hash
@@ -92,7 +86,7 @@ def cards_cmd(args: argparse.Namespace) -> int:
     if args.n_corpus < 0:
         raise RefusalEvalError(f"--n-corpus must be >= 0, got {args.n_corpus}", "pass --n-corpus 256")
     plan = AblationPlan.load(args.plan)
-    chat = load_model(args.model or plan.body["model"]["spec"], dtype=args.dtype, device=args.device)
+    chat = load_cli_model(args, args.model or plan.body["model"]["spec"])
     layers = sorted(int(k) for k in plan.body["saes"]["layers"])
     saes = load_saes(args.saes or plan.body["saes"]["source"], layers=layers, model=chat)
     plan.check_fits(
