@@ -230,7 +230,7 @@ class SAEAblatedLM(HFLM):
                     "refusal_eval_plan_layer": plan.layer,
                     "refusal_eval_plan_layers": plan.sae_layers,
                     "refusal_eval_feature_counts": plan.counts(),
-                    "refusal_eval_dormant": len(plan.body["stage3"]["dormant"]),
+                    "refusal_eval_dormant": plan.dormant_count,
                     "refusal_eval_hydra": plan.hydra_count,
                 }
             )

@@ -4,10 +4,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
+
+
+class ChatLike(Protocol):
+    """What the search, the plan and the lm-eval model need of a loaded chat model
+    (:class:`refusal_eval.models.ChatModel` is the implementation)."""
+
+    model: Any  # a transformers causal LM
+    tokenizer: Any  # its tokenizer, left padding
+    spec: str
+    revision: str | None
+    info: dict[str, Any]
+    refusal_tokens: tuple[str, ...]
+
+    @property
+    def n_layers(self) -> int: ...
+
+    @property
+    def d_model(self) -> int: ...
 
 
 def format_chat(tokenizer: Any, prompts: Sequence[str], system: str | None = None) -> list[str]:

@@ -52,4 +52,4 @@ def test_pretrained_default_finds_the_shipped_multilayer_plan():
     plan = resolve_plan(chat, saes, "auto", SearchConfig(batch_size=8), search=False)
     assert plan.path in shipped_plans()
     assert len(plan.sae_layers) >= 2 and plan.hydra_count is not None
-    assert plan.body["stage1"]["selected_by"] != "arditi" or plan.layer >= 10
+    assert plan.body.stage1.selected_by != "arditi" or plan.layer >= 10

@@ -38,7 +38,7 @@ def planted_run(tmp_path_factory):
     body, tensors = run_search(
         PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=work, progress=False
     )
-    return body, tensors
+    return body.to_json(), tensors
 
 
 def _pairs(items) -> set[tuple[int, int]]:
@@ -220,7 +220,7 @@ def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache
     assert "attack success on validation (6 refused prompts)" in text
     plan = AblationPlan.load(out)
     assert plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
-    assert plan.body["data"]["harmful"]["name"] == str(files["harmful"])
+    assert plan.body.data["harmful"].name == str(files["harmful"])
     assert list((isolated_cache / "search").iterdir())  # stages cached for a resume
 
 

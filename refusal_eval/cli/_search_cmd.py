@@ -86,9 +86,8 @@ def cards_cmd(args: argparse.Namespace) -> int:
     if args.n_corpus < 0:
         raise RefusalEvalError(f"--n-corpus must be >= 0, got {args.n_corpus}", "pass --n-corpus 256")
     plan = AblationPlan.load(args.plan)
-    chat = load_cli_model(args, args.model or plan.body["model"]["spec"])
-    layers = sorted(int(k) for k in plan.body["saes"]["layers"])
-    saes = load_saes(args.saes or plan.body["saes"]["source"], layers=layers, model=chat)
+    chat = load_cli_model(args, args.model or plan.body.model.spec)
+    saes = load_saes(args.saes or plan.sae_source, layers=sorted(plan.sae_layer_ids), model=chat)
     plan.check_fits(
         {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
         {layer: sae_weights_hash(c) for layer, c in saes.items()},

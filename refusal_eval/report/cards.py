@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from ..chat import chat_batches
+from ..chat import ChatLike, chat_batches
 from ..coders import SparseCoder
 from ..search.activations import _capture, _forward_until, _valid_positions
 from ..search.plan import AblationPlan
@@ -37,7 +37,7 @@ class Context:
 
 @torch.inference_mode()
 def top_contexts(
-    chat: Any,
+    chat: ChatLike,
     saes: Mapping[int, SparseCoder],
     latents: Sequence[Latent],
     prompts: Sequence[tuple[str, str]],
@@ -118,21 +118,20 @@ def neuronpedia_ids(release: str) -> dict[str, str]:
 
 def plan_latents(plan: AblationPlan) -> dict[Latent, dict[str, Any]]:
     """Every latent a card is written for, with what the plan says of it."""
-    s2, s3 = plan.body["stage2"], plan.body["stage3"]
-    counts = {(int(a), int(b)): int(c) for a, b, c in s2["counts"]}
+    s2, s3 = plan.body.stage2, plan.body.stage3
+    counts = {(a, b): c for a, b, c in s2.counts}
+    hydras = list(s3.woken.hydra) if s3.woken is not None else []
     roles: dict[Latent, dict[str, Any]] = {}
-    for layer, latents in plan.latent_sets("sae").items():
-        for i in latents:
+    for layer, ids in plan.latent_sets("sae").items():
+        for i in ids:
             roles.setdefault((layer, i), {"roles": set()})["roles"].add("union")
-    for d in s3["dormant"]:
-        roles.setdefault((int(d["latent"][0]), int(d["latent"][1])), {"roles": set()})["roles"].add("dormant")
-    for h in (s3.get("woken") or {}).get("hydra", []):
-        roles.setdefault((int(h["latent"][0]), int(h["latent"][1])), {"roles": set()})["roles"].add("hydra")
+    for d in s3.dormant:
+        roles.setdefault(d.latent, {"roles": set()})["roles"].add("dormant")
+    for h in hydras:
+        roles.setdefault(h.latent, {"roles": set()})["roles"].add("hydra")
     for m, info in roles.items():
         info["minimal_sets"] = counts.get(m, 0)
-        info["hydra_prompts"] = sum(
-            1 for h in (s3.get("woken") or {}).get("hydra", []) if tuple(h["latent"]) == m
-        )
+        info["hydra_prompts"] = sum(1 for h in hydras if h.latent == m)
     return dict(sorted(roles.items()))
 
 
@@ -146,10 +145,10 @@ def cards_markdown(
     """The cards of one plan as Markdown."""
     latents = plan_latents(plan)
     unit = plan.direction.float() / plan.direction.float().norm().clamp_min(1e-12)
-    n_sets = plan.body["stage2"]["n_prompts"]
-    ids = {int(k): v["id"] for k, v in plan.body["saes"]["layers"].items()}
+    n_sets = plan.body.stage2.n_prompts
+    ids = plan.sae_layer_ids
     lines = [
-        f"# Latent cards: {plan.body['model']['name']} / {plan.body['saes']['source']}",
+        f"# Latent cards: {plan.body.model.name} / {plan.sae_source}",
         "",
         f"Plan `{plan.path.name}` (sha256 `{plan.hash[:12]}`), refusal direction of layer {plan.layer}. "
         f"{len(latents)} latents: the minimal-set union, dormant members and cross-layer hydras. "
@@ -187,7 +186,7 @@ def cards_markdown(
 
 def write_cards(
     plan: AblationPlan,
-    chat: Any,
+    chat: ChatLike,
     saes: Mapping[int, SparseCoder],
     *,
     n_corpus: int = 256,
@@ -199,7 +198,7 @@ def write_cards(
     contexts = top_contexts(
         chat, saes, latents, card_prompts(n_corpus), batch_size=batch_size, progress=progress
     )
-    text = cards_markdown(plan, saes, contexts, links=neuronpedia_ids(plan.body["saes"]["source"]))
+    text = cards_markdown(plan, saes, contexts, links=neuronpedia_ids(plan.sae_source))
     out = plan.path.with_suffix(".cards.md")
     out.write_text(text)
     return str(out)

@@ -62,11 +62,11 @@ def resolve_plan(
             {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
             {layer: sae_weights_hash(c) for layer, c in saes.items()},
         )
-        missing = sorted(int(layer) for layer in loaded.body["saes"]["layers"] if int(layer) not in saes)
+        missing = sorted(layer for layer in loaded.sae_layer_ids if layer not in saes)
         if missing:
             raise RefusalEvalError(
                 f"plan {plan} needs SAEs at layers {missing}, which are not loaded",
-                f"pass saes={loaded.body['saes']['source']}",
+                f"pass saes={loaded.sae_source}",
             )
         return loaded
     inputs = search_inputs(chat, saes, cfg)

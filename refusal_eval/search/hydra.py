@@ -17,14 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from ..ablation import Ablation, LatentAblation, as_ablations
+from ..chat import ChatLike
 from ..coders import SparseCoder
+from ..config import SearchConfig
 from .activations import pooled_activations, position_activations
+from .artifacts import Hydra, Woken
 from .plan import by_layer
 from .scorer import Latent, Row, SubsetScorer
 
@@ -92,17 +94,17 @@ def effect_rows(test: WakeTest, minimal: frozenset[Latent]) -> tuple[Row, Row]:
 
 
 def find_hydras(
-    chat: Any,
+    chat: ChatLike,
     saes: Mapping[int, SparseCoder],
     prompts: Sequence[str],
     sets: Sequence[frozenset[Latent]],
     before: Tensor,
     index: Sequence[Latent],
     scorer: SubsetScorer,
-    cfg: Any,
+    cfg: SearchConfig,
     *,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> Woken:
     """Test every woken latent on every refused prompt; record the hydras with where they fire."""
     after = pooled_activations(
         chat.model,
@@ -121,7 +123,7 @@ def find_hydras(
     p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)")
     p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)")
     tested: dict[int, int] = {}
-    hydras: list[dict[str, Any]] = []
+    hydras: list[Hydra] = []
     for t, hi, lo in zip(tests, p_without, p_with, strict=True):
         tested[t.latent[0]] = tested.get(t.latent[0], 0) + 1
         effect = hi - lo
@@ -135,26 +137,17 @@ def find_hydras(
         _, acts_before = position_activations(chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent])
         where = torch.nonzero(acts_after[0] > cfg.wake_threshold).flatten().tolist()
         top = sorted(where, key=lambda i: (-float(acts_after[0, i]), i))[:3]
+        fires = tuple((i, tokens[i], float(acts_before[0, i]), float(acts_after[0, i])) for i in top)
         hydras.append(
-            {
-                "prompt": t.prompt,
-                "latent": list(t.latent),
-                "in_minimal": t.latent in sets[t.prompt],
-                "activation_before": t.before,
-                "activation_after": t.after,
-                "p_without": hi,
-                "p_with": lo,
-                "effect": effect,
-                "fires_at": [[i, tokens[i], float(acts_before[0, i]), float(acts_after[0, i])] for i in top],
-            }
+            Hydra(t.prompt, t.latent, t.latent in sets[t.prompt], t.before, t.after, hi, lo, effect, fires)
         )
-    return {
-        "threshold": cfg.wake_threshold,
-        "top_n": cfg.wake_top_n,
-        "min_effect": cfg.hydra_min_effect,
-        "n_prompts": sum(1 for s in sets if s),
-        "woken_by_layer": {str(k): v for k, v in sorted(woken.items())},
-        "tested_by_layer": {str(k): v for k, v in sorted(tested.items())},
-        "n_tested": len(tests),
-        "hydra": hydras,
-    }
+    return Woken(
+        threshold=cfg.wake_threshold,
+        top_n=cfg.wake_top_n,
+        min_effect=cfg.hydra_min_effect,
+        n_prompts=sum(1 for s in sets if s),
+        woken_by_layer=dict(sorted(woken.items())),
+        tested_by_layer=dict(sorted(tested.items())),
+        n_tested=len(tests),
+        hydra=tuple(hydras),
+    )

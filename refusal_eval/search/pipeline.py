@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,13 @@ from torch import Tensor
 
 from .._cache import atomic_write, cache_dir
 from .._version import __version__
+from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..data import load_prompts, prompt_set_hash
 from ..errors import RefusalEvalError
 from ..scoring import refusal_token_ids
+from .artifacts import Latent, ModelInfo, PlanBody, PromptSetInfo, SaeSet
 from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
 from .stages import Context, run_screen, run_stage1, run_stage2, run_stage3, run_verification
 
@@ -86,7 +88,7 @@ class StageCache:
         return hit if hit is not None else self.put(name, compute())
 
 
-def _model_block(chat: Any) -> dict[str, Any]:
+def _model_block(chat: ChatLike) -> dict[str, Any]:
     return {
         "spec": chat.spec,
         "name": chat.info.get("name", chat.spec),
@@ -142,7 +144,7 @@ class SearchInputs:
 
 
 def search_inputs(
-    chat: Any, saes: Mapping[int, SparseCoder], cfg: SearchConfig, prompts: PromptSets | None = None
+    chat: ChatLike, saes: Mapping[int, SparseCoder], cfg: SearchConfig, prompts: PromptSets | None = None
 ) -> SearchInputs:
     """Validate the inputs of a search and compute its key (cheap: no forward pass)."""
     if not saes:
@@ -163,14 +165,14 @@ def search_inputs(
 
 
 def run_search(
-    chat: Any,
+    chat: ChatLike,
     saes: Mapping[int, SparseCoder],
     cfg: SearchConfig | None = None,
     *,
     prompts: PromptSets | None = None,
     work_dir: Path | None = None,
     progress: bool = True,
-) -> tuple[dict[str, Any], dict[str, Tensor]]:
+) -> tuple[PlanBody, dict[str, Tensor]]:
     """All three stages plus verification; returns (plan body, tensors)."""
     inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
     cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
@@ -195,70 +197,68 @@ def run_search(
     screen = run_screen(ctx)
     stage1, directions = run_stage1(ctx, screen)
     stage2 = run_stage2(ctx, screen, stage1)
-    stage3 = run_stage3(ctx, screen, stage1, stage2)
-    sets = stage3.pop("sets")
-    verification = run_verification(ctx, screen, stage1, stage2, sets, directions) if cfg.verify else {}
-    body = {
-        "created_by": f"refusal_eval {__version__}",
-        "key": key,
-        "model": model,
-        "saes": sae_block,
-        "config": cfg.to_dict(),
-        "data": data,
-        "refusal_tokens": list(tokens),
-        "refusal_ids": refusal_ids,
-        "screen": {k: v for k, v in screen.items() if k != "answers"},
-        "stage1": stage1,
-        "stage2": stage2,
-        "stage3": stage3,
-        "sets": sets,
-        "verification": verification,
-    }
+    stage3, condition_sets = run_stage3(ctx, screen, stage1, stage2)
+    verification = (
+        run_verification(ctx, screen, stage1, stage2, condition_sets, directions) if cfg.verify else {}
+    )
+    body = PlanBody(
+        created_by=f"refusal_eval {__version__}",
+        key=key,
+        model=ModelInfo.from_json(model),
+        saes=SaeSet.from_json(sae_block),
+        config=cfg.to_dict(),
+        data={k: PromptSetInfo.from_json(v) for k, v in data.items()},
+        refusal_tokens=tokens,
+        refusal_ids=tuple(refusal_ids),
+        screen=screen,
+        stage1=stage1,
+        stage2=stage2,
+        stage3=stage3,
+        sets=condition_sets,
+        verification=verification,
+    )
     log.info("search finished in %.0fs", time.perf_counter() - t0)
     return body, {"directions": directions.float().contiguous()}
 
 
 def search_to_file(
-    chat: Any, saes: Mapping[int, SparseCoder], cfg: SearchConfig, out: Path, **kw: Any
-) -> tuple[dict[str, Any], str]:
+    chat: ChatLike, saes: Mapping[int, SparseCoder], cfg: SearchConfig, out: Path, **kw: Any
+) -> tuple[PlanBody, str]:
     body, tensors = run_search(chat, saes, cfg, **kw)
     return body, write_plan(body, tensors, out)
 
 
-def _per_layer(latents: Any) -> dict[int, int]:
+def _per_layer(latents: Sequence[Latent]) -> dict[int, int]:
     counts: dict[int, int] = {}
     for layer, _ in latents:
-        counts[int(layer)] = counts.get(int(layer), 0) + 1
+        counts[layer] = counts.get(layer, 0) + 1
     return dict(sorted(counts.items()))
 
 
-def summary(body: Mapping[str, Any], plan_hash: str | None = None) -> str:
+def summary(body: PlanBody, plan_hash: str | None = None) -> str:
     """A short human summary of a plan."""
-    s1, s2, s3 = body["stage1"], body["stage2"], body["stage3"]
+    s1, s2, s3 = body.stage1, body.stage2, body.stage3
     lines = [
-        f"model {body['model']['name']}  SAEs {body['saes']['source']} "
-        f"layers {sorted(map(int, body['saes']['layers']))}",
-        f"searched {s2['n_prompts']} refused harmful prompts (of {body['screen']['n_harmful']}); "
-        f"direction layer {s1['layer']} ({s1['selected_by']})",
-        f"candidates {len(s1['candidates'])}  minimal sets: mean size {s2['mean_minimal_size']:.1f}, "
-        f"union {len(s2['union'])} (by layer {_per_layer(s2['union'])})  "
-        f"FM extras {len(body['sets']['sae_fm']) - len(s2['union'])}  dormant {len(s3['dormant'])}",
-        f"FM held-out accuracy {s3['fm']['test_accuracy']:.3f}  probe {s3['probe']['test_accuracy']:.3f}"
-        f"  ({s3['n_features']} features)",
+        f"model {body.model.name}  SAEs {body.saes.source} layers {sorted(body.saes.layers)}",
+        f"searched {s2.n_prompts} refused harmful prompts (of {body.screen.n_harmful}); "
+        f"direction layer {s1.layer} ({s1.selected_by})",
+        f"candidates {len(s1.candidates)}  minimal sets: mean size {s2.mean_minimal_size:.1f}, "
+        f"union {len(s2.union)} (by layer {_per_layer(s2.union)})  "
+        f"FM extras {len(body.sets['sae_fm']) - len(s2.union)}  dormant {len(s3.dormant)}",
+        f"FM held-out accuracy {s3.fm.test_accuracy:.3f}  probe {s3.probe.test_accuracy:.3f}"
+        f"  ({s3.n_features} features)",
     ]
-    woken = s3.get("woken")
-    if woken:
+    if s3.woken is not None:
+        w = s3.woken
         lines.append(
-            f"hydra {len(woken['hydra'])} of {woken['n_tested']} woken latents tested "
-            f"(woken by layer {woken['woken_by_layer']}, threshold {woken['threshold']})"
+            f"hydra {len(w.hydra)} of {w.n_tested} woken latents tested "
+            f"(woken by layer {w.woken_by_layer}, threshold {w.threshold})"
         )
-    for split, conds in body.get("verification", {}).items():
+    for split, conds in body.verification.items():
         parts = [
-            f"{c} {v['attack_success']:.2f}"
-            for c, v in conds.items()
-            if v.get("n") and v.get("attack_success") is not None
+            f"{c} {v.attack_success:.2f}" for c, v in conds.items() if v.n and v.attack_success is not None
         ]
-        n = next((v["n"] for v in conds.values() if v.get("n")), 0)
+        n = next((v.n for v in conds.values() if v.n), 0)
         lines.append(f"attack success on {split} ({n} refused prompts): " + ", ".join(parts))
     if plan_hash:
         lines.append(f"plan sha256 {plan_hash}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS, check_condition
 from ..errors import RefusalEvalError
+from .artifacts import PlanBody
 
 FORMAT = "refusal_eval.plan"
 VERSION = 1
@@ -52,12 +53,12 @@ def tensor_bytes(tensors: Mapping[str, Tensor]) -> bytes:
     return save({k: v.detach().cpu().contiguous() for k, v in sorted(tensors.items())})
 
 
-def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path) -> str:
+def write_plan(body: PlanBody | Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path) -> str:
     """Write ``out`` (JSON) and ``out.with_suffix('.safetensors')``; return the plan hash."""
     blob = tensor_bytes(tensors)
     tensor_path = out.with_suffix(".safetensors")
     full = {
-        **body,
+        **(body.to_json() if isinstance(body, PlanBody) else body),
         "format": FORMAT,
         "version": VERSION,
         "tensors": {"file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest()},
@@ -68,7 +69,7 @@ def write_plan(body: Mapping[str, Any], tensors: Mapping[str, Tensor], out: Path
     return hashlib.sha256(data).hexdigest()
 
 
-def by_layer(pairs: Any) -> dict[int, list[int]]:
+def by_layer(pairs: Iterable[Sequence[int]]) -> dict[int, list[int]]:
     """``[(layer, latent), ...]`` -> ``{layer: sorted latents}``."""
     out: dict[int, list[int]] = {}
     for layer, idx in pairs:
@@ -78,7 +79,7 @@ def by_layer(pairs: Any) -> dict[int, list[int]]:
 
 @dataclass(frozen=True)
 class AblationPlan:
-    body: dict[str, Any]
+    body: PlanBody
     directions: Tensor  # (n_layers, d_model)
     path: Path
     hash: str
@@ -100,23 +101,28 @@ class AblationPlan:
             raise RefusalEvalError(f"{p} is not a refusal_eval ablation plan", fix)
         if body.get("version") != VERSION:
             raise RefusalEvalError(f"plan {p} has version {body.get('version')}, expected {VERSION}", fix)
-        tpath = p.with_name(body["tensors"]["file"])
+        try:
+            tensors = body["tensors"]
+            typed = PlanBody.from_json(body)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise RefusalEvalError(f"plan {p} is malformed ({type(exc).__name__}: {exc})", fix) from None
+        tpath = p.with_name(str(tensors["file"]))
         try:
             blob = tpath.read_bytes()
         except OSError:
             raise RefusalEvalError(
                 f"plan tensors {tpath} are missing", "keep PLAN.safetensors next to PLAN.json"
             ) from None
-        if hashlib.sha256(blob).hexdigest() != body["tensors"]["sha256"]:
+        if hashlib.sha256(blob).hexdigest() != tensors.get("sha256"):
             raise RefusalEvalError(f"plan tensors {tpath} do not match {p} (sha256 differs)", fix)
         from safetensors.torch import load
 
-        return cls(body, load(blob)["directions"], p, hashlib.sha256(data).hexdigest())
+        return cls(typed, load(blob)["directions"], p, hashlib.sha256(data).hexdigest())
 
     # --- what the plan says ------------------------------------------------------------------
     @property
     def layer(self) -> int:
-        return int(self.body["stage1"]["layer"])
+        return self.body.stage1.layer
 
     @property
     def sae_layers(self) -> list[int]:
@@ -126,8 +132,21 @@ class AblationPlan:
     @property
     def hydra_count(self) -> int | None:
         """Cross-layer hydra latents found (``None``: the plan predates the detector)."""
-        woken = self.body["stage3"].get("woken")
-        return None if woken is None else len(woken["hydra"])
+        woken = self.body.stage3.woken
+        return None if woken is None else len(woken.hydra)
+
+    @property
+    def dormant_count(self) -> int:
+        return len(self.body.stage3.dormant)
+
+    @property
+    def sae_source(self) -> str:
+        return self.body.saes.source
+
+    @property
+    def sae_layer_ids(self) -> dict[int, str]:
+        """The SAE layers the plan was made with, and their ids."""
+        return {layer: info.id for layer, info in self.body.saes.layers.items()}
 
     @property
     def direction(self) -> Tensor:
@@ -138,15 +157,15 @@ class AblationPlan:
             raise RefusalEvalError(
                 f"condition {condition!r} has no latent set", f"use one of {LATENT_CONDITIONS}"
             )
-        if condition not in self.body["sets"]:
+        if condition not in self.body.sets:
             raise RefusalEvalError(
                 f"plan {self.path} has no {condition!r} set (it was made by an older search)",
                 "rerun `refusal-eval search` for a plan with every condition",
             )
-        return by_layer(self.body["sets"][condition])
+        return by_layer(self.body.sets[condition])
 
     def counts(self) -> dict[str, int]:
-        return {c: len(self.body["sets"][c]) for c in LATENT_CONDITIONS if c in self.body["sets"]}
+        return {c: len(self.body.sets[c]) for c in LATENT_CONDITIONS if c in self.body.sets}
 
     def ablations(self, saes: Mapping[int, SparseCoder], condition: str = "sae") -> list[Ablation]:
         """The ablations of one condition (``baseline`` -> none)."""
@@ -160,7 +179,7 @@ class AblationPlan:
             if layer not in saes:
                 raise RefusalEvalError(
                     f"the plan ablates layer {layer} but no SAE is loaded there (have {sorted(saes)})",
-                    f"load the plan's SAEs: {self.body['saes']['source']}",
+                    f"load the plan's SAEs: {self.sae_source}",
                 )
             out.append(LatentAblation.of(saes[layer], latents))
         return out
@@ -170,16 +189,16 @@ class AblationPlan:
 
     def check_fits(self, model_info: Mapping[str, Any], sae_hashes: Mapping[int, str]) -> None:
         """Raise unless this plan was made for this model revision and these SAE weights."""
-        want = self.body["model"]
-        if want.get("revision") and model_info.get("revision") and want["revision"] != model_info["revision"]:
+        want = self.body.model
+        if want.revision and model_info.get("revision") and want.revision != model_info["revision"]:
             raise RefusalEvalError(
-                f"plan {self.path} was made for {want.get('name')} revision {want['revision'][:12]}, "
+                f"plan {self.path} was made for {want.name} revision {want.revision[:12]}, "
                 f"not {model_info.get('name')} revision {str(model_info['revision'])[:12]}",
                 "use plan=auto or a plan searched on this model",
             )
-        for layer, meta in self.body["saes"]["layers"].items():
-            have = sae_hashes.get(int(layer))
-            if have is not None and have != meta["sha256"]:
+        for layer, meta in self.body.saes.layers.items():
+            have = sae_hashes.get(layer)
+            if have is not None and have != meta.sha256:
                 raise RefusalEvalError(
                     f"plan {self.path} was made with different SAE weights at layer {layer}",
                     "load the SAEs the plan names, or rerun the search",

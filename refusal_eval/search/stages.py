@@ -1,10 +1,11 @@
-"""The search stages as functions of one :class:`Context`; each returns JSON-able results and
-caches them (see :mod:`.pipeline`)."""
+"""The search stages as functions of one :class:`Context`. Each returns its typed result
+(:mod:`.artifacts`) and caches its JSON form (see :mod:`.pipeline`); a resumed run reads back
+exactly what an uninterrupted one computed."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,8 +13,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..ablation import DirectionAblation, as_ablations
-from ..chat import generate
+from ..ablation import Ablation, DirectionAblation, as_ablations
+from ..chat import ChatLike, generate
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS
 from ..config import SearchConfig
@@ -21,37 +22,64 @@ from ..errors import RefusalEvalError
 from ..judges import get_judge
 from ..scoring import first_token_logprobs, refusal_score
 from .activations import feature_index, pooled_activations, position_activations
+from .artifacts import (
+    Dormant,
+    Fit,
+    Json,
+    Latent,
+    MinimalSet,
+    Screen,
+    Stage1,
+    Stage2,
+    Stage3,
+    Verification,
+    Verified,
+    latents,
+)
 from .direction import decoder_candidates, layer_scan
 from .greedy import GreedyResult, greedy_minimal_sets
 from .hydra import find_hydras, per_row_edits
 from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
 from .plan import by_layer
-from .scorer import Latent, SubsetScorer
+from .scorer import SubsetScorer
+
+Sets = dict[str, tuple[Latent, ...]]
+
+
+class StageStore:
+    """What the stages need of a cache: ``get``, ``put`` (returns what a resumed run would
+    read) and ``cached``; :class:`.pipeline.StageCache` is the JSON-file implementation."""
+
+    def get(self, name: str) -> Any | None: ...
+
+    def put(self, name: str, value: Any) -> Any: ...
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any: ...
 
 
 @dataclass
 class Context:
-    chat: Any
+    chat: ChatLike
     saes: Mapping[int, SparseCoder]
     cfg: SearchConfig
     harmful: list[str]
     harmless: list[str]
     validation: list[str]
     refusal_ids: list[int]
-    cache: Any
-    screen_cache: Any
+    cache: StageStore
+    screen_cache: StageStore
     progress: bool = True
     _scorers: dict[tuple[int, ...], SubsetScorer] = field(default_factory=dict, repr=False)
 
-    def refused(self, screen: Mapping[str, Any]) -> list[str]:
-        return [self.harmful[i] for i in screen["refused_harmful"]]
+    def refused(self, screen: Screen) -> list[str]:
+        return [self.harmful[i] for i in screen.refused_harmful]
 
-    def contrast(self, screen: Mapping[str, Any]) -> list[str]:
+    def contrast(self, screen: Screen) -> list[str]:
         """Harmless prompts the model answers, size-matched to the refused harmful ones."""
-        answered = [self.harmless[i] for i in screen["answered_harmless"]]
-        return answered[: len(screen["refused_harmful"])] or self.harmless
+        answered = [self.harmless[i] for i in screen.answered_harmless]
+        return answered[: len(screen.refused_harmful)] or self.harmless
 
-    def scorer(self, screen: Mapping[str, Any], layers: Sequence[int]) -> SubsetScorer:
+    def scorer(self, screen: Screen, layers: Sequence[int]) -> SubsetScorer:
         """One scorer (and memo) per set of ablatable layers, over the refused prompts."""
         key = tuple(sorted(set(layers)))
         if key not in self._scorers:
@@ -68,7 +96,9 @@ class Context:
         return self._scorers[key]
 
 
-def _generate(ctx: Context, prompts: Sequence[str], edits: Any = None) -> list[str]:
+def _generate(
+    ctx: Context, prompts: Sequence[str], edits: Callable[[range], Sequence[Ablation]] | None = None
+) -> list[str]:
     return generate(
         ctx.chat.model,
         ctx.chat.tokenizer,
@@ -80,26 +110,31 @@ def _generate(ctx: Context, prompts: Sequence[str], edits: Any = None) -> list[s
     )
 
 
-def run_screen(ctx: Context) -> dict[str, Any]:
+def run_screen(ctx: Context) -> Screen:
     """Baseline answers: which harmful / validation prompts the model refuses, and which
     harmless prompts it answers (refusal-token probability below one half)."""
 
-    def compute() -> dict[str, Any]:
+    def compute() -> Json:
         judge = get_judge(ctx.cfg.judge)
-        out: dict[str, Any] = {"n_harmful": len(ctx.harmful), "n_validation": len(ctx.validation)}
+        refused: dict[str, list[int]] = {}
         for name, prompts in (("harmful", ctx.harmful), ("validation", ctx.validation)):
-            answers = _generate(ctx, prompts)
-            refused = judge(prompts, answers).refused
-            out[f"refused_{name}"] = [i for i, r in enumerate(refused) if r]
+            verdict = judge(prompts, _generate(ctx, prompts)).refused
+            refused[name] = [i for i, r in enumerate(verdict) if r]
         lp = first_token_logprobs(
             ctx.chat.model, ctx.chat.tokenizer, ctx.harmless, batch_size=ctx.cfg.batch_size
         )
         p = refusal_score(lp, ctx.refusal_ids)
-        out["answered_harmless"] = [i for i, s in enumerate(p.tolist()) if s < 0]
-        return out
+        answered = [i for i, v in enumerate(p.tolist()) if v < 0]
+        return Screen(
+            len(ctx.harmful),
+            len(ctx.validation),
+            tuple(refused["harmful"]),
+            tuple(refused["validation"]),
+            tuple(answered),
+        ).to_json()
 
-    screen = ctx.screen_cache.cached("screen", compute)
-    if not screen["refused_harmful"]:
+    screen = Screen.from_json(ctx.screen_cache.cached("screen", compute))
+    if not screen.refused_harmful:
         raise RefusalEvalError(
             "the model refused none of the harmful search prompts, so there is no refusal to dissect",
             "use a safety-tuned chat model, or another harmful prompt set",
@@ -107,12 +142,12 @@ def run_screen(ctx: Context) -> dict[str, Any]:
     return screen
 
 
-def run_stage1(ctx: Context, screen: Mapping[str, Any]) -> tuple[dict[str, Any], Tensor]:
+def run_stage1(ctx: Context, screen: Screen) -> tuple[Stage1, Tensor]:
     """Directions per layer, the chosen layer (and the rule that chose it), candidates."""
     cfg, chat = ctx.cfg, ctx.chat
     cached = ctx.cache.get("stage1")
     if cached is not None and "directions" in cached:
-        return {k: v for k, v in cached.items() if k != "directions"}, torch.tensor(cached["directions"])
+        return Stage1.from_json(cached), torch.tensor(cached["directions"])
     harmful, harmless = ctx.refused(screen), ctx.contrast(screen)
     scan = layer_scan(
         chat.model,
@@ -129,46 +164,35 @@ def run_stage1(ctx: Context, screen: Mapping[str, Any]) -> tuple[dict[str, Any],
         progress=ctx.progress,
     )
     layer, directions = scan.choice.layer, scan.directions
+    along: Tensor | dict[int, Tensor] = directions[layer]
     if cfg.candidate_direction == "per_layer":
-        along: Tensor | dict[int, Tensor] = {sae_layer: directions[sae_layer] for sae_layer in ctx.saes}
-    else:
-        along = directions[layer]
-    candidates = decoder_candidates(ctx.saes, along, cfg.top_k)
-    result = {
-        "layer": layer,
-        "selected_by": scan.choice.selected_by,
-        "baseline_refusal_score": scan.choice.baseline_score,
-        "layer_scores": [vars(s) for s in scan.scores],
-        "direction_norms": directions.norm(dim=-1).tolist(),
-        "n_harmful": len(harmful),
-        "n_harmless": len(harmless),
-        "candidate_direction": cfg.candidate_direction,
-        "candidates": [[c.layer, c.latent, c.cosine] for c in candidates],
-    }
-    stored = ctx.cache.put("stage1", {**result, "directions": directions.tolist()})
-    return {k: v for k, v in stored.items() if k != "directions"}, torch.tensor(stored["directions"])
+        along = {sae_layer: directions[sae_layer] for sae_layer in ctx.saes}
+    result = Stage1(
+        layer=layer,
+        selected_by=scan.choice.selected_by,
+        layer_scores=tuple(scan.scores),
+        direction_norms=tuple(directions.norm(dim=-1).tolist()),
+        n_harmful=len(harmful),
+        n_harmless=len(harmless),
+        candidates=tuple(decoder_candidates(ctx.saes, along, cfg.top_k)),
+        baseline_refusal_score=scan.choice.baseline_score,
+        candidate_direction=cfg.candidate_direction,
+    )
+    stored = ctx.cache.put("stage1", {**result.to_json(), "directions": directions.tolist()})
+    return Stage1.from_json(stored), torch.tensor(stored["directions"])
 
 
-def _candidates(stage1: Mapping[str, Any]) -> list[Latent]:
-    return [(int(c[0]), int(c[1])) for c in stage1["candidates"]]
-
-
-def _layers(stage1: Mapping[str, Any]) -> list[int]:
-    """The SAE layers that hold candidates: the layers every scorer of the search ablates at."""
-    return sorted({layer for layer, _ in _candidates(stage1)})
-
-
-def run_stage2(ctx: Context, screen: Mapping[str, Any], stage1: Mapping[str, Any]) -> dict[str, Any]:
+def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
     """Per-prompt minimal sets, in cached chunks of ``chunk_prompts`` prompts."""
     cfg = ctx.cfg
-    candidates, layers = _candidates(stage1), _layers(stage1)
-    n = len(screen["refused_harmful"])
+    candidates, layers = stage1.candidate_latents, stage1.sae_layers
+    n = len(screen.refused_harmful)
     results: list[GreedyResult] = []
     chunks = range(0, n, cfg.chunk_prompts)
     for c, start in enumerate(tqdm(chunks, desc="stage 2 (greedy)", disable=not ctx.progress)):
         prompts = list(range(start, min(n, start + cfg.chunk_prompts)))
 
-        def compute(prompts: list[int] = prompts) -> list[dict[str, Any]]:
+        def compute(prompts: list[int] = prompts) -> list[dict[str, object]]:
             scorer = ctx.scorer(screen, layers)
             found = greedy_minimal_sets(
                 prompts,
@@ -184,38 +208,58 @@ def run_stage2(ctx: Context, screen: Mapping[str, Any], stage1: Mapping[str, Any
         results.extend(GreedyResult.from_json(d) for d in ctx.cache.cached(f"stage2_chunk{c:04d}", compute))
     counts: dict[Latent, int] = {}
     for r in results:
-        for latent in r.minimal:
-            counts[latent] = counts.get(latent, 0) + 1
-    union = sorted(counts)
-    return {
-        "n_prompts": n,
-        "prompts": [{**r.to_json(), "harmful_index": screen["refused_harmful"][r.prompt]} for r in results],
-        "union": [list(x) for x in union],
-        "counts": [[*x, counts[x]] for x in sorted(counts, key=lambda x: (-counts[x], x))],
-        "mean_minimal_size": sum(len(r.minimal) for r in results) / max(1, len(results)),
-        "flipped_by_proxy": sum(r.p_minimal < 0.5 for r in results),
-    }
+        for m in r.minimal:
+            counts[m] = counts.get(m, 0) + 1
+    return Stage2(
+        n_prompts=n,
+        prompts=tuple(
+            MinimalSet(
+                r.prompt,
+                screen.refused_harmful[r.prompt],
+                r.p_clean,
+                r.p_full,
+                r.per_seed,
+                r.minimal,
+                r.p_minimal,
+            )
+            for r in results
+        ),
+        union=tuple(sorted(counts)),
+        counts=tuple((*x, counts[x]) for x in sorted(counts, key=lambda x: (-counts[x], x))),
+        mean_minimal_size=sum(len(r.minimal) for r in results) / max(1, len(results)),
+        flipped_by_proxy=sum(r.p_minimal < 0.5 for r in results),
+    )
 
 
-def _minimal_sets(stage2: Mapping[str, Any]) -> list[frozenset[Latent]]:
-    return [frozenset((int(a), int(b)) for a, b in p["minimal"]) for p in stage2["prompts"]]
-
-
-def run_stage3(
-    ctx: Context, screen: Mapping[str, Any], stage1: Mapping[str, Any], stage2: Mapping[str, Any]
-) -> dict[str, Any]:
-    """FM + probe on pooled activations, ranked extras, random controls, dormant latents."""
+def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> tuple[Stage3, Sets]:
+    """FM + probe on pooled activations, ranked extras, random controls, dormant latents and
+    cross-layer hydras; returns the stage result and the latent set of every condition."""
     hit = ctx.cache.get("stage3")
     if hit is not None:
-        return hit
+        return _stage3_from_json(hit)
     cfg, chat = ctx.cfg, ctx.chat
     harmful = ctx.refused(screen)
     harmless = ctx.contrast(screen)
-    kw = {"pool": cfg.pool, "batch_size": cfg.batch_size, "progress": ctx.progress}
-    act_h = pooled_activations(chat.model, chat.tokenizer, harmful, ctx.saes, **kw)
-    act_b = pooled_activations(chat.model, chat.tokenizer, harmless, ctx.saes, **kw)
+    act_h = pooled_activations(
+        chat.model,
+        chat.tokenizer,
+        harmful,
+        ctx.saes,
+        pool=cfg.pool,
+        batch_size=cfg.batch_size,
+        progress=ctx.progress,
+    )
+    act_b = pooled_activations(
+        chat.model,
+        chat.tokenizer,
+        harmless,
+        ctx.saes,
+        pool=cfg.pool,
+        batch_size=cfg.batch_size,
+        progress=ctx.progress,
+    )
     index = feature_index(ctx.saes)
-    union = [(int(a), int(b)) for a, b in stage2["union"]]
+    union = list(stage2.union)
     pos = {f: i for i, f in enumerate(index)}
     active = set(torch.nonzero(act_h.amax(0) > 0).flatten().tolist())
     columns = sorted(active | {pos[u] for u in union})
@@ -238,40 +282,34 @@ def run_stage3(
     pool = [f for f in feat if f not in set(union)]
     random_extra = sorted(rng.sample(pool, min(cfg.extra_k, len(pool))))
     random_same = _random_like(union, ctx.saes, rng)
-    dormant = find_dormant(ctx, screen, stage1, stage2, act_h, pos)
-    woken = find_hydras(
-        ctx.chat,
-        ctx.saes,
-        harmful,
-        _minimal_sets(stage2),
-        act_h,
-        index,
-        ctx.scorer(screen, _layers(stage1)),
-        cfg,
-        progress=ctx.progress,
+    sets = stage2.minimal_sets()
+    scorer = ctx.scorer(screen, stage1.sae_layers)
+    dormant = find_dormant(ctx, harmful, stage2, act_h, pos, scorer)
+    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, index, scorer, cfg, progress=ctx.progress)
+    result = Stage3(
+        n_features=len(columns),
+        n_train=len(train),
+        n_test=len(test),
+        fm=Fit(fm.train_accuracy, fm.test_accuracy, tuple(fm.losses)),
+        probe=Fit(probe.train_accuracy, probe.test_accuracy),
+        fm_ranked=tuple((*f, float(fm_scores[feat.index(f)])) for f in fm_top),
+        probe_ranked=tuple((*f, float(probe.weights[feat.index(f)])) for f in probe_top),
+        dormant=tuple(dormant),
+        woken=woken,
     )
-    hydra = sorted({(int(h["latent"][0]), int(h["latent"][1])) for h in woken["hydra"]})
-    result = {
-        "n_features": len(columns),
-        "n_train": len(train),
-        "n_test": len(test),
-        "fm": {"train_accuracy": fm.train_accuracy, "test_accuracy": fm.test_accuracy, "losses": fm.losses},
-        "probe": {"train_accuracy": probe.train_accuracy, "test_accuracy": probe.test_accuracy},
-        "fm_ranked": [[*f, float(fm_scores[feat.index(f)])] for f in fm_top],
-        "probe_ranked": [[*f, float(probe.weights[feat.index(f)])] for f in probe_top],
-        "dormant": dormant,
-        "woken": woken,
-        "sets": {
-            "sae": [list(u) for u in union],
-            "sae_fm": sorted([list(u) for u in set(union) | set(fm_top)]),
-            "sae_probe": sorted([list(u) for u in set(union) | set(probe_top)]),
-            "sae_random": sorted([list(u) for u in set(union) | set(random_extra)]),
-            "sae_hydra": sorted([list(u) for u in set(union) | set(hydra)]),
-            "random": [list(u) for u in random_same],
-        },
+    condition_sets: Sets = {
+        "sae": tuple(union),
+        "sae_fm": tuple(sorted(set(union) | set(fm_top))),
+        "sae_probe": tuple(sorted(set(union) | set(probe_top))),
+        "sae_random": tuple(sorted(set(union) | set(random_extra))),
+        "sae_hydra": tuple(sorted(set(union) | set(woken.latents))),
+        "random": tuple(random_same),
     }
-    stored = ctx.cache.put("stage3", result)
-    return stored
+    return _stage3_from_json(ctx.cache.put("stage3", {**result.to_json(), "sets": condition_sets}))
+
+
+def _stage3_from_json(d: Mapping[str, Any]) -> tuple[Stage3, Sets]:
+    return Stage3.from_json(d), {k: latents(v) for k, v in d["sets"].items()}
 
 
 def _random_like(
@@ -289,28 +327,25 @@ def _random_like(
 
 def find_dormant(
     ctx: Context,
-    screen: Mapping[str, Any],
-    stage1: Mapping[str, Any],
-    stage2: Mapping[str, Any],
+    harmful: Sequence[str],
+    stage2: Stage2,
     act_h: Tensor,
     pos: Mapping[Latent, int],
-) -> list[dict[str, Any]]:
+    scorer: SubsetScorer,
+) -> list[Dormant]:
     """Minimal-set members that are zero on their prompt yet necessary: restoring them alone
     raises P(refusal) by ``tau``. For each, where it fires once the active members are ablated."""
     cfg = ctx.cfg
-    tests: list[tuple[int, Latent]] = []
-    for p, minimal in enumerate(_minimal_sets(stage2)):
-        tests.extend((p, m) for m in sorted(minimal) if float(act_h[p, pos[m]]) == 0.0)
+    sets = stage2.minimal_sets()
+    tests = [
+        (p, m) for p, minimal in enumerate(sets) for m in sorted(minimal) if float(act_h[p, pos[m]]) == 0.0
+    ]
     if not tests:
         return []
-    sets = _minimal_sets(stage2)
-    scorer = ctx.scorer(screen, _layers(stage1))
-    rows = [(p, sets[p] - {m}) for p, m in tests]
-    p_back = scorer.p_refusal(rows, desc="dormant")
-    p_min = [float(stage2["prompts"][p]["p_minimal"]) for p, _ in tests]
-    out: list[dict[str, Any]] = []
-    harmful = ctx.refused(screen)
-    for (p, m), back, base in zip(tests, p_back, p_min, strict=True):
+    p_back = scorer.p_refusal([(p, sets[p] - {m}) for p, m in tests], desc="dormant")
+    out: list[Dormant] = []
+    for (p, m), back in zip(tests, p_back, strict=True):
+        base = stage2.prompts[p].p_minimal
         if (back - base) / max(base, cfg.eps) < cfg.tau:
             continue
         active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
@@ -320,70 +355,67 @@ def find_dormant(
         )
         where = torch.nonzero(acts[0] > 0).flatten().tolist()
         top = sorted(where, key=lambda t: (-float(acts[0, t]), t))[:3]
-        out.append(
-            {
-                "prompt": p,
-                "latent": list(m),
-                "p_minimal": base,
-                "p_restored": back,
-                "fires_when_active_ablated": bool(where),
-                "fires_at": [[t, tokens[t], float(acts[0, t])] for t in top],
-            }
-        )
+        fires = tuple((t, tokens[t], float(acts[0, t])) for t in top)
+        out.append(Dormant(p, m, base, back, bool(where), fires))
     return out
 
 
 def run_verification(
     ctx: Context,
-    screen: Mapping[str, Any],
-    stage1: Mapping[str, Any],
-    stage2: Mapping[str, Any],
-    sets: Mapping[str, Any],
+    screen: Screen,
+    stage1: Stage1,
+    stage2: Stage2,
+    sets: Mapping[str, Sequence[Latent]],
     directions: Tensor,
-) -> dict[str, Any]:
+) -> Verification:
     """Generate with each condition on the refused search and validation prompts and judge."""
     judge = get_judge(ctx.cfg.judge)
-    direction = DirectionAblation(directions[int(stage1["layer"])])
+    direction: list[Ablation] = [DirectionAblation(directions[stage1.layer])]
     splits = {
         "search": ctx.refused(screen),
-        "validation": [ctx.validation[i] for i in screen["refused_validation"]],
+        "validation": [ctx.validation[i] for i in screen.refused_validation],
     }
-    out: dict[str, Any] = {}
+    same_as: dict[str, str] = {}  # a latent set equal to an earlier one is not generated twice
+    seen: dict[tuple[Latent, ...], str] = {}
+    for name in LATENT_CONDITIONS:
+        key = tuple(sorted(sets[name]))
+        if key in seen:
+            same_as[name] = seen[key]
+        seen.setdefault(key, name)
+    out: Verification = {}
     for split_name, prompts in splits.items():
-        conditions: dict[str, Any] = {}
+        conditions: dict[str, Callable[[range], Sequence[Ablation]]] = {}
         if split_name == "search":
-            conditions["minimal"] = per_row_edits(ctx.saes, _minimal_sets(stage2))
+            conditions["minimal"] = per_row_edits(ctx.saes, stage2.minimal_sets())
         for name in LATENT_CONDITIONS:
-            latents = [(int(a), int(b)) for a, b in sets[name]]
-            conditions[name] = as_ablations(by_layer(latents), ctx.saes)
-        conditions["direction"] = [direction]
-        results: dict[str, Any] = {}
-        same_as: dict[str, str] = {}  # a latent set equal to an earlier one is not generated twice
-        seen: dict[tuple[Any, ...], str] = {}
-        for name in LATENT_CONDITIONS:
-            key = tuple(sorted(map(tuple, sets[name])))
-            if key in seen:
-                same_as[name] = seen[key]
-            seen.setdefault(key, name)
-        for name, edit in conditions.items():
+            conditions[name] = _shared(as_ablations(by_layer(sets[name]), ctx.saes))
+        conditions["direction"] = _shared(direction)
+        results: dict[str, Verified] = {}
+        for name, edits in conditions.items():
             if name in same_as:
                 results[name] = results[same_as[name]]
                 continue
 
-            def compute(edit: Any = edit, prompts: list[str] = prompts) -> dict[str, Any]:
+            def compute(
+                edits: Callable[[range], Sequence[Ablation]] = edits, prompts: list[str] = prompts
+            ) -> Json:
                 if not prompts:
-                    return {"n": 0, "refused": 0, "attack_success": None, "complied": []}
-                fn = edit if callable(edit) else (lambda _rows, e=edit: e)
-                answers = _generate(ctx, prompts, edits=fn)
+                    return Verified(0, 0, None, ()).to_json()
+                answers = _generate(ctx, prompts, edits=edits)
                 refused = judge(prompts, answers).refused
-                return {
-                    "n": len(prompts),
-                    "refused": sum(refused),
-                    "attack_success": 1 - sum(refused) / len(prompts),
-                    "complied": [i for i, r in enumerate(refused) if not r],
-                    "examples": [a[:160] for a in answers[:3]],
-                }
+                return Verified(
+                    n=len(prompts),
+                    refused=sum(refused),
+                    attack_success=1 - sum(refused) / len(prompts),
+                    complied=tuple(i for i, r in enumerate(refused) if not r),
+                    examples=tuple(a[:160] for a in answers[:3]),
+                ).to_json()
 
-            results[name] = ctx.cache.cached(f"verify_{split_name}_{name}", compute)
+            results[name] = Verified.from_json(ctx.cache.cached(f"verify_{split_name}_{name}", compute))
         out[split_name] = results
     return out
+
+
+def _shared(ablations: Sequence[Ablation]) -> Callable[[range], Sequence[Ablation]]:
+    """The same ablations for every batch of a generation."""
+    return lambda _rows: ablations
