@@ -98,12 +98,12 @@ def _prompt_of(request: Any) -> str:
     """The user prompt a request's answer is judged against (the doc's, else the context)."""
     doc = getattr(request, "doc", None)
     if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
-        return doc["prompt"]
+        return str(doc["prompt"])
     return str(request.args[0])
 
 
 @register_model("sae_ablated")
-class SAEAblatedLM(HFLM):
+class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type information
     def __init__(
         self,
         pretrained: str = "default",
@@ -171,7 +171,7 @@ class SAEAblatedLM(HFLM):
         self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
     ) -> str:
         self._templated = True
-        return super().apply_chat_template(chat_history, add_generation_prompt)
+        return str(super().apply_chat_template(chat_history, add_generation_prompt))
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         groups: dict[str, list[int]] = {}
@@ -204,14 +204,16 @@ class SAEAblatedLM(HFLM):
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
         with ablate(self.model, self._ablations(self.default_condition)):
-            return super().loglikelihood(requests, disable_tqdm)
+            out: list[tuple[float, bool]] = super().loglikelihood(requests, disable_tqdm)
+        return out
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
         with ablate(self.model, self._ablations(self.default_condition)):
-            return super().loglikelihood_rolling(requests, disable_tqdm)
+            out: list[float] = super().loglikelihood_rolling(requests, disable_tqdm)
+        return out
 
     def get_model_info(self) -> dict[str, Any]:
-        info = super().get_model_info()
+        info: dict[str, Any] = super().get_model_info()
         info.update(
             {
                 "refusal_eval_model": self.chat.info.get("name", self.chat.spec),

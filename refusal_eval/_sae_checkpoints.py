@@ -78,7 +78,7 @@ def checkpointing_runner(base: type) -> type:
     """sae-lens' runner, with complete checkpoints on interrupt and only the newest one kept
     (sae-lens 6 saves only the activation-store state on Ctrl-C, into a missing folder)."""
 
-    class Runner(base):  # type: ignore[misc, valid-type]
+    class Runner(base):  # type: ignore[misc]
         def save_checkpoint(self, checkpoint_path: Path | None) -> None:
             if checkpoint_path is None:
                 return

@@ -16,7 +16,7 @@ entering each decoder layer and out of the final residual.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,7 +41,7 @@ class LatentAblation:
 
     @classmethod
     def of(cls, coder: SparseCoder, latents: LatentSet | RowLatentSets) -> LatentAblation:
-        items = list(latents)
+        items: list[Any] = list(latents)
         if items and all(isinstance(r, (Sequence, Tensor)) and not isinstance(r, str) for r in items):
             rows = tuple(tuple(sorted({int(i) for i in r})) for r in items)
         else:
@@ -156,8 +156,9 @@ class _LatentEdit:
         acts = self.coder.encode_latents(x, self.idx)
         if not self.all_rows:
             acts = acts * self.mask
-        delta = self.coder.decode_latents(acts, self.idx)
-        return (x.to(delta.dtype) - delta).to(x.dtype)
+        delta: Tensor = self.coder.decode_latents(acts, self.idx)
+        out: Tensor = (x.to(delta.dtype) - delta).to(x.dtype)
+        return out
 
 
 class _DirectionEdit:
@@ -167,10 +168,14 @@ class _DirectionEdit:
 
     def __call__(self, x: Tensor) -> Tensor:
         xf = x.float()
-        return (xf - (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
+        out: Tensor = (xf - (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
+        return out
 
 
-def _edit_output(edit: Any):
+Hook = Callable[..., Any]
+
+
+def _edit_output(edit: Callable[[Tensor], Tensor]) -> Hook:
     def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
         if isinstance(output, tuple):
             return (edit(output[0]), *output[1:])
@@ -179,7 +184,7 @@ def _edit_output(edit: Any):
     return hook
 
 
-def _edit_input(edit: Any):
+def _edit_input(edit: Callable[[Tensor], Tensor]) -> Hook:
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         if args:
             return (edit(args[0]), *args[1:]), kwargs
@@ -199,13 +204,13 @@ def install(model: nn.Module, ablations: Sequence[Ablation]) -> list[RemovableHa
     try:
         for ab in ablations:
             if isinstance(ab, DirectionAblation):
-                edit = _DirectionEdit(ab.direction, device)
+                direction = _DirectionEdit(ab.direction, device)
                 targets = ab.layers if ab.layers is not None else range(len(layers))
                 for layer in targets:
                     handles.append(
-                        layers[layer].register_forward_pre_hook(_edit_input(edit), with_kwargs=True)
+                        layers[layer].register_forward_pre_hook(_edit_input(direction), with_kwargs=True)
                     )
-                handles.append(layers[-1].register_forward_hook(_edit_output(edit)))
+                handles.append(layers[-1].register_forward_hook(_edit_output(direction)))
                 continue
             if not ab.union:
                 continue  # ablating nothing changes nothing, bit for bit

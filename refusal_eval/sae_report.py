@@ -48,7 +48,7 @@ def heldout_texts(
     ).hexdigest()[:16]
     path = cache_dir("heldout") / f"{key}.json"
     if path.exists():
-        return json.loads(path.read_text())
+        return [str(t) for t in json.loads(path.read_text())]
     prompts = [p.text for p in load_prompts("harmless_val")[:n_harmless]]
     prompts += [p.text for p in load_prompts("harmful_val")[:n_harmful]]
     answers = generate(
@@ -127,7 +127,7 @@ def sae_quality(
         layer=coder.layer,
         architecture=coder.architecture,
         d_sae=coder.d_sae,
-        n_tokens=sums["n"],
+        n_tokens=int(sums["n"]),
         fve=1 - sums["sq_err"] / max(total_var, 1e-12),
         mean_l0=sums["l0"] / n,
         dead_fraction=1 - float(ever_active.float().mean()),

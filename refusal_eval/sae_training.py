@@ -44,7 +44,7 @@ class CorpusConfig:
 
 def _chat_with_answer(tokenizer: Any, prompt: str, answer: str) -> str:
     messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    return tokenizer.apply_chat_template(messages, tokenize=False)
+    return str(tokenizer.apply_chat_template(messages, tokenize=False))
 
 
 def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: bool = True) -> list[list[int]]:
@@ -53,7 +53,8 @@ def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: boo
     path = cache_dir("corpora") / f"{key[:16]}.json"
     if path.exists():
         try:
-            return json.loads(path.read_text())["sequences"]
+            sequences: list[list[int]] = json.loads(path.read_text())["sequences"]
+            return sequences
         except (ValueError, KeyError):
             log.warning("discarding corrupt corpus cache %s", path)
     rng = random.Random(cfg.seed)

@@ -230,7 +230,7 @@ def to_sae_lens(coder: SparseCoder, dtype: torch.dtype | None = None) -> Any:
     cfg_cls, sae_cls = getattr(sae_lens, f"{arch}SAEConfig"), getattr(sae_lens, f"{arch}SAE")
     extra: dict[str, Any] = {}
     if arch == "TopK":
-        extra = {"k": coder.k, "rescale_acts_by_decoder_norm": coder.rescale_acts_by_decoder_norm}
+        extra = {k: getattr(coder, k) for k in ("k", "rescale_acts_by_decoder_norm")}
     weights = {
         name: getattr(coder, name).detach().to(dtype or coder.W_enc.dtype) for name in coder.tensor_fields()
     }

@@ -36,7 +36,8 @@ def last_position_logits(model: Any, enc: dict[str, Tensor]) -> Tensor:
     """
     ids = enc["input_ids"] if "input_ids" in enc else enc["inputs_embeds"]
     last = torch.tensor([ids.shape[1] - 1], device=ids.device)
-    return model(**enc, logits_to_keep=last, use_cache=False).logits[:, -1]
+    logits: Tensor = model(**enc, logits_to_keep=last, use_cache=False).logits[:, -1]
+    return logits
 
 
 @torch.inference_mode()

@@ -29,6 +29,15 @@ def test_ruff_format_clean():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def test_mypy_strict_clean():
+    """The package, its tasks and plugins type-check under ``mypy --strict`` (pyproject.toml)."""
+    pytest.importorskip("mypy", reason="mypy not installed (pip install -e '.[test]')")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--no-error-summary"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def test_tasks_and_plugins_install_inside_the_namespace():
     import importlib.util
 

@@ -105,6 +105,7 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     from ..judges import get_judge
     from ..judges.agreement import metrics
     from ..judges.embedding import heldout_split, labelled_completions
+    from ..judges.llm import LLMJudge
 
     if not args.judge.startswith("llm:") or "@" in args.judge:
         raise RefusalEvalError(
@@ -115,6 +116,7 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     train = [r for r in rows if r["id"] not in held]
     train = random.Random(0).sample(train, min(args.n, len(train)))
     judge = get_judge(args.judge)
+    assert isinstance(judge, LLMJudge)
     p_yes = judge.p_yes([r["prompt"] for r in train], [r["completion"] for r in train])
     gold = [r["refused"] for r in train]
     grid = [i / 100 for i in range(1, 100)]

@@ -8,9 +8,14 @@ import sys
 import time
 from collections.abc import Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
 from ..errors import RefusalEvalError
 from ._registry import command, load_cli_model, model_flags
+
+if TYPE_CHECKING:
+    from ..models import ChatModel
+    from ..saes import SAEBundle
 
 
 def parse_ablation(items: Sequence[str]) -> dict[int, list[int]]:
@@ -46,7 +51,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace) -> tuple[ChatModel, SAEBundle | None, dict[int, list[int]]]:
     from ..judges import get_judge
     from ..saes import load_saes
 
@@ -66,7 +71,13 @@ def _load(args: argparse.Namespace):
     return chat, saes, sets
 
 
-def _run(chat, saes, sets, prompts: Sequence[str], args: argparse.Namespace) -> list[str]:
+def _run(
+    chat: ChatModel,
+    saes: SAEBundle | None,
+    sets: dict[int, list[int]],
+    prompts: Sequence[str],
+    args: argparse.Namespace,
+) -> list[str]:
     from ..ablation import ablate
     from ..chat import generate
 
@@ -109,9 +120,12 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("generate", "greedy answers to your prompts, optionally with latents ablated")(
-    lambda p: (_model_args(p), p.add_argument("prompts", nargs="+"))
-)
+def _generate_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p)
+    p.add_argument("prompts", nargs="+")
+
+
+@command("generate", "greedy answers to your prompts, optionally with latents ablated")(_generate_args)
 def generate_cmd(args: argparse.Namespace) -> int:
     from ..judges import get_judge
 
@@ -126,7 +140,7 @@ def generate_cmd(args: argparse.Namespace) -> int:
 @command("info", "load a model (and SAEs), check they fit, print a summary")(_model_args)
 def info(args: argparse.Namespace) -> int:
     chat, saes, _ = _load(args)
-    out = {
+    out: dict[str, object] = {
         "model": chat.spec,
         "source": chat.source,
         "revision": chat.revision,

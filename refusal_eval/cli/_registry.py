@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
 
+if TYPE_CHECKING:
+    from ..models import ChatModel
+
 Command = Callable[[argparse.Namespace], int]
-Entry = tuple[Command, Callable[[argparse.ArgumentParser], None], str]
+Entry = tuple[Command, Callable[[argparse.ArgumentParser], Any], str]
 COMMANDS: Registry[Entry] = Registry("refusal-eval command")
 
 
-def command(name: str, help: str):
+AddArgs = Callable[[argparse.ArgumentParser], Any]
+
+
+def command(name: str, help: str) -> Callable[[AddArgs], Callable[[Command], Command]]:
     """Register a subcommand: ``fn(args) -> exit code`` plus a function adding its arguments."""
 
-    def wrap(add_args: Callable[[argparse.ArgumentParser], None]):
+    def wrap(add_args: AddArgs) -> Callable[[Command], Command]:
         def deco(fn: Command) -> Command:
             COMMANDS.add(name, (fn, add_args, help))
             return fn
@@ -43,7 +49,7 @@ def model_flags(
     )
 
 
-def load_cli_model(args: argparse.Namespace, spec: str | None = None) -> Any:
+def load_cli_model(args: argparse.Namespace, spec: str | None = None) -> ChatModel:
     """Load ``--model`` (or ``spec``) with ``--dtype`` / ``--device``; a CUDA device on a machine
     without CUDA is one clear error, not a traceback."""
     import torch

@@ -98,14 +98,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_sae_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..sae_training import (
-        CorpusConfig,
-        TrainConfig,
-        build_corpus,
-        check_train_args,
-        resume_point,
-        train_sae,
-    )
+    from .._sae_checkpoints import resume_point
+    from ..sae_training import CorpusConfig, TrainConfig, build_corpus, check_train_args, train_sae
 
     cfg = TrainConfig(
         layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,

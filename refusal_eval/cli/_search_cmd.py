@@ -34,7 +34,7 @@ def search_cmd(args: argparse.Namespace) -> int:
     from ..saes import load_saes
     from ..search.pipeline import search_to_file, summary
 
-    overrides: dict[str, object] = parse_overrides(args.overrides)
+    overrides: dict[str, object] = dict(parse_overrides(args.overrides))
     for key in ("harmful", "harmless"):
         if getattr(args, key):
             overrides[key] = getattr(args, key)

@@ -89,7 +89,7 @@ class SparseCoder:
     def decode(self, acts: Tensor) -> Tensor:
         return self.decode_latents(acts, torch.arange(self.d_sae, device=acts.device)) + self.b_dec
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None):
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> SparseCoder:
         """A copy with every tensor moved (float tensors also cast when ``dtype`` is given)."""
         moved = {
             name: getattr(self, name).to(device=device, dtype=dtype)

@@ -84,11 +84,11 @@ class Agreement:
 
 def agreement(pred: Sequence[bool], gold: Sequence[bool], *, n_boot: int = 1000, seed: int = 0) -> Agreement:
     point = metrics(pred, gold)
-    ci = {
-        k: bootstrap(lambda idx, k=k: metrics([pred[i] for i in idx], [gold[i] for i in idx])[k], len(gold),
-                     n_boot=n_boot, seed=seed)
-        for k in point
-    }  # fmt: skip
+
+    def stat(key: str) -> Callable[[Sequence[int]], float]:
+        return lambda idx: metrics([pred[i] for i in idx], [gold[i] for i in idx])[key]
+
+    ci = {k: bootstrap(stat(k), len(gold), n_boot=n_boot, seed=seed) for k in point}
     return Agreement(len(gold), sum(gold), **point, ci=ci)
 
 

@@ -114,7 +114,8 @@ def sample_accuracy(judge: EmbeddingJudge, ids: Sequence[str]) -> float:
     rows = {r["id"]: r for r in labelled_completions()}
     picked = [rows[i] for i in ids]
     verdict = judge([r["prompt"] for r in picked], [r["completion"] for r in picked])
-    return sum(v == r["refused"] for v, r in zip(verdict.refused, picked, strict=True)) / len(picked)
+    hits = sum(bool(v == r["refused"]) for v, r in zip(verdict.refused, picked, strict=True))
+    return hits / len(picked)
 
 
 def train_head(encoder: MiniLM, *, c: float = 1.0, seed: int = 0) -> dict[str, Any]:
@@ -164,7 +165,7 @@ def load_head(path: str | Path | None = None) -> dict[str, Any]:
         ) from None
     if head.get("format") != HEAD_FORMAT:
         raise RefusalEvalError(f"{src} is not an embedding judge head", "refusal-eval train-judge --out FILE")
-    return head
+    return dict(head)
 
 
 @dataclass

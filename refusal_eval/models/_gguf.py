@@ -16,6 +16,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -73,7 +74,7 @@ def cached_dir(model: OfflineModel) -> Path:
     return cache_dir("models") / f"{model.name}-{model.sha256[:12]}-bf16"
 
 
-def read_manifest(path: Path) -> dict | None:
+def read_manifest(path: Path) -> dict[str, Any] | None:
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError):
@@ -115,11 +116,11 @@ def _valid(target: Path, sha256: str) -> bool:
     return False
 
 
-def convert_gguf(gguf: Path, target: Path, manifest: dict) -> None:
+def convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
     """Load ``gguf`` dequantized, cast to bf16, and save it atomically as ``target``."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kwargs: dict = {"gguf_file": gguf.name}
+    kwargs: dict[str, Any] = {"gguf_file": gguf.name}
     try:  # newer transformers keeps GGUF weights packed unless told to dequantize
         from transformers import GgufConfig
 
@@ -134,7 +135,7 @@ def convert_gguf(gguf: Path, target: Path, manifest: dict) -> None:
             f"cannot load GGUF {gguf}: {exc}",
             "pass a GGUF of an architecture transformers supports, or a HF model directory",
         ) from exc
-    hf_model.hf_quantizer = None
+    hf_model.hf_quantizer = None  # type: ignore[assignment]
     if hasattr(hf_model.config, "quantization_config"):
         del hf_model.config.quantization_config
     if manifest.get("hub_id"):

@@ -51,7 +51,8 @@ class ChatModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        device: torch.device = next(self.model.parameters()).device
+        return device
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -132,7 +133,7 @@ def load_model(
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except Exception as exc:  # transformers/safetensors raise many types for bad checkpoints
         _raise_load_error(spec, source, exc)
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub wants a model
     model.requires_grad_(False)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..conditions import EVALUATED as CONDITIONS
+from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
 
 HARMFUL = ("jbb", "harmbench", "strongreject")
@@ -59,7 +59,9 @@ def _limit(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-def _pooled(results: dict, n_samples: dict, tasks: Sequence[str], metric: str) -> Rate | None:
+def _pooled(
+    results: dict[str, Any], n_samples: dict[str, Any], tasks: Sequence[str], metric: str
+) -> Rate | None:
     """Sample-weighted mean over tasks, with a normal CI from lm-eval's per-task stderrs."""
     parts = []
     for task in tasks:

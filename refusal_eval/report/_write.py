@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from html import escape
 from pathlib import Path
 
-from ._read import CONDITIONS, Rate, Row
+from ..conditions import EVALUATED as CONDITIONS
+from ._read import Rate, Row
 from ._svg import grouped_bars, scatter
 
 COLUMNS = (

@@ -23,7 +23,7 @@ def _capture(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tens
     seen: dict[int, Tensor] = {}
     blocks = decoder_layers(model)
 
-    def grab(layer: int):
+    def grab(layer: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _a: Any, out: Any) -> None:
             seen[layer] = (out[0] if isinstance(out, tuple) else out).detach()
 

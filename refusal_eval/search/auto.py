@@ -34,7 +34,8 @@ def shipped_plans() -> list[Path]:
 
 def _plan_key(path: Path) -> str | None:
     try:
-        return json.loads(path.read_text()).get("key")
+        key = json.loads(path.read_text()).get("key")
+        return key if isinstance(key, str) else None
     except (OSError, ValueError, AttributeError):
         return None
 

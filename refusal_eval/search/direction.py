@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ def last_token_residuals(
     device = next(model.parameters()).device
     store: list[list[Tensor]] = [[] for _ in layers]
 
-    def capture(i: int):
+    def capture(i: int) -> Callable[..., None]:
         def hook(_m: Any, _a: Any, out: Any) -> None:
             hs = out[0] if isinstance(out, tuple) else out
             store[i].append(hs[:, -1].float().cpu())

@@ -12,8 +12,9 @@ P(refusal | current) is carried over between steps instead of being recomputed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .scorer import Latent, Row
 
@@ -50,7 +51,7 @@ class GreedyResult:
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> GreedyResult:
+    def from_json(cls, d: Mapping[str, Any]) -> GreedyResult:
         return cls(
             prompt=int(d["prompt"]),
             p_clean=float(d["p_clean"]),

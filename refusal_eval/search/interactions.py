@@ -33,7 +33,7 @@ class FactorizationMachine(nn.Module):
 def split(n: int, test_frac: float, seed: int, y: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Deterministic train/test indices (stratified by ``y`` when given)."""
     gen = torch.Generator().manual_seed(seed)
-    groups = [torch.arange(n)] if y is None else [torch.nonzero(y == c).flatten() for c in y.unique()]
+    groups = [torch.arange(n)] if y is None else [torch.nonzero(y == c).flatten() for c in torch.unique(y)]
     train, test = [], []
     for g in groups:
         g = g[torch.randperm(len(g), generator=gen)]

@@ -117,14 +117,20 @@ def _sae_block(saes: Mapping[int, SparseCoder]) -> dict[str, Any]:
     }
 
 
-def search_key(model: dict, saes: dict, cfg: SearchConfig, data: dict, refusal_ids: list[int]) -> str:
+def search_key(
+    model: Mapping[str, Any],
+    saes: Mapping[str, Any],
+    cfg: SearchConfig,
+    data: Mapping[str, Any],
+    refusal_ids: Sequence[int],
+) -> str:
     material = {
         "version": VERSION,
         "model": {k: model[k] for k in ("name", "revision", "dtype")},
         "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
         "config": cfg.result_dict(),  # compute-only settings never change what a search finds
         "data": {k: v["sha256"] for k, v in data.items()},
-        "refusal_ids": refusal_ids,
+        "refusal_ids": list(refusal_ids),
     }
     return hashlib.sha256(canonical_json(material)).hexdigest()
 

@@ -127,7 +127,7 @@ class SubsetScorer:
         return out
 
     def _prefix_matches(self) -> bool:
-        rows = [(i, frozenset()) for i in range(min(2, len(self._ids)))]
+        rows: list[Row] = [(i, frozenset()) for i in range(min(2, len(self._ids)))]
         with_prefix = self._run(rows)
         saved, self._prefix = self._prefix, None
         try:
@@ -146,7 +146,7 @@ class SubsetScorer:
                 per_layer.setdefault(layer, [[] for _ in rows])[r].append(idx)
         ablations = [LatentAblation.of(self.saes[layer], sets) for layer, sets in sorted(per_layer.items())]
         enc = {"input_ids": ids, "attention_mask": mask}
-        prefix = contextlib.nullcontext()
+        prefix: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
         if self._prefix is not None:
             hidden, _ = self._pad([self._prefix[p] for p, _ in rows])
             prefix = _start_at(self.model, self.first, hidden)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -46,7 +46,7 @@ from .scorer import SubsetScorer
 Sets = dict[str, tuple[Latent, ...]]
 
 
-class StageStore:
+class StageStore(Protocol):
     """What the stages need of a cache: ``get``, ``put`` (returns what a resumed run would
     read) and ``cached``; :class:`.pipeline.StageCache` is the JSON-file implementation."""
 

@@ -64,7 +64,7 @@ def load(name: str, data_source: str = "shipped", **_: Any) -> datasets.DatasetD
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:
-    return doc["prompt"]
+    return str(doc["prompt"])
 
 
 def verdict(doc: dict[str, Any], answer: str) -> tuple[bool, str]:
