@@ -96,6 +96,9 @@ def test_cross_layer_hydra_detector_wakes_exactly_the_hydra(planted_run):
     woken = planted_run[0]["stage3"]["woken"]
     # with the layer-0 minimal latents ablated, only the hydra turns on at layer 1
     assert woken["woken_by_layer"] == {"0": 0, "1": 12} and woken["n_tested"] == 12
+    assert woken["n_min_effect"] == woken["n_relative"] == 12
+    assert len(woken["strongest"]) == 8 and all(e["latent"] == list(HYDRA) for e in woken["strongest"])
+    assert woken["strongest"][0]["effect"] >= woken["strongest"][-1]["effect"] > 0.5
     assert {tuple(h["latent"]) for h in woken["hydra"]} == {HYDRA}
     assert sorted(h["prompt"] for h in woken["hydra"]) == list(range(12))
     for h in woken["hydra"]:

@@ -249,6 +249,31 @@ class Hydra(_Json):
 
 
 @dataclass(frozen=True)
+class WakeEffect(_Json):
+    """One tested woken latent's effect (kept for the strongest few, hydra or not)."""
+
+    prompt: int
+    latent: Latent
+    in_minimal: bool
+    activation_after: float
+    p_without: float
+    p_with: float
+    effect: float
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> WakeEffect:
+        return cls(
+            int(d["prompt"]),
+            latent(d["latent"]),
+            bool(d["in_minimal"]),
+            float(d["activation_after"]),
+            float(d["p_without"]),
+            float(d["p_with"]),
+            float(d["effect"]),
+        )
+
+
+@dataclass(frozen=True)
 class Woken(_Json):
     """The cross-layer hydra measurement: what was tested, and what was found."""
 
@@ -260,6 +285,10 @@ class Woken(_Json):
     tested_by_layer: dict[int, int]
     n_tested: int
     hydra: tuple[Hydra, ...]
+    #: tested latents whose effect reaches ``min_effect`` / whose relative effect reaches tau
+    n_min_effect: int | None = field(default=None, metadata={"omit_none": True})
+    n_relative: int | None = field(default=None, metadata={"omit_none": True})
+    strongest: tuple[WakeEffect, ...] | None = field(default=None, metadata={"omit_none": True})
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Woken:
@@ -272,6 +301,9 @@ class Woken(_Json):
             {int(k): int(v) for k, v in d["tested_by_layer"].items()},
             int(d["n_tested"]),
             tuple(Hydra.from_json(h) for h in d["hydra"]),
+            None if d.get("n_min_effect") is None else int(d["n_min_effect"]),
+            None if d.get("n_relative") is None else int(d["n_relative"]),
+            None if d.get("strongest") is None else tuple(WakeEffect.from_json(e) for e in d["strongest"]),
         )
 
     @property

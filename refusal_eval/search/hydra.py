@@ -26,9 +26,11 @@ from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from .activations import pooled_activations, position_activations
-from .artifacts import Hydra, Woken
+from .artifacts import Hydra, WakeEffect, Woken
 from .plan import by_layer
 from .scorer import Latent, Row, SubsetScorer
+
+STRONGEST = 8  # tested woken latents recorded with their effect, hydra or not
 
 
 def per_row_edits(
@@ -124,10 +126,15 @@ def find_hydras(
     p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)")
     tested: dict[int, int] = {}
     hydras: list[Hydra] = []
+    effects: list[WakeEffect] = []
+    n_min_effect = n_relative = 0
     for t, hi, lo in zip(tests, p_without, p_with, strict=True):
         tested[t.latent[0]] = tested.get(t.latent[0], 0) + 1
         effect = hi - lo
-        if effect < cfg.hydra_min_effect or effect / max(hi, cfg.eps) < cfg.tau:
+        big, relative = effect >= cfg.hydra_min_effect, effect / max(hi, cfg.eps) >= cfg.tau
+        n_min_effect, n_relative = n_min_effect + big, n_relative + relative
+        effects.append(WakeEffect(t.prompt, t.latent, t.latent in sets[t.prompt], t.after, hi, lo, effect))
+        if not (big and relative):
             continue
         layer = t.latent[0]
         upstream = by_layer([m for m in sets[t.prompt] if m[0] < layer])
@@ -150,4 +157,7 @@ def find_hydras(
         tested_by_layer=dict(sorted(tested.items())),
         n_tested=len(tests),
         hydra=tuple(hydras),
+        n_min_effect=n_min_effect,
+        n_relative=n_relative,
+        strongest=tuple(sorted(effects, key=lambda e: (-e.effect, e.prompt, e.latent))[:STRONGEST]),
     )

@@ -256,9 +256,10 @@ def summary(body: PlanBody, plan_hash: str | None = None) -> str:
     ]
     if s3.woken is not None:
         w = s3.woken
+        strongest = f", strongest effect {w.strongest[0].effect:.3f}" if w.strongest else ""
         lines.append(
             f"hydra {len(w.hydra)} of {w.n_tested} woken latents tested "
-            f"(woken by layer {w.woken_by_layer}, threshold {w.threshold})"
+            f"(woken by layer {w.woken_by_layer}, threshold {w.threshold}{strongest})"
         )
     for split, conds in body.verification.items():
         parts = [
