@@ -269,3 +269,50 @@ def test_latent_cards_name_roles_counts_and_where_the_hydra_fires(planted_run, t
     assert "| [L1/0](#l1-0) | dormant, hydra, union |" in text and "12 / 12 | 12 |" in text
     assert "never fires on these prompts" in text and "neuronpedia.org/planted/1-res/0" in text
     assert "[[" in text.split("## L0-0")[1]
+
+
+def test_plan_verifies_its_content_and_does_not_depend_on_its_file_name(planted_run, tmp_path):
+    import copy
+    import json
+
+    from refusal_eval.errors import RefusalEvalError
+    from refusal_eval.search.plan import canonical_json
+
+    body, tensors = planted_run
+    h1 = write_plan(body, tensors, tmp_path / "a" / "first.json")
+    h2 = write_plan(body, tensors, tmp_path / "b" / "second.json")
+    assert h1 == h2  # the tensor file's name is not part of the plan
+    assert AblationPlan.load(tmp_path / "b" / "second.json").hash == h2
+
+    def tampered(edit, name):
+        raw = json.loads((tmp_path / "a" / "first.json").read_text())
+        edit(raw)
+        (tmp_path / "a" / f"{name}.json").write_bytes(canonical_json(raw))
+        (tmp_path / "a" / f"{name}.safetensors").write_bytes((tmp_path / "a" / "first.safetensors").read_bytes())
+        return tmp_path / "a" / f"{name}.json"
+
+    def swap_latent(raw):
+        raw["sets"]["sae"][0][1] = 7
+
+    with pytest.raises(RefusalEvalError, match="was edited after it was written"):
+        AblationPlan.load(tampered(swap_latent, "edited"))
+    with pytest.raises(RefusalEvalError, match="carries no content hash"):
+        AblationPlan.load(tampered(lambda raw: raw.pop("content_sha256"), "unhashed"))
+
+    def rewritten(change, name):
+        b = copy.deepcopy(body)
+        change(b)
+        write_plan(b, tensors, tmp_path / "c" / f"{name}.json")
+        return tmp_path / "c" / f"{name}.json"
+
+    empty = AblationPlan.load(rewritten(lambda b: b["sets"].update(sae=[]), "empty"))
+    with pytest.raises(RefusalEvalError, match="empty 'sae' latent set"):
+        empty.ablations(planted_saes(), "sae")
+    assert len(empty.ablations(planted_saes(), "sae_fm")) == 2  # other conditions still work
+    with pytest.raises(RefusalEvalError, match="names direction layer 99, but its tensors hold 2 layers"):
+        AblationPlan.load(rewritten(lambda b: b["stage1"].update(layer=99), "layer"))
+    with pytest.raises(RefusalEvalError, match="is malformed") as err:
+        AblationPlan.load(rewritten(lambda b: b["sets"]["sae"][0].__setitem__(1, "abc"), "strid"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(RefusalEvalError, match="is malformed"):
+        AblationPlan.load(rewritten(lambda b: b.pop("stage2"), "nosection"))

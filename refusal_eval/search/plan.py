@@ -61,12 +61,19 @@ def write_plan(body: PlanBody | Mapping[str, Any], tensors: Mapping[str, Tensor]
         **(body.to_json() if isinstance(body, PlanBody) else body),
         "format": FORMAT,
         "version": VERSION,
-        "tensors": {"file": tensor_path.name, "sha256": hashlib.sha256(blob).hexdigest()},
+        "tensors": {"sha256": hashlib.sha256(blob).hexdigest()},
     }
+    full["content_sha256"] = content_hash(full)
     data = canonical_json(full)
     atomic_write(tensor_path, blob)
     atomic_write(out, data)
     return hashlib.sha256(data).hexdigest()
+
+
+def content_hash(plan: Mapping[str, Any]) -> str:
+    """sha256 of a plan's canonical JSON without its own ``content_sha256`` field: a plan edited
+    by hand (one latent id changed) no longer matches it and is refused."""
+    return hashlib.sha256(canonical_json({k: v for k, v in plan.items() if k != "content_sha256"})).hexdigest()
 
 
 def by_layer(pairs: Iterable[Sequence[int]]) -> dict[int, list[int]]:
@@ -101,23 +108,35 @@ class AblationPlan:
             raise RefusalEvalError(f"{p} is not a refusal_eval ablation plan", fix)
         if body.get("version") != VERSION:
             raise RefusalEvalError(f"plan {p} has version {body.get('version')}, expected {VERSION}", fix)
+        if body.get("content_sha256") is None:
+            raise RefusalEvalError(f"plan {p} carries no content hash, so it cannot be checked", fix)
+        if content_hash(body) != body["content_sha256"]:
+            raise RefusalEvalError(f"plan {p} was edited after it was written (content sha256 differs)", fix)
         try:
             tensors = body["tensors"]
             typed = PlanBody.from_json(body)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            tensor_sha = str(tensors["sha256"])
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise RefusalEvalError(f"plan {p} is malformed ({type(exc).__name__}: {exc})", fix) from None
-        tpath = p.with_name(str(tensors["file"]))
+        tpath = p.with_suffix(".safetensors")
         try:
             blob = tpath.read_bytes()
         except OSError:
             raise RefusalEvalError(
                 f"plan tensors {tpath} are missing", "keep PLAN.safetensors next to PLAN.json"
             ) from None
-        if hashlib.sha256(blob).hexdigest() != tensors.get("sha256"):
+        if hashlib.sha256(blob).hexdigest() != tensor_sha:
             raise RefusalEvalError(f"plan tensors {tpath} do not match {p} (sha256 differs)", fix)
         from safetensors.torch import load
 
-        return cls(typed, load(blob)["directions"], p, hashlib.sha256(data).hexdigest())
+        directions = load(blob)["directions"]
+        if not 0 <= typed.stage1.layer < directions.shape[0]:
+            raise RefusalEvalError(
+                f"plan {p} names direction layer {typed.stage1.layer}, but its tensors hold "
+                f"{directions.shape[0]} layers",
+                fix,
+            )
+        return cls(typed, directions, p, hashlib.sha256(data).hexdigest())
 
     # --- what the plan says ------------------------------------------------------------------
     @property
@@ -174,8 +193,14 @@ class AblationPlan:
             return []
         if condition == "direction":
             return [DirectionAblation(self.direction)]
+        sets = self.latent_sets(condition)
+        if not sets:
+            raise RefusalEvalError(
+                f"plan {self.path} has an empty {condition!r} latent set: ablating it would equal the baseline",
+                "rerun the search (e.g. with more prompts or a lower tau), or evaluate other conditions",
+            )
         out: list[Ablation] = []
-        for layer, latents in self.latent_sets(condition).items():
+        for layer, latents in sets.items():
             if layer not in saes:
                 raise RefusalEvalError(
                     f"the plan ablates layer {layer} but no SAE is loaded there (have {sorted(saes)})",
