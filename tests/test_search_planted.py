@@ -288,7 +288,9 @@ def test_plan_verifies_its_content_and_does_not_depend_on_its_file_name(planted_
         raw = json.loads((tmp_path / "a" / "first.json").read_text())
         edit(raw)
         (tmp_path / "a" / f"{name}.json").write_bytes(canonical_json(raw))
-        (tmp_path / "a" / f"{name}.safetensors").write_bytes((tmp_path / "a" / "first.safetensors").read_bytes())
+        (tmp_path / "a" / f"{name}.safetensors").write_bytes(
+            (tmp_path / "a" / "first.safetensors").read_bytes()
+        )
         return tmp_path / "a" / f"{name}.json"
 
     def swap_latent(raw):

@@ -73,7 +73,9 @@ def write_plan(body: PlanBody | Mapping[str, Any], tensors: Mapping[str, Tensor]
 def content_hash(plan: Mapping[str, Any]) -> str:
     """sha256 of a plan's canonical JSON without its own ``content_sha256`` field: a plan edited
     by hand (one latent id changed) no longer matches it and is refused."""
-    return hashlib.sha256(canonical_json({k: v for k, v in plan.items() if k != "content_sha256"})).hexdigest()
+    return hashlib.sha256(
+        canonical_json({k: v for k, v in plan.items() if k != "content_sha256"})
+    ).hexdigest()
 
 
 def by_layer(pairs: Iterable[Sequence[int]]) -> dict[int, list[int]]:
@@ -196,7 +198,7 @@ class AblationPlan:
         sets = self.latent_sets(condition)
         if not sets:
             raise RefusalEvalError(
-                f"plan {self.path} has an empty {condition!r} latent set: ablating it would equal the baseline",
+                f"plan {self.path} has an empty {condition!r} latent set: ablating it equals the baseline",
                 "rerun the search (e.g. with more prompts or a lower tau), or evaluate other conditions",
             )
         out: list[Ablation] = []
