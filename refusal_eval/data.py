@@ -88,42 +88,87 @@ XSTEST_COMPLETION_FILES = ("llama2new", "llama2orig", "mistralguard")
 
 
 def load_prompts(name: str) -> list[Prompt]:
-    """A shipped prompt set by name (see :data:`PROMPT_SETS`), or a local file: ``.txt`` (one
-    prompt per line) or ``.json`` (a list of strings or of objects with ``prompt`` /
-    ``instruction`` / ``goal``)."""
+    """A shipped prompt set by name (see :data:`PROMPT_SETS`), or a local UTF-8 file parsed by
+    its suffix: ``.txt`` (one prompt per line), ``.json`` (a list of strings or of objects with a
+    text field), ``.csv`` (a header row naming a text column); see :data:`TEXT_FIELDS`."""
     if name in PROMPT_SETS:
         return PROMPT_SETS[name]()
     path = Path(name).expanduser()
-    if path.suffix in (".txt", ".json") or path.exists():
+    if path.suffix in _READERS or path.exists():
         return _prompt_file(path)
     raise RefusalEvalError(
-        f"unknown prompt set {name!r}", f"use one of {sorted(PROMPT_SETS)} or a .txt/.json file"
+        f"unknown prompt set {name!r}", f"use one of {sorted(PROMPT_SETS)} or a .txt/.json/.csv file"
     )
 
 
-def _prompt_file(path: Path) -> list[Prompt]:
-    fix = "write one prompt per line (.txt) or a JSON list of strings / {'prompt': ...} objects"
+#: the fields / CSV columns a prompt's text is taken from, first match wins
+TEXT_FIELDS = ("prompt", "instruction", "goal", "Goal", "Behavior", "forbidden_prompt")
+_FIX = (
+    "write one prompt per line (.txt), a JSON list of strings or of objects with one of the fields "
+    f"{', '.join(TEXT_FIELDS)} (.json), or a CSV whose header names one of them (.csv)"
+)
+
+
+def _txt(text: str, path: Path) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def _json(text: str, path: Path) -> list[str]:
     try:
-        text = path.read_text(encoding="utf-8")
+        rows = json.loads(text)
+    except ValueError as exc:
+        raise RefusalEvalError(f"prompt file {path} is not valid JSON ({exc})", _FIX) from None
+    if not isinstance(rows, list):
+        raise RefusalEvalError(f"prompt file {path} holds a JSON {type(rows).__name__}, not a list", _FIX)
+    texts: list[str] = []
+    for i, row in enumerate(rows):
+        if isinstance(row, str):
+            texts.append(row)
+            continue
+        field = next((k for k in TEXT_FIELDS if isinstance(row, dict) and isinstance(row.get(k), str)), None)
+        if field is None:
+            raise RefusalEvalError(
+                f"prompt file {path}: item {i} is neither a string nor has a text field", _FIX
+            )
+        texts.append(row[field])
+    return texts
+
+
+def _csv_file(text: str, path: Path) -> list[str]:
+    try:
+        rows = list(csv.DictReader(io.StringIO(text)))
+    except csv.Error as exc:
+        raise RefusalEvalError(f"prompt file {path} is not valid CSV ({exc})", _FIX) from None
+    header = list(rows[0]) if rows else next(csv.reader(io.StringIO(text)), [])
+    column = next((k for k in TEXT_FIELDS if k in header), None)
+    if column is None:
+        raise RefusalEvalError(f"prompt file {path} has no text column (its columns: {header})", _FIX)
+    return [r[column] or "" for r in rows]
+
+
+_READERS: dict[str, Callable[[str, Path], list[str]]] = {".txt": _txt, ".json": _json, ".csv": _csv_file}
+
+
+def _prompt_file(path: Path) -> list[Prompt]:
+    reader = _READERS.get(path.suffix.lower())
+    if reader is None:
+        raise RefusalEvalError(f"prompt file {path} has an unknown format {path.suffix!r}", _FIX)
+    try:
+        text = path.read_bytes().decode("utf-8")
     except OSError as exc:
-        raise RefusalEvalError(f"cannot read prompt file {path}: {exc.strerror}", fix) from None
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(text)
-            if not isinstance(rows, list):
-                raise ValueError
-            texts = [r if isinstance(r, str) else next(r[k] for k in _TEXT_KEYS if k in r) for r in rows]
-        except (ValueError, TypeError, StopIteration):
-            raise RefusalEvalError(f"prompt file {path} is malformed", fix) from None
-    else:
-        texts = [line.strip() for line in text.splitlines()]
-    prompts = [Prompt(t, None, f"{path.name}/{i}") for i, t in enumerate(texts) if t and t.strip()]
+        raise RefusalEvalError(f"cannot read prompt file {path}: {exc.strerror}", _FIX) from None
+    except UnicodeDecodeError as exc:
+        raise RefusalEvalError(
+            f"prompt file {path} is not UTF-8 text (byte {exc.start}: {exc.reason})",
+            "save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)",
+        ) from None
+    if "\0" in text:
+        raise RefusalEvalError(f"prompt file {path} is binary (it holds NUL bytes)", _FIX)
+    texts = reader(text.lstrip("\ufeff"), path)
+    prompts = [Prompt(t.strip(), None, f"{path.name}/{i}") for i, t in enumerate(texts) if t and t.strip()]
     if not prompts:
-        raise RefusalEvalError(f"prompt file {path} holds no prompts", fix)
+        raise RefusalEvalError(f"prompt file {path} holds no prompts", _FIX)
     return prompts
-
-
-_TEXT_KEYS = ("prompt", "instruction", "goal", "Goal", "Behavior", "forbidden_prompt")
 
 
 def xstest_completions(source: str) -> list[dict[str, str]]:
