@@ -147,3 +147,32 @@ def test_per_category_rates_from_logged_samples(two_results, tmp_path):
     assert (
         "## strong: jbb" in text and "| Fraud | 0.00 | 1.00 |" in text and "| Malware | 1.00 | 0.00 |" in text
     )
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(config=None), "'results'/'config' that are not JSON objects"),
+        (lambda d: d.update(results=[1, 2]), "'results'/'config' that are not JSON objects"),
+        (
+            lambda d: [d["config"].pop(k) for k in ("refusal_eval_model", "refusal_eval_plan_hash")],
+            "config lacks refusal_eval_model, refusal_eval_plan_hash: it was not made by the sae_ablated",
+        ),
+        (
+            lambda d: d["results"]["refusal_jbb_sae"].update({"attack_success,none": "N/A"}),
+            "task refusal_jbb_sae has non-numeric attack_success,none = 'N/A'",
+        ),
+    ],
+)
+def test_results_that_cannot_be_ranked_say_why(tmp_path, mutate, message):
+    data = results_json("m", dict.fromkeys(CONDS, 0.5))
+    mutate(data)
+    p = tmp_path / "results_x.json"
+    p.write_text(json.dumps(data))
+    with pytest.raises(RefusalEvalError, match=message) as err:
+        read_all([p])
+    assert "\n" not in str(err.value)
+    top = tmp_path / "list.json"
+    top.write_text("[]")
+    with pytest.raises(RefusalEvalError, match="is not an lm-eval results file"):
+        read_all([top])

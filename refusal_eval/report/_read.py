@@ -14,6 +14,13 @@ from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
 
 HARMFUL = ("jbb", "harmbench", "strongreject")
+#: what sae_ablated records in a results file's config; without them rates are not tied to a plan
+REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
+_RATES = ("refusal_rate", "attack_success", "over_refusal", "compliance")
+
+
+def _is_rate(metric: str) -> bool:
+    return metric.endswith(",none") and metric.split(",")[0] in _RATES
 
 
 @dataclass
@@ -91,8 +98,24 @@ def read_results(path: str | Path) -> Row:
     if not isinstance(data, dict) or "results" not in data or "config" not in data:
         raise RefusalEvalError(f"{p} is not an lm-eval results file (no 'results'/'config')", fix)
     results, cfg = data["results"], data["config"]
+    if not isinstance(results, dict) or not isinstance(cfg, dict):
+        raise RefusalEvalError(f"{p} has 'results'/'config' that are not JSON objects", fix)
     if not any(k.startswith("refusal_") for k in results):
         raise RefusalEvalError(f"{p} holds no refusal_ablation task results", "run --tasks refusal_ablation")
+    ablated = sorted({k.rsplit("_", 1)[-1] for k in results if k.startswith("refusal_")} - {"baseline"})
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if ablated and missing:
+        raise RefusalEvalError(
+            f"{p} has ablation tasks but its config lacks {', '.join(missing)}: it was not made by "
+            "the sae_ablated model, so its rates cannot be tied to a plan",
+            "rerun with lm_eval --model sae_ablated",
+        )
+    for task, metrics in results.items():
+        if not task.startswith("refusal_") or not isinstance(metrics, dict):
+            continue
+        bad = [m for m, v in metrics.items() if _is_rate(m) and not isinstance(v, (int, float))]
+        if bad:
+            raise RefusalEvalError(f"{p}: task {task} has non-numeric {bad[0]} = {metrics[bad[0]]!r}", fix)
     n_samples = data.get("n-samples", {})
     counts = dict(cfg.get("refusal_eval_feature_counts") or {})
     saes = cfg.get("refusal_eval_saes") or {}
