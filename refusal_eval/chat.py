@@ -47,6 +47,34 @@ def encode_chat(
     return {k: v.to(device) for k, v in enc.items()}
 
 
+def context_length(model: Any) -> int | None:
+    """The model's context window (``max_position_embeddings``), if its config says."""
+    cfg = getattr(model, "config", None)
+    text_cfg = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    n = getattr(text_cfg, "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) else None
+
+
+def check_context(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int = 0) -> None:
+    """Raise one clear error if a chat-formatted prompt plus ``max_new_tokens`` does not fit the
+    model's context (instead of a run that takes hours or fails deep inside the model)."""
+    limit = context_length(model)
+    if limit is None or not prompts:
+        return
+    lengths = [
+        len(ids) for ids in tokenizer(format_chat(tokenizer, prompts), add_special_tokens=False)["input_ids"]
+    ]
+    worst = max(range(len(lengths)), key=lambda i: lengths[i])
+    if lengths[worst] + max_new_tokens > limit:
+        from .errors import RefusalEvalError
+
+        raise RefusalEvalError(
+            f"prompt {worst} is {lengths[worst]} tokens; with {max_new_tokens} new tokens that exceeds "
+            f"the model's context of {limit}",
+            "shorten or drop that prompt, or lower the number of new tokens",
+        )
+
+
 def chat_batches(
     tokenizer: Any,
     prompts: Sequence[str],
@@ -80,6 +108,7 @@ def generate(
     """
     from .ablation import ablate
 
+    check_context(model, tokenizer, prompts, max_new_tokens)
     device = next(model.parameters()).device
     answers: list[str] = []
     batches = chat_batches(

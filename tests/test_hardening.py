@@ -47,3 +47,21 @@ def test_bad_prompt_files_are_one_clear_error(tmp_path, name, content, message):
     with pytest.raises(RefusalEvalError, match=message) as err:
         load_prompts(str(path))
     assert "\n" not in str(err.value) and "(fix: " in str(err.value)
+
+
+def test_prompts_longer_than_the_context_fail_before_generating(qwen_tiny):
+    from conftest import tiny_tokenizer
+
+    from refusal_eval.chat import context_length, generate
+
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    limit = context_length(qwen_tiny)
+    assert limit is not None
+    long = " ".join(["w5"] * limit)
+    with pytest.raises(
+        RefusalEvalError, match=r"prompt 1 is \d+ tokens; with 8 new tokens that exceeds"
+    ) as err:
+        generate(qwen_tiny, tok, ["w1 w2", long], max_new_tokens=8, progress=False)
+    assert f"context of {limit}" in str(err.value)
+    assert len(generate(qwen_tiny, tok, ["w1 w2"], max_new_tokens=2, progress=False)) == 1

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from .._cache import atomic_write, cache_dir
 from .._version import __version__
-from ..chat import ChatLike
+from ..chat import ChatLike, check_context
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..data import load_prompts, prompt_set_hash
@@ -163,6 +163,9 @@ def search_inputs(
     prompts = prompts or PromptSets.from_config(cfg)
     if not prompts.harmful or not prompts.harmless:
         raise RefusalEvalError("the search needs harmful and harmless prompts", "check the prompt sets")
+    for texts in (prompts.harmful, prompts.validation):
+        check_context(chat.model, chat.tokenizer, texts, cfg.max_new_tokens)
+    check_context(chat.model, chat.tokenizer, prompts.harmless)
     tokens = tuple(cfg.refusal_tokens or chat.refusal_tokens)
     refusal_ids = refusal_token_ids(chat.tokenizer, tokens)
     model, sae_block, data = _model_block(chat), _sae_block(saes), prompts.describe()
