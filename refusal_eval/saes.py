@@ -5,12 +5,13 @@
 - a local sae-lens directory (``cfg.json`` + ``sae_weights.safetensors``), or a directory of
   such directories (one per layer),
 - a sae-lens pretrained release (``gemma-scope-2b-pt-res-canonical``, ``llama_scope_lxr_8x``, ...)
-  with ``ids`` or ``layers`` (ids are then built from the release's id template).
+  with ``ids`` or ``layers`` (ids are then looked up in sae-lens's pretrained directory).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -139,6 +140,76 @@ def _sae_dirs(root: Path) -> list[Path]:
     return dirs
 
 
+_LAYER_IN_ID = re.compile(r"(?:^|[/_.])(?:layer_|l|blocks\.)(\d+)(?=[r/._]|$)")
+_L0_IN_ID = re.compile(r"average_l0_(\d+)")
+
+
+def id_layer(sae_id: str) -> int | None:
+    """The residual layer a sae-lens id names (``layer_12/width_16k/canonical``, ``l12r_8x``)."""
+    m = _LAYER_IN_ID.search(sae_id)
+    return int(m.group(1)) if m else None
+
+
+def release_ids(release: str) -> list[str]:
+    """Every SAE id of a sae-lens release, from sae-lens's own pretrained directory (no download)."""
+    try:
+        from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+        entry = get_pretrained_saes_directory().get(release)
+    except Exception:
+        entry = None
+    if entry is None:
+        raise RefusalEvalError(
+            f"unknown SAE release {release!r}: not shipped with refusal_eval, not a local directory, "
+            "and not in sae-lens's pretrained directory",
+            f"use one of {sorted(shipped_releases())}, a local sae-lens directory, or a sae-lens release",
+        )
+    return list(entry.saes_map)
+
+
+def resolve_release_ids(
+    release: str, layers: Sequence[int] | None, available: Sequence[str]
+) -> dict[int, str]:
+    """Pick one SAE id per requested layer: the id our template names if the release has it,
+    else the same width's canonical id, else the same width's id whose average L0 is nearest the
+    template's, else the first id for that layer."""
+    by_layer: dict[int, list[str]] = {}
+    for sae_id in available:
+        layer = id_layer(sae_id)
+        if layer is not None:
+            by_layer.setdefault(layer, []).append(sae_id)
+    if not layers:
+        raise RefusalEvalError(
+            f"which SAEs of release {release!r}? it has layers {sorted(by_layer)}",
+            "pass sae_layers=... (lm-eval) or --layers ... (CLI)",
+        )
+    missing = sorted(set(layers) - set(by_layer))
+    if missing:
+        raise RefusalEvalError(
+            f"release {release!r} has no SAE for layer(s) {missing} (it has {sorted(by_layer)})",
+            "pick layers the release covers",
+        )
+    template = RELEASE_ID_TEMPLATES.get(release, "")
+    width = next((part for part in template.split("/") if part.startswith("width_")), None)
+    want_l0 = int(m.group(1)) if (m := _L0_IN_ID.search(template)) else None
+    out: dict[int, str] = {}
+    for layer in layers:
+        ids = sorted(by_layer[layer])
+        exact = template.format(layer=layer) if template else None
+        same_width = [i for i in ids if width is None or f"/{width}/" in f"/{i}/"] or ids
+        canonical = [i for i in same_width if i.endswith("canonical")]
+        if exact in ids:
+            out[layer] = exact
+        elif canonical:
+            out[layer] = canonical[0]
+        elif want_l0 is not None and any(_L0_IN_ID.search(i) for i in same_width):
+            l0s = [(int(m.group(1)), i) for i in same_width if (m := _L0_IN_ID.search(i))]
+            out[layer] = min((abs(l0 - want_l0), i) for l0, i in l0s)[1]
+        else:
+            out[layer] = same_width[0]
+    return out
+
+
 def _load_release(
     release: str,
     layers: Sequence[int] | None,
@@ -149,13 +220,7 @@ def _load_release(
     from sae_lens import SAE
 
     if ids is None:
-        template = RELEASE_ID_TEMPLATES.get(release)
-        if template is None or not layers:
-            raise RefusalEvalError(
-                f"which SAEs of release {release!r}? no ids given",
-                "pass ids=[...] (sae-lens sae_id) or layers=[...] for a templated release",
-            )
-        ids = [template.format(layer=layer) for layer in layers]
+        ids = list(resolve_release_ids(release, layers, release_ids(release)).values())
     coders: dict[int, SparseCoder] = {}
     id_map: dict[int, str] = {}
     for sae_id in ids:

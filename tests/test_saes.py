@@ -66,8 +66,12 @@ def test_empty_or_broken_dirs(tmp_path):
 
 
 def test_unknown_release_offline():
-    with pytest.raises(RefusalEvalError, match="pass ids"):
-        load_saes("some-unknown-release")
+    with pytest.raises(RefusalEvalError, match="unknown SAE release 'some-unknown-release'"):
+        load_saes("some-unknown-release", layers=[3])  # layers were passed: say what is wrong
+    with pytest.raises(
+        RefusalEvalError, match=r"which SAEs of release 'llama_scope_lxr_8x'\? it has layers \[0, 1"
+    ):
+        load_saes("llama_scope_lxr_8x")
     with pytest.raises(RefusalEvalError, match="cannot load SAE gemma-scope-2b-pt-res-canonical"):
         load_saes("gemma-scope-2b-pt-res-canonical", layers=[12])
 
@@ -146,3 +150,24 @@ def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_t
         assert cfg["metadata"]["refusal_eval_training"]["tokens"] == training_tokens
     size = sum(f.stat().st_size for f in shipped_releases()[release].rglob("*.safetensors"))
     assert size <= 50_000_000  # fp16, within the package budget
+
+
+def test_paper_release_ids_resolve_from_sae_lens_directory_for_every_layer():
+    """Gemma Scope 2B res (26 layers) and Llama Scope 8B res (32 layers), without downloading."""
+    from refusal_eval.saes import release_ids, resolve_release_ids
+
+    canonical = resolve_release_ids(
+        "gemma-scope-2b-pt-res-canonical", range(26), release_ids("gemma-scope-2b-pt-res-canonical")
+    )
+    assert canonical == {layer: f"layer_{layer}/width_16k/canonical" for layer in range(26)}
+    ids = release_ids("gemma-scope-2b-pt-res")
+    picked = resolve_release_ids("gemma-scope-2b-pt-res", range(26), ids)
+    assert set(picked) == set(range(26)) and all(picked[layer] in ids for layer in range(26))
+    assert all(v.startswith(f"layer_{k}/width_16k/average_l0_") for k, v in picked.items())
+    assert picked[12] == "layer_12/width_16k/average_l0_82" or "average_l0" in picked[12]
+    llama = resolve_release_ids("llama_scope_lxr_8x", range(32), release_ids("llama_scope_lxr_8x"))
+    assert llama == {layer: f"l{layer}r_8x" for layer in range(32)}
+    with pytest.raises(RefusalEvalError, match=r"has no SAE for layer\(s\) \[40\] \(it has \[0, 1, 2"):
+        resolve_release_ids("llama_scope_lxr_8x", [3, 40], release_ids("llama_scope_lxr_8x"))
+    with pytest.raises(RefusalEvalError, match="unknown SAE release 'no-such-release'"):
+        release_ids("no-such-release")
