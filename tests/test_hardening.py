@@ -65,3 +65,53 @@ def test_prompts_longer_than_the_context_fail_before_generating(qwen_tiny):
         generate(qwen_tiny, tok, ["w1 w2", long], max_new_tokens=8, progress=False)
     assert f"context of {limit}" in str(err.value)
     assert len(generate(qwen_tiny, tok, ["w1 w2"], max_new_tokens=2, progress=False)) == 1
+
+
+def test_version_config_and_cache_commands(capsys, isolated_cache):
+    from refusal_eval._version import __version__
+    from refusal_eval.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"refusal-eval {__version__}"
+    assert main(["config", "--set", "tau=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert f"# cache root: {isolated_cache}" in out and "tau = 0.5" in out and "top_k = 50" in out
+    assert main(["config", "--defaults"]) == 0
+    assert "wake_top_n = 16" in capsys.readouterr().out
+    (isolated_cache / "plans").mkdir(parents=True)
+    (isolated_cache / "plans" / "p.json").write_bytes(b"x" * 2**20)
+    assert main(["cache", "list"]) == 0
+    assert "plans           1.0 MiB" in capsys.readouterr().out
+    assert main(["cache", "clear", "plans"]) == 0 and not (isolated_cache / "plans").exists()
+    assert main(["cache", "clear", "wheels"]) == 2
+    assert "unknown cache kind(s) ['wheels']" in capsys.readouterr().err
+
+
+def test_search_refuses_an_unwritable_out_before_loading_anything(tmp_path, capsys, monkeypatch):
+    from refusal_eval.cli import _registry, main
+
+    def must_not_load(*_a, **_k):
+        raise AssertionError("the model was loaded before --out was checked")
+
+    monkeypatch.setattr(_registry, "load_cli_model", must_not_load)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["search", "--out", str(blocker / "plan.json")]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write to {blocker}" in err and "choose a writable --out" in err
+
+
+def test_every_option_documents_its_default():
+    from refusal_eval.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, p in sub.choices.items():
+        text = " ".join(p.format_help().split())
+        for action in p._actions:
+            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+                assert "default" in (action.help or "") or f"default: {action.default}" in text, (
+                    name,
+                    action.dest,
+                )

@@ -8,20 +8,45 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import RefusalEvalError
-from . import _judge_cmds, _model_cmds, _report_cmd, _run_cmd, _sae_cmds, _search_cmd  # noqa: F401
+from . import (  # noqa: F401  (register the commands)
+    _config_cmds,
+    _judge_cmds,
+    _model_cmds,
+    _report_cmd,
+    _run_cmd,
+    _sae_cmds,
+    _search_cmd,
+)
 from ._model_cmds import parse_ablation
 from ._registry import COMMANDS, command
 
 __all__ = ["build_parser", "command", "main", "parse_ablation"]
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows every option's default, unless its help already says it or it is unset."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        unset = action.default in (None, False, [], argparse.SUPPRESS) or not action.option_strings
+        if "default" in text or unset:
+            return text
+        return f"{text} (default: %(default)s)".strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .._version import __version__
+
     parser = argparse.ArgumentParser(prog="refusal-eval", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
+    parser.add_argument("--version", action="version", version=f"refusal-eval {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (fn, add_args, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        p = sub.add_parser(name, help=help_text, formatter_class=_DefaultsFormatter)
         add_args(p)
+        for action in p._actions:
+            if not action.help and action.default not in (None, False, [], argparse.SUPPRESS):
+                action.help = "(default: %(default)s)"  # argparse prints nothing for help=None
         p.set_defaults(func=fn)
     return parser
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._registry import Registry
@@ -47,6 +48,22 @@ def model_flags(
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"
     )
+
+
+def check_writable(folder: Path) -> None:
+    """Fail now, not after a long run, if ``folder`` cannot be created or written."""
+    import tempfile
+
+    from ..errors import RefusalEvalError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise RefusalEvalError(
+            f"cannot write to {folder}: {exc.strerror}", "choose a writable --out"
+        ) from None
 
 
 def load_cli_model(args: argparse.Namespace, spec: str | None = None) -> ChatModel:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from ..errors import RefusalEvalError
-from ._registry import command, load_cli_model, model_flags
+from ._registry import check_writable, command, load_cli_model, model_flags
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +21,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--layers", type=int, nargs="*", default=None, help="SAE layers to search (default: all)")
     p.add_argument("--config", default=None, help="TOML/JSON search config (see default_config.toml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="one search config key, e.g. --set tau=0.5 (repeatable)",
+    )  # fmt: skip
     p.add_argument("--harmful", default=None, help="harmful prompt set (default: harmful_train)")
     p.add_argument("--harmless", default=None, help="harmless prompt set (default: harmless_train)")
     p.add_argument("--out", required=True, help="PLAN.json (tensors go to PLAN.safetensors)")
@@ -42,12 +45,7 @@ def search_cmd(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".json":
         raise RefusalEvalError(f"--out {out} must end in .json", "pass e.g. --out plan.json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RefusalEvalError(
-            f"cannot create {out.parent}: {exc.strerror}", "choose a writable --out"
-        ) from None
+    check_writable(out.parent)  # before a search that may run for an hour
     t0 = time.perf_counter()
     chat = load_cli_model(args)
     release = args.saes or chat.info.get("default_saes")
