@@ -8,11 +8,14 @@ write never leaves a half-written entry that a later run would trust.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def cache_root() -> Path:
@@ -28,6 +31,38 @@ def cache_dir(*parts: str) -> Path:
     path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path, what: str = "") -> Iterator[None]:
+    """An inter-process lock on ``path`` (a ``.lock`` file beside it): a second process that
+    wants the same cache entry waits for the first instead of building it again."""
+    from filelock import FileLock, Timeout
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.warning("waiting for another process %s (%s)", what or "using the cache", path)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def file_digest(path: Path, algorithm: str = "xxh3_64") -> str:
+    """``xxh3_64`` (fast: checked on every load) or ``sha256`` (full verification) of a file."""
+    import hashlib
+
+    import xxhash
+
+    h = xxhash.xxh3_64() if algorithm == "xxh3_64" else hashlib.new(algorithm)
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

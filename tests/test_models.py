@@ -51,7 +51,7 @@ def test_sha_mismatch_deletes_and_caches_nothing(tmp_path, monkeypatch, isolated
         load_model("fake-sha")
     assert "reinstall the exact pinned parts" in str(err.value)
     assert not cached_dir(model).exists()
-    leftovers = [p for p in (isolated_cache / "models").rglob("*") if p.is_file()]
+    leftovers = [p for p in (isolated_cache / "models").rglob("*") if p.is_file() and p.suffix != ".lock"]
     assert leftovers == []
 
 
@@ -92,6 +92,8 @@ def test_local_dir_loads_with_left_padding(tiny_model_dir):
 
 
 def test_corrupt_cache_is_deleted_never_used(tmp_path, monkeypatch, isolated_cache, tiny_model_dir):
+    from refusal_eval.models._gguf import file_records
+
     chunks = [b"abc"]
     _fake_parts(tmp_path, monkeypatch, "fakecorruptpart", chunks)
     model = _register("fake-corrupt", "fakecorruptpart", 1, hashlib.sha256(b"abc").hexdigest())
@@ -99,11 +101,57 @@ def test_corrupt_cache_is_deleted_never_used(tmp_path, monkeypatch, isolated_cac
     target.mkdir(parents=True)
     for f in tiny_model_dir.iterdir():
         (target / f.name).write_bytes(f.read_bytes())
-    (target / "model.safetensors").write_bytes(b"not a safetensors file")
-    (target / MANIFEST).write_text(json.dumps({"format": 1, "sha256": model.sha256}))
-    with pytest.raises(RefusalEvalError, match="was corrupt and has been deleted"):
+    manifest = {"format": 1, "sha256": model.sha256, "files": file_records(target)}
+    (target / MANIFEST).write_text(json.dumps(manifest))
+    assert load_model("fake-corrupt").n_layers == 3  # an intact entry is used as is
+    # the weights overwritten behind an intact safetensors header, same size
+    weights = target / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-64:] = b"!" * 64
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RefusalEvalError, match="cannot load GGUF"):  # rebuilt from the parts, not used
         load_model("fake-corrupt")
-    assert not target.exists()
+    assert not weights.exists()
+
+
+def test_concurrent_conversions_build_once(tmp_path, isolated_cache):
+    """Two processes loading the same registered model into an empty cache: one converts, the
+    other waits for it and reuses the result."""
+    import subprocess
+    import textwrap
+
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(tmp_path)!r})
+        from refusal_eval.models import _gguf
+        calls = []
+        def slow_convert(gguf, target, manifest):
+            calls.append(1)
+            time.sleep(2)
+            target.mkdir(parents=True)
+            (target / "model.bin").write_bytes(b"weights")
+            (target / _gguf.MANIFEST).write_text(
+                __import__("json").dumps(
+                    {{**manifest, "format": _gguf.CACHE_FORMAT, "files": _gguf.file_records(target)}}
+                )
+            )
+        _gguf.convert_gguf = slow_convert
+        _gguf.assemble = lambda model, out: out
+        from refusal_eval.models import OfflineModel, register_offline_model
+        m = register_offline_model(OfflineModel("lock-model", "h/x", "lockpart", 1, "0" * 64, "pip"))
+        _gguf.ensure_converted(m)
+        print("converted" if calls else "reused")
+        """
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert outs == ["converted", "reused"], outs
 
 
 def test_cli_unknown_model_one_line(capsys):

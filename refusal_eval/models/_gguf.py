@@ -13,6 +13,7 @@ import hashlib
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .._cache import atomic_directory, cache_dir
+from .._cache import atomic_directory, cache_dir, cache_lock, file_digest
 from ..errors import RefusalEvalError
 from ._registry import OfflineModel
 
@@ -89,10 +90,13 @@ def ensure_converted(model: OfflineModel) -> Path:
     target = cached_dir(model)
     if _valid(target, model.sha256):
         return target
-    log.warning("first use of %s: assembling and converting the GGUF (about a minute)", model.name)
-    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
-        gguf = assemble(model, Path(tmp) / "model.gguf")
-        convert_gguf(gguf, target, {"name": model.name, "hub_id": model.hub_id, "sha256": model.sha256})
+    with cache_lock(target, f"converting {model.name}"):
+        if _valid(target, model.sha256):  # another process converted it while we waited
+            return target
+        log.warning("first use of %s: assembling and converting the GGUF (about a minute)", model.name)
+        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".gguf-") as tmp:
+            gguf = assemble(model, Path(tmp) / "model.gguf")
+            convert_gguf(gguf, target, {"name": model.name, "hub_id": model.hub_id, "sha256": model.sha256})
     return target
 
 
@@ -102,18 +106,51 @@ def ensure_converted_file(gguf: Path) -> Path:
     key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
     target = cache_dir("models") / f"{gguf.stem}-{key[:12]}-bf16"
     if not _valid(target, key):
-        convert_gguf(gguf, target, {"name": gguf.stem, "hub_id": None, "sha256": key})
+        with cache_lock(target, f"converting {gguf.name}"):
+            if not _valid(target, key):
+                convert_gguf(gguf, target, {"name": gguf.stem, "hub_id": None, "sha256": key})
     return target
 
 
-def _valid(target: Path, sha256: str) -> bool:
+def _valid(target: Path, sha256: str, *, full: bool | None = None) -> bool:
+    """A cache entry is used only if its manifest names this source and every file it lists has
+    the recorded size and fast hash (``full``, or ``REFUSAL_EVAL_VERIFY=full``: sha256 too);
+    anything else is deleted, so it is rebuilt rather than trusted."""
     manifest = read_manifest(target)
     if manifest is not None and manifest.get("sha256") == sha256:
-        return True
+        full = os.environ.get("REFUSAL_EVAL_VERIFY", "") == "full" if full is None else full
+        problem = _files_problem(target, manifest.get("files"), full=full)
+        if problem is None:
+            return True
+        log.warning("model cache %s is corrupt (%s); rebuilding it", target, problem)
     if target.exists():
-        log.warning("discarding incomplete or corrupt model cache at %s", target)
+        if manifest is None:
+            log.warning("discarding incomplete or corrupt model cache at %s", target)
         shutil.rmtree(target)
     return False
+
+
+def _files_problem(target: Path, files: Any, *, full: bool) -> str | None:
+    if not isinstance(files, dict) or not files:
+        return "its manifest records no file hashes"
+    for name, meta in files.items():
+        path = target / name
+        if not path.is_file() or path.stat().st_size != meta.get("size"):
+            return f"{name} is missing or has the wrong size"
+        if file_digest(path) != meta.get("xxh3_64"):
+            return f"{name} does not match its recorded hash"
+        if full and file_digest(path, "sha256") != meta.get("sha256"):
+            return f"{name} does not match its recorded sha256"
+    return None
+
+
+def file_records(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size, fast hash and sha256 of every file in a converted model folder (for its manifest)."""
+    return {
+        p.name: {"size": p.stat().st_size, "xxh3_64": file_digest(p), "sha256": file_digest(p, "sha256")}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
 
 
 def convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
@@ -143,5 +180,5 @@ def convert_gguf(gguf: Path, target: Path, manifest: dict[str, Any]) -> None:
     with atomic_directory(target) as staging:
         hf_model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        body = {"format": CACHE_FORMAT, "dtype": "bfloat16", **manifest}
+        body = {"format": CACHE_FORMAT, "dtype": "bfloat16", **manifest, "files": file_records(staging)}
         (staging / MANIFEST).write_text(json.dumps(body, indent=2))

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .._cache import cache_dir
+from .._cache import cache_dir, cache_lock
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..errors import RefusalEvalError
@@ -78,6 +78,12 @@ def resolve_plan(
     if not search:
         raise RefusalEvalError("no cached plan for this model, SAEs and config", "run with plan=auto")
     out = cache_dir("plans") / f"{inputs.key[:16]}.json"
-    log.warning("refusal_eval: no plan cached for this model/SAEs/config; searching (cached at %s)", out)
-    search_to_file(chat, saes, cfg, out, progress=progress)
-    return AblationPlan.load(out)
+    with cache_lock(out, "searching the same plan"):
+        found = find_plan(inputs.key)  # another process may have searched it while we waited
+        if found is None:
+            log.warning(
+                "refusal_eval: no plan cached for this model/SAEs/config; searching (cached at %s)", out
+            )
+            search_to_file(chat, saes, cfg, out, progress=progress)
+            found = out
+    return AblationPlan.load(found)
