@@ -115,3 +115,12 @@ def test_every_option_documents_its_default():
                     name,
                     action.dest,
                 )
+
+
+def test_license_metadata_declares_the_shipped_data_licenses():
+    from importlib.metadata import metadata
+
+    md = metadata("refusal_eval")
+    declared = md.get("License-Expression") or md.get("License") or ""
+    assert {"MIT", "CC-BY-4.0", "CC-BY-NC-4.0"} <= set(declared.replace("(", " ").replace(")", " ").split())
+    assert "LICENSE" in (md.get_all("License-File") or [])
