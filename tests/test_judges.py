@@ -141,3 +141,21 @@ def test_judged_text_carries_the_models_verdict_to_the_task(monkeypatch):
     assert 0.0 <= utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "keyword")]) <= 1.0
     mixed = utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "embedding")])
     assert mixed != mixed
+
+
+def test_user_judge_files_override_the_shipped_ones(isolated_cache):
+    import json
+    from importlib import resources
+
+    from refusal_eval.judges._base import judge_file, user_judge_file
+    from refusal_eval.judges.llm import shipped_thresholds
+
+    shipped = resources.files("refusal_eval") / "data" / "judges" / "llm_thresholds.json"
+    assert judge_file("llm_thresholds.json") == type(judge_file("x"))(str(shipped))
+    before = shipped.read_text()
+    user = user_judge_file("llm_thresholds.json")
+    assert user.parent == isolated_cache / "judges"
+    user.parent.mkdir(parents=True)
+    user.write_text(json.dumps({"thresholds": {"mine": 0.42}, "calibration": {}}))
+    assert judge_file("llm_thresholds.json") == user and shipped_thresholds() == {"mine": 0.42}
+    assert shipped.read_text() == before  # the packaged copy is never written

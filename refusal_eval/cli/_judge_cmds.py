@@ -12,7 +12,10 @@ from ._registry import command
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--out", default=None, help="head JSON (default: the packaged data/judges/embedding_head.json)"
+        "--out",
+        default=None,
+        help="head JSON (default: <cache>/judges/embedding_head.json, which the embedding judge "
+        "then uses instead of the shipped head)",
     )
     p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
     p.add_argument("--seed", type=int, default=0)
@@ -20,16 +23,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 @command("train-judge", "train the embedding judge's logistic head on the XSTest human labels")(_train_args)
 def train_judge_cmd(args: argparse.Namespace) -> int:
-    from importlib import resources
-
+    from .._cache import atomic_write
+    from ..judges._base import user_judge_file
     from ..judges.embedding import MiniLM, train_head
 
     head = train_head(MiniLM(), c=args.c, seed=args.seed)
-    out = Path(args.out) if args.out else Path(str(resources.files("refusal_eval") / "data" / "judges"))
+    out = Path(args.out) if args.out else user_judge_file("embedding_head.json")
     if out.suffix != ".json":
         out = out / "embedding_head.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(head, indent=1) + "\n")
+    atomic_write(out, json.dumps(head, indent=1) + "\n")
     h = head["heldout"]
     n = head["trained_on"]["n"]
     print(f"trained on {n} completions; held-out accuracy {h['accuracy']:.3f} (n={h['n']}) -> {out}")
@@ -91,7 +93,9 @@ def judge_eval_cmd(args: argparse.Namespace) -> int:
 def _calibrate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("judge", help="an llm:SPEC judge")
     p.add_argument("--n", type=int, default=200, help="training-split completions to calibrate on")
-    p.add_argument("--out", default=None, help="thresholds JSON (default: the packaged one)")
+    p.add_argument(
+        "--out", default=None, help="thresholds JSON (default: <cache>/judges/llm_thresholds.json)"
+    )
 
 
 @command("calibrate-judge", "fit an llm:SPEC judge's yes/no threshold on the training split of the labels")(
@@ -99,10 +103,11 @@ def _calibrate_args(p: argparse.ArgumentParser) -> None:
 )
 def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     import random
-    from importlib import resources
 
+    from .._cache import atomic_write
     from ..errors import RefusalEvalError
     from ..judges import get_judge
+    from ..judges._base import judge_file, user_judge_file
     from ..judges.agreement import metrics
     from ..judges.embedding import heldout_split, labelled_completions
     from ..judges.llm import LLMJudge
@@ -122,12 +127,12 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     grid = [i / 100 for i in range(1, 100)]
     best = max(grid, key=lambda t: (metrics([p < t for p in p_yes], gold)["accuracy"], -abs(t - 0.5)))
     acc = metrics([p < best for p in p_yes], gold)["accuracy"]
-    default = resources.files("refusal_eval") / "data" / "judges" / "llm_thresholds.json"
-    out = Path(args.out) if args.out else Path(str(default))
-    table = json.loads(out.read_text()) if out.exists() else {"thresholds": {}, "calibration": {}}
+    current = Path(args.out) if args.out else judge_file("llm_thresholds.json")
+    out = Path(args.out) if args.out else user_judge_file("llm_thresholds.json")
+    table = json.loads(current.read_text()) if current.exists() else {"thresholds": {}, "calibration": {}}
     spec = args.judge.removeprefix("llm:")
     table["thresholds"][spec] = best
     table["calibration"][spec] = {"n": len(train), "train_accuracy": round(acc, 6), "seed": 0}
-    out.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    atomic_write(out, json.dumps(table, indent=1, sort_keys=True) + "\n")
     print(f"{args.judge}: threshold {best:.2f} (training-split accuracy {acc:.3f}, n={len(train)}) -> {out}")
     return 0

@@ -5,8 +5,11 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
 from typing import Any, Protocol
 
+from .._cache import cache_root
 from .._registry import Registry
 from ..errors import RefusalEvalError
 
@@ -73,6 +76,20 @@ def judge_texts(
 def fallback_judge_spec() -> str:
     """The judge for answers that come without a verdict: ``REFUSAL_EVAL_JUDGE`` or keyword."""
     return os.environ.get("REFUSAL_EVAL_JUDGE", "keyword")
+
+
+def judge_file(name: str) -> Path:
+    """A judge data file (``embedding_head.json``, ``llm_thresholds.json``, ``error_rates.json``):
+    the user's copy in ``<cache>/judges/`` (what train-judge / calibrate-judge write) wins over the
+    copy shipped in the package, which is never written."""
+    user = user_judge_file(name)
+    if user.is_file():
+        return user
+    return Path(str(resources.files("refusal_eval") / "data" / "judges" / name))
+
+
+def user_judge_file(name: str) -> Path:
+    return cache_root() / "judges" / name
 
 
 _INSTANCES: dict[str, Judge] = {}

@@ -149,8 +149,9 @@ def corrected_rate(
 def error_rates(spec: str) -> tuple[float, float] | None:
     """(sensitivity, specificity) measured for a shipped judge on the held-out human labels."""
     import json
-    from importlib import resources
 
-    table = json.loads((resources.files("refusal_eval") / "data" / "judges" / "error_rates.json").read_text())
+    from ._base import judge_file
+
+    table = json.loads(judge_file("error_rates.json").read_text())
     row = table["judges"].get(spec)
     return (row["sensitivity"], row["specificity"]) if row else None

@@ -16,7 +16,6 @@ import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import torch
 
 from ..data import XSTEST_COMPLETION_FILES, xstest_completions
 from ..errors import RefusalEvalError
-from ._base import Judgement, register_judge
+from ._base import Judgement, judge_file, register_judge
 from .keyword import is_degenerate
 
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -156,7 +155,7 @@ def train_head(encoder: MiniLM, *, c: float = 1.0, seed: int = 0) -> dict[str, A
 
 
 def load_head(path: str | Path | None = None) -> dict[str, Any]:
-    src = Path(path) if path else resources.files("refusal_eval") / "data" / "judges" / "embedding_head.json"
+    src = Path(path) if path else judge_file("embedding_head.json")
     try:
         head = json.loads(src.read_text())
     except (OSError, ValueError) as exc:

@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import torch
 
 from ..errors import RefusalEvalError
-from ._base import Judgement, register_judge
+from ._base import Judgement, judge_file, register_judge
 from .keyword import is_degenerate
 
 COMPLY_PROMPT = (
@@ -91,8 +90,8 @@ class LLMJudge:
 
 
 def shipped_thresholds() -> dict[str, float]:
-    path = resources.files("refusal_eval") / "data" / "judges" / "llm_thresholds.json"
-    return json.loads(path.read_text())["thresholds"] if path.is_file() else {}
+    path = judge_file("llm_thresholds.json")
+    return dict(json.loads(path.read_text())["thresholds"]) if path.is_file() else {}
 
 
 @register_judge("llm")
