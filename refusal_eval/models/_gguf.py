@@ -122,7 +122,7 @@ def _valid(target: Path, sha256: str, *, full: bool | None = None) -> bool:
         problem = _files_problem(target, manifest.get("files"), full=full)
         if problem is None:
             return True
-        log.warning("model cache %s is corrupt (%s); rebuilding it", target, problem)
+        log.warning("model cache %s cannot be trusted (%s); rebuilding it", target, problem)
     if target.exists():
         if manifest is None:
             log.warning("discarding incomplete or corrupt model cache at %s", target)
@@ -132,7 +132,7 @@ def _valid(target: Path, sha256: str, *, full: bool | None = None) -> bool:
 
 def _files_problem(target: Path, files: Any, *, full: bool) -> str | None:
     if not isinstance(files, dict) or not files:
-        return "its manifest records no file hashes"
+        return "its manifest records no file hashes: made by an older refusal_eval"
     for name, meta in files.items():
         path = target / name
         if not path.is_file() or path.stat().st_size != meta.get("size"):
