@@ -65,6 +65,12 @@ def file_digest(path: Path, algorithm: str = "xxh3_64") -> str:
     return h.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, data: bytes | str) -> None:
     """Write ``path`` all at once: a uniquely named sibling temp file renamed into place, removed
     if the write fails (a full disk leaves the previous file intact and no orphan behind)."""
@@ -73,6 +79,7 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain write honours the umask
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

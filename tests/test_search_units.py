@@ -228,6 +228,9 @@ def test_atomic_write_leaves_the_old_file_and_no_orphan_when_the_disk_is_full(tm
 
     target = tmp_path / "plan.json"
     atomic_write(target, "old")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # like a plain write, not mkstemp's 0600
     real = os.fdopen
 
     class Full:

@@ -2,8 +2,8 @@
 hydra latent it found, the contexts where the latent fires most, its layer, the cosine of its
 decoder row with the refusal direction, and how many minimal sets contain it.
 
-Contexts come from the prompts of the SAE training corpus (chat-formatted harmful/harmless
-*train* prompts, as ``train-sae`` uses them) and from the validation prompts. Activations are
+Contexts come from a seeded sample of the SAE training corpus's prompts (chat-formatted
+harmful/harmless *train* prompts, as ``train-sae`` uses them) and of the validation prompts. Activations are
 read at every prompt token but the first (an attention sink), with nothing ablated.
 """
 
@@ -91,16 +91,17 @@ def _context(prompt: tuple[str, str], tokens: list[str], pos: int, activation: f
     return Context(prompt[0], prompt[1], clean(tokens[pos]), pos, activation, window.strip())
 
 
-def card_prompts(n_corpus: int = 256, seed: int = 0) -> list[tuple[str, str]]:
-    """A seeded sample of the SAE corpus prompts plus the whole validation sets."""
+def card_prompts(n_corpus: int = 256, n_validation: int = 128, seed: int = 0) -> list[tuple[str, str]]:
+    """A seeded sample: ``n_corpus`` SAE-corpus prompts (half harmful_train, half harmless_train)
+    and up to ``n_validation`` prompts of each validation set."""
     from ..data import load_prompts
 
     rng = random.Random(seed)
     out: list[tuple[str, str]] = []
     for name in CONTEXT_SETS:
         texts = [p.text for p in load_prompts(name)]
-        if name.endswith("_train"):
-            texts = [texts[i] for i in sorted(rng.sample(range(len(texts)), min(n_corpus // 2, len(texts))))]
+        n = n_corpus // 2 if name.endswith("_train") else n_validation
+        texts = [texts[i] for i in sorted(rng.sample(range(len(texts)), min(n, len(texts))))]
         out.extend((name, t) for t in texts)
     return out
 
@@ -152,8 +153,8 @@ def cards_markdown(
         "",
         f"Plan `{plan.path.name}` (sha256 `{plan.hash[:12]}`), refusal direction of layer {plan.layer}. "
         f"{len(latents)} latents: the minimal-set union, dormant members and cross-layer hydras. "
-        "Contexts: top activations over a sample of the SAE training prompts and the validation "
-        "prompts (first token skipped); the firing token is in `[[ ]]`.",
+        "Contexts: top activations over a seeded sample of the SAE training prompts and of the "
+        "validation prompts (first token skipped); the firing token is in `[[ ]]`.",
         "",
         "| latent | roles | cosine with r | in minimal sets | hydra on prompts |",
         "| --- | --- | --- | --- | --- |",
