@@ -21,6 +21,7 @@ those layers (needed for templated sae-lens releases such as
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import logging
 from typing import Any
@@ -128,7 +129,6 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         self.search_config = load_config(overrides=search_overrides)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan: AblationPlan | None = None
-        self._templated = False
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
         super().__init__(
@@ -167,11 +167,15 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         return self.plan.ablations(self.saes or {}, condition)
 
     # --- lm-eval entry points ------------------------------------------------------------------
-    def apply_chat_template(
-        self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True
-    ) -> str:
-        self._templated = True
-        return str(super().apply_chat_template(chat_history, add_generation_prompt))
+    @functools.cached_property
+    def _generation_suffix(self) -> str:
+        """What the chat template puts after a user turn (``<|im_end|>\\n<|im_start|>assistant\\n``)."""
+        marker = "\x00refusal-eval\x00"
+        return format_chat(self.tokenizer, [marker])[0].split(marker, 1)[-1]
+
+    def _templated(self, context: str) -> bool:
+        """Whether lm-eval already applied the chat template (``--apply_chat_template``)."""
+        return bool(self._generation_suffix.strip()) and context.endswith(self._generation_suffix)
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
         groups: dict[str, list[int]] = {}
@@ -179,7 +183,7 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         for i, req in enumerate(requests):
             context, gen_kwargs = req.args
             condition = str(gen_kwargs.get("condition", self.default_condition))
-            if not self._templated:  # the tasks expect the chat template; apply it if lm-eval did not
+            if not self._templated(context):  # the tasks expect the chat template; apply it if not yet
                 req = dataclasses.replace(
                     req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
                 )

@@ -56,11 +56,32 @@ def test_conditions_through_lm_eval(planted_plan):
         assert res[f"planted_{cond}"]["attack_success,none"] == 1.0, cond
     assert res["planted_random"]["refusal_rate,none"] == 1.0  # same-size random latents: no effect
     assert out["config"]["model_args"] == args
-    info = out["config"] | out.get("model_info", {})
-    text = json.dumps(out, default=str)
-    assert plan_hash in text
-    assert '"refusal_eval_feature_counts"' in text and "refusal_eval_saes" in text
-    assert info is not None
+    info = out["config"]
+    assert info["refusal_eval_plan_hash"] == plan_hash and info["refusal_eval_judge"] == "prefix:w4"
+    assert info["refusal_eval_plan_layers"] == [0, 1] and info["refusal_eval_dormant"] == 8
+    assert info["refusal_eval_feature_counts"]["sae"] == 4 and info["refusal_eval_hydra"] == 8
+    assert sorted(info["refusal_eval_saes"]["hooks"]) == ["0", "1"]
+
+
+def test_chat_template_applied_once_whoever_applies_it(planted_plan):
+    """lm-eval's --apply_chat_template or the model's own templating: the same prompts either way
+    (the model detects an already-templated context; nothing is remembered between calls)."""
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"
+    runs = [
+        simple_evaluate(
+            model="sae_ablated", model_args=args, tasks=["planted_baseline", "planted_sae"],
+            apply_chat_template=templated, log_samples=True,
+            task_manager=TaskManager(include_path=str(HERE / "lm_eval_tasks")),
+        )
+        for templated in (False, True)
+    ]  # fmt: skip
+    answers = [[s["resps"] for s in r["samples"]["planted_sae"]] for r in runs]
+    assert answers[0] == answers[1]
+    assert [r["results"]["planted_sae"]["attack_success,none"] for r in runs] == [1.0, 1.0]
 
 
 def test_every_shipped_task_and_condition_runs(planted_plan):

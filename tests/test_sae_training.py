@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_model
 
 from refusal_eval import RefusalEvalError, load_model, load_saes
 from refusal_eval._sae_checkpoints import checkpoints
@@ -76,10 +75,6 @@ def test_cli_train_bad_layer_exits_2(tiny_model_dir, tmp_path, capsys):
     assert main([*base, "--layer", "1", "--resume"]) == 2
     err = capsys.readouterr().err
     assert "holds no checkpoint of an unfinished train-sae run" in err and "without --resume" in err
-
-
-def test_tiny_model_fixture_matches_config():
-    assert tiny_model().config.num_hidden_layers == 3
 
 
 def _toy(tiny_model_dir):
