@@ -9,7 +9,7 @@ from conftest import D_MODEL, tiny_tokenizer
 from refusal_eval.coders import StandardCoder
 from refusal_eval.hooks import HookPoint
 from refusal_eval.models import ChatModel
-from refusal_eval.sae_report import sae_quality
+from refusal_eval.saes import sae_quality
 
 
 def _chat(model) -> ChatModel:

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from refusal_eval import RefusalEvalError, load_model, load_saes
-from refusal_eval._sae_checkpoints import checkpoints
 from refusal_eval.cli import main
-from refusal_eval.sae_training import TrainConfig, check_train_args, train_sae
+from refusal_eval.saes import TrainConfig, check_train_args, checkpoints, train_sae
 
 
 def _residuals(model, ids, layer):

@@ -10,13 +10,13 @@ OUT=docs/leaderboard
 #    14 and 18 (commands and quality in docs/saes, docs/search), one for each L:
 #   refusal-eval train-sae --model default --layer L --width 4096 --arch topk --k 64 --tokens 1048576 \
 #     --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae5_lL
-#   refusal-eval convert-sae runs/sae5_lL --dtype float16 --out refusal_eval/saes/qwen2.5-coder-0.5b-instruct-res
+#   refusal-eval convert-sae runs/sae5_lL --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-0.5b-instruct-res
 #    and the multi-layer plan over all three (the default config, nothing set):
 #   refusal-eval search --model default --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res.json
 #    1.5B, layer 22:
 #   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 22 --width 4096 --arch topk \
 #     --k 64 --tokens 262144 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae15_l22
-#   refusal-eval convert-sae runs/sae15_l22 --dtype float16 --out refusal_eval/saes/qwen2.5-coder-1.5b-instruct-res
+#   refusal-eval convert-sae runs/sae15_l22 --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-1.5b-instruct-res
 #   refusal-eval search --model qwen2.5-coder-1.5b-instruct --saes qwen2.5-coder-1.5b-instruct-res \
 #     --layers 22 --set layer=22 --set n_harmful=48 --set n_validation=16 \
 #     --out refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json

@@ -98,8 +98,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_sae_cmd(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .._sae_checkpoints import resume_point
-    from ..sae_training import CorpusConfig, TrainConfig, build_corpus, check_train_args, train_sae
+    from ..saes import CorpusConfig, TrainConfig, build_corpus, check_train_args, resume_point, train_sae
 
     cfg = TrainConfig(
         layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
@@ -135,8 +134,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("sae-report", "SAE quality on held-out chat text: FVE, L0, dead latents, spliced CE")(_report_args)
 def sae_report_cmd(args: argparse.Namespace) -> int:
-    from ..sae_report import heldout_texts, sae_quality
-    from ..saes import load_saes
+    from ..saes import heldout_texts, load_saes, sae_quality
 
     chat = load_cli_model(args)
     saes = load_saes(args.sae, model=chat)

@@ -13,12 +13,10 @@ import shutil
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import RefusalEvalError
-
-if TYPE_CHECKING:
-    from .sae_training import TrainConfig
+from ..errors import RefusalEvalError
+from ._config import TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,29 +17,20 @@ import json
 import logging
 import random
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-from ._cache import atomic_write, cache_dir
-from ._sae_checkpoints import TRAIN_STATE, checkpointing_runner, resume_point, write_train_state
-from .chat import format_chat, generate
-from .data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
-from .errors import RefusalEvalError
-from .hooks import HookPoint
+from .._cache import atomic_write, cache_dir
+from ..chat import format_chat, generate
+from ..data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
+from ..errors import RefusalEvalError
+from ..hooks import HookPoint
+from ._checkpoints import TRAIN_STATE, checkpointing_runner, resume_point, write_train_state
+from ._config import CorpusConfig, TrainConfig
 
 log = logging.getLogger(__name__)
-Arch = Literal["topk", "jumprelu", "standard"]
-
-
-@dataclass(frozen=True)
-class CorpusConfig:
-    n_answered: int = 256  # prompts (half harmful, half harmless) answered by the model itself
-    answer_tokens: int = 64
-    max_harmless: int | None = None  # cap on harmless train prompts (None: all 18,793)
-    seed: int = 0
 
 
 def _chat_with_answer(tokenizer: Any, prompt: str, answer: str) -> str:
@@ -47,8 +38,9 @@ def _chat_with_answer(tokenizer: Any, prompt: str, answer: str) -> str:
     return str(tokenizer.apply_chat_template(messages, tokenize=False))
 
 
-def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: bool = True) -> list[list[int]]:
+def build_corpus(chat: Any, cfg: CorpusConfig | None = None, *, progress: bool = True) -> list[list[int]]:
     """Token id sequences of the training text (cached per model revision + config)."""
+    cfg = cfg or CorpusConfig()
     key = hashlib.sha256(json.dumps([chat.revision or chat.source, cfg.__dict__]).encode()).hexdigest()
     path = cache_dir("corpora") / f"{key[:16]}.json"
     if path.exists():
@@ -81,26 +73,6 @@ def build_corpus(chat: Any, cfg: CorpusConfig = CorpusConfig(), *, progress: boo
     sequences = [chat.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     atomic_write(path, json.dumps({"config": cfg.__dict__, "sequences": sequences}))
     return sequences
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    layer: int
-    width: int = 4096
-    arch: Arch = "topk"
-    tokens: int = 1_000_000
-    k: int = 64  # TopK
-    l1_coefficient: float = 5.0  # standard
-    l0_coefficient: float = 1.0  # JumpReLU
-    # lr, step size and dead window: sae-lens' defaults (3e-4, 4,096 tokens, 1,000 steps) left
-    # 59-66% of the latents of a 1 M-token TopK SAE dead (the window exceeds the whole run, so
-    # the auxiliary loss that revives dead latents never starts); these left 13-15% (docs/saes/)
-    lr: float = 1e-3
-    context_size: int = 128
-    batch_tokens: int = 2048
-    seed: int = 42
-    dead_feature_window: int = 10  # steps without firing before a latent counts as dead
-    n_checkpoints: int = 4  # full trainer checkpoints during the run (only the newest is kept)
 
 
 def pack(sequences: list[list[int]], context_size: int) -> list[list[int]]:

@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ._cache import atomic_write, cache_dir
-from .chat import generate
-from .coders import SparseCoder
-from .data import load_prompts
-from .hooks import decoder_layers
+from .._cache import atomic_write, cache_dir
+from ..chat import generate
+from ..coders import SparseCoder
+from ..data import load_prompts
+from ..hooks import decoder_layers
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from .coders import SparseCoder, coder_class
-from .errors import RefusalEvalError
-from .hooks import HookPoint
+from ..coders import SparseCoder, coder_class
+from ..errors import RefusalEvalError
+from ..hooks import HookPoint
 
 #: sae-lens releases whose ids follow a per-layer template (add releases here, not if-chains).
 RELEASE_ID_TEMPLATES: dict[str, str] = {
@@ -106,8 +106,8 @@ def from_sae_lens(sae: Any, source: str, dtype: torch.dtype = torch.float32) -> 
 
 
 def shipped_releases() -> dict[str, Path]:
-    """Releases shipped inside the package: ``refusal_eval/saes/<release>/layer_<L>/``."""
-    root = resources.files("refusal_eval") / "saes"
+    """Releases shipped inside the package: ``refusal_eval/data/saes/<release>/layer_<L>/``."""
+    root = resources.files("refusal_eval") / "data" / "saes"
     if not root.is_dir():
         return {}
     return {p.name: Path(str(p)) for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
@@ -280,7 +280,7 @@ def load_saes(
 
 def check_saes(saes: Mapping[int, SparseCoder], model: Any) -> None:
     """SAE width must equal the model width; SAE layers must exist in the model."""
-    from .ablation import LatentAblation, validate
+    from ..ablation import LatentAblation, validate
 
     hf_model = getattr(model, "model", model) if not hasattr(model, "config") else model
     validate(hf_model, [LatentAblation(c, ((),)) for c in saes.values()])

@@ -1,0 +1,49 @@
+"""SAEs on the residual stream: load them (a shipped release, a local sae-lens directory or a
+sae-lens release), train one with the sae-lens trainer (resumable), and measure its quality.
+
+Shipped releases live in ``refusal_eval/data/saes/<release>/<layer>/``.
+"""
+
+from ._checkpoints import checkpoints, resume_point
+from ._config import Arch, CorpusConfig, TrainConfig
+from ._load import (
+    RELEASE_ID_TEMPLATES,
+    SAEBundle,
+    check_saes,
+    from_sae_lens,
+    hook_of,
+    id_layer,
+    load_saes,
+    release_ids,
+    resolve_release_ids,
+    shipped_releases,
+    to_sae_lens,
+)
+from ._report import SAEQuality, heldout_texts, sae_quality
+from ._train import build_corpus, check_train_args, pack, train_sae
+
+__all__ = [
+    "RELEASE_ID_TEMPLATES",
+    "Arch",
+    "CorpusConfig",
+    "SAEBundle",
+    "SAEQuality",
+    "TrainConfig",
+    "build_corpus",
+    "check_saes",
+    "check_train_args",
+    "checkpoints",
+    "from_sae_lens",
+    "heldout_texts",
+    "hook_of",
+    "id_layer",
+    "load_saes",
+    "pack",
+    "release_ids",
+    "resolve_release_ids",
+    "resume_point",
+    "sae_quality",
+    "shipped_releases",
+    "to_sae_lens",
+    "train_sae",
+]
