@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from torch import nn
+from torch import Tensor, nn
 
 from .errors import RefusalEvalError
 
@@ -79,3 +81,34 @@ def check_layer(model: nn.Module, layer: int) -> None:
             f"layer {layer} is out of range: the model has {n} layers (0..{n - 1})",
             "pick a layer index between 0 and the model depth minus one",
         )
+
+
+class _Stop(Exception):
+    """Raised by a hook to end a forward pass early (caught by :func:`forward_until`)."""
+
+
+def forward_until(model: nn.Module, enc: Mapping[str, Tensor], layer: int, *, before: bool = False) -> Tensor:
+    """Run the forward only as far as decoder layer ``layer`` and return the residual stream
+    entering it (``before``) or leaving it: the one stop-at-layer helper. Hooks registered
+    earlier on that layer still fire (activation captures, ablations)."""
+    seen: dict[str, Tensor] = {}
+    block = decoder_layers(model)[layer]
+
+    def grab_in(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        seen["h"] = args[0] if args else kwargs["hidden_states"]
+        raise _Stop
+
+    def grab_out(_m: nn.Module, _a: Any, out: Any) -> None:
+        seen["h"] = out[0] if isinstance(out, tuple) else out
+        raise _Stop
+
+    if before:
+        handle = block.register_forward_pre_hook(grab_in, with_kwargs=True)
+    else:
+        handle = block.register_forward_hook(grab_out)
+    try:
+        with contextlib.suppress(_Stop):
+            model(**enc, use_cache=False)
+    finally:
+        handle.remove()
+    return seen["h"]

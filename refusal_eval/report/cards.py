@@ -18,7 +18,8 @@ import torch
 
 from ..chat import ChatLike, chat_batches
 from ..coders import SparseCoder
-from ..search.activations import _capture, _forward_until, _valid_positions
+from ..hooks import forward_until
+from ..search.activations import capture_outputs, valid_positions
 from ..search.plan import AblationPlan
 from ..search.scorer import Latent
 
@@ -54,13 +55,13 @@ def top_contexts(
     token_rows: list[list[str]] = []
     if not layers:
         return {}
-    with _capture(chat.model, layers) as seen:
+    with capture_outputs(chat.model, layers) as seen:
         batches = chat_batches(
             chat.tokenizer, texts, device, batch_size=batch_size, desc="cards", progress=progress
         )
         for start, enc in zip(range(0, len(texts), batch_size), batches, strict=False):
-            _forward_until(chat.model, enc, layers[-1])
-            valid = _valid_positions(enc["attention_mask"], skip_first=True)
+            forward_until(chat.model, enc, layers[-1])
+            valid = valid_positions(enc["attention_mask"], skip_first=True)
             ids = enc["input_ids"].tolist()
             token_rows.extend(chat.tokenizer.convert_ids_to_tokens(row) for row in ids)
             for layer in layers:

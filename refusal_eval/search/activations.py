@@ -12,13 +12,13 @@ from torch import Tensor, nn
 from ..ablation import Ablation, ablate
 from ..chat import chat_batches, encode_chat
 from ..coders import SparseCoder
-from ..hooks import decoder_layers
+from ..hooks import decoder_layers, forward_until
 
 Pool = Literal["max", "mean"]
 
 
 @contextlib.contextmanager
-def _capture(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+def capture_outputs(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tensor]]:
     """Record the output of the given decoder layers (after any ablation hooks there)."""
     seen: dict[int, Tensor] = {}
     blocks = decoder_layers(model)
@@ -37,26 +37,7 @@ def _capture(model: nn.Module, layers: Sequence[int]) -> Iterator[dict[int, Tens
             h.remove()
 
 
-class _Stop(Exception):
-    pass
-
-
-def _forward_until(model: nn.Module, enc: dict[str, Tensor], layer: int) -> None:
-    """Run the forward only up to (and including) decoder layer ``layer``."""
-
-    def stop(_m: nn.Module, _a: Any, _o: Any) -> None:
-        raise _Stop
-
-    handle = decoder_layers(model)[layer].register_forward_hook(stop)
-    try:
-        model(**enc, use_cache=False)
-    except _Stop:
-        pass
-    finally:
-        handle.remove()
-
-
-def _valid_positions(mask: Tensor, skip_first: bool) -> Tensor:
+def valid_positions(mask: Tensor, skip_first: bool) -> Tensor:
     """Attention mask minus each row's first real token (an attention sink with a huge norm)."""
     valid = mask.bool().clone()
     if skip_first:
@@ -86,15 +67,15 @@ def pooled_activations(
     layers = sorted(saes)
     device = next(model.parameters()).device
     rows: list[Tensor] = []
-    with _capture(model, layers) as seen:
+    with capture_outputs(model, layers) as seen:
         batches = chat_batches(
             tokenizer, prompts, device, batch_size=batch_size, desc="activations", progress=progress
         )
         for start, enc in zip(range(0, len(prompts), batch_size), batches, strict=False):
             edit = list(edits(range(start, start + enc["input_ids"].shape[0]))) if edits else []
             with ablate(model, edit):
-                _forward_until(model, enc, layers[-1])
-            valid = _valid_positions(enc["attention_mask"], skip_first)[..., None]
+                forward_until(model, enc, layers[-1])
+            valid = valid_positions(enc["attention_mask"], skip_first)[..., None]
             parts = []
             for layer in layers:
                 acts = saes[layer].encode(seen[layer].float()).clamp_min(0) * valid
@@ -126,8 +107,8 @@ def position_activations(
     enc = encode_chat(tokenizer, [prompt], device)
     layers = sorted({layer for layer, _ in latents})
     # capture before the edits at the same layer: a latent's activation given upstream edits
-    with _capture(model, layers) as seen, ablate(model, list(ablations)):
-        _forward_until(model, enc, layers[-1])
+    with capture_outputs(model, layers) as seen, ablate(model, list(ablations)):
+        forward_until(model, enc, layers[-1])
         rows = [saes[layer].encode(seen[layer][0].float())[:, i].clamp_min(0) for layer, i in latents]
     tokens = tokenizer.convert_ids_to_tokens(enc["input_ids"][0].tolist())
     return tokens, torch.stack(rows).cpu() if rows else torch.zeros(0, len(tokens))

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..ablation import LatentAblation, ablate
 from ..chat import encode_chat
 from ..coders import SparseCoder
-from ..hooks import decoder_layers
+from ..hooks import decoder_layers, forward_until
 from ..scoring import last_position_logits
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,6 @@ Row = tuple[int, frozenset[Latent]]  # (prompt index, latents ablated)
 class _PassThrough(nn.Module):
     def forward(self, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Tensor:
         return hidden_states
-
-
-class _Stop(Exception):
-    pass
 
 
 @contextlib.contextmanager
@@ -105,25 +101,14 @@ class SubsetScorer:
     @torch.inference_mode()
     def _residuals_into(self, layer: int) -> list[Tensor]:
         """Per prompt, the ``(len, d_model)`` residual entering decoder layer ``layer``."""
-        target = decoder_layers(self.model)[layer]
         out: list[Tensor] = []
-        seen: dict[str, Tensor] = {}
-
-        def grab(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            seen["h"] = args[0] if args else kwargs["hidden_states"]
-            raise _Stop
-
-        handle = target.register_forward_pre_hook(grab, with_kwargs=True)
-        try:
-            for start in range(0, len(self._ids), self.batch_size):
-                chunk = self._ids[start : start + self.batch_size]
-                ids, mask = self._pad(chunk)
-                with contextlib.suppress(_Stop):
-                    self.model(input_ids=ids, attention_mask=mask, use_cache=False)
-                h = seen["h"].cpu()
-                out.extend(h[r, h.shape[1] - s.shape[0] :].clone() for r, s in enumerate(chunk))
-        finally:
-            handle.remove()
+        for start in range(0, len(self._ids), self.batch_size):
+            chunk = self._ids[start : start + self.batch_size]
+            ids, mask = self._pad(chunk)
+            h = forward_until(
+                self.model, {"input_ids": ids, "attention_mask": mask}, layer, before=True
+            ).cpu()
+            out.extend(h[r, h.shape[1] - s.shape[0] :].clone() for r, s in enumerate(chunk))
         return out
 
     def _prefix_matches(self) -> bool:
