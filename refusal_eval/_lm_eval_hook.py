@@ -1,9 +1,13 @@
 """Plugin discovery for lm-eval releases that read no entry points (0.4.13 and older).
 
-``pip install`` puts ``refusal_eval_lm_eval.pth`` in site-packages; its one line imports this
-module at interpreter start-up, which only appends an import watcher to ``sys.meta_path``
-(no other import, ~tens of microseconds). The watcher does nothing unless ``lm_eval.models`` or
-``lm_eval.tasks.manager`` is imported; then, right after that module loads, it
+``pip install`` puts ``refusal_eval_lm_eval.pth`` and a copy of this file,
+``_refusal_eval_lm_eval_hook.py``, in site-packages. The .pth line imports that copy at
+interpreter start-up unless ``REFUSAL_EVAL_NO_LM_EVAL_HOOK`` is set (then nothing is imported).
+It imports no other module (``os`` and ``sys`` are loaded already; not even the refusal_eval
+package) and puts one finder at the front of ``sys.meta_path``, which it must: a finder behind
+the standard path finder never sees ``lm_eval`` being imported. The finder answers a dict lookup
+and ``None`` for every other module. Cost: BENCHMARKS.md (start-up hook). When ``lm_eval.models``
+or ``lm_eval.tasks.manager`` is imported, right after that module loads, it
 
 - registers ``sae_ablated`` as a lazy placeholder (``refusal_eval.plugins.hf:SAEAblatedLM``;
   nothing heavy is imported until the model is actually requested), and
@@ -17,11 +21,13 @@ Both steps are skipped when lm-eval already knows the names (a release that read
 
 from __future__ import annotations
 
-import importlib.abc
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing alone costs ~5 ms per start-up
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 MODEL_NAME = "sae_ablated"
 MODEL_TARGET = "refusal_eval.plugins.hf:SAEAblatedLM"
@@ -72,7 +78,7 @@ _AFTER: dict[str, Callable[[Any], None]] = {
 }
 
 
-class _Loader(importlib.abc.Loader):
+class _Loader:
     def __init__(self, inner: Any, after: Callable[[Any], None]) -> None:
         self._inner, self._after = inner, after
 
@@ -90,17 +96,19 @@ class _Loader(importlib.abc.Loader):
         return getattr(self._inner, name)
 
 
-class _Watcher(importlib.abc.MetaPathFinder):
+class _Watcher:
+    refusal_eval_watcher = True  # two copies of this module (package + site-packages) share one
+
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         after = _AFTER.get(name)
         if after is None:
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if getattr(finder, "refusal_eval_watcher", False) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(name, path, target)
             if spec is not None and spec.loader is not None:
-                spec.loader = _Loader(spec.loader, after)
+                spec.loader = _Loader(spec.loader, after)  # type: ignore[assignment]  # duck-typed loader
                 return spec
         return None
 
@@ -108,7 +116,7 @@ class _Watcher(importlib.abc.MetaPathFinder):
 def install() -> None:
     if os.environ.get("REFUSAL_EVAL_NO_LM_EVAL_HOOK"):
         return
-    if not any(isinstance(f, _Watcher) for f in sys.meta_path):
+    if not any(getattr(f, "refusal_eval_watcher", False) for f in sys.meta_path):
         sys.meta_path.insert(0, _Watcher())
         # lm_eval already imported (e.g. this module imported late): apply directly
         for name, after in _AFTER.items():

@@ -247,3 +247,21 @@ def test_baseline_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
         "attack_success,none"
     ] == pytest.approx(1.0)
     assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0
+
+
+def test_startup_hook_imports_nothing_heavy_and_the_off_switch_skips_it():
+    import os
+
+    code = "import sys; print(sorted(m for m in sys.modules if 'refusal_eval' in m))"
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    loaded = run.stdout.strip()
+    assert "_refusal_eval_lm_eval_hook" in loaded  # the tiny top-level watcher, and only it
+    assert "'refusal_eval'" not in loaded and "refusal_eval._lm_eval_hook" not in loaded
+    off = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True, text=True, check=True, timeout=120,
+        env={**os.environ, "REFUSAL_EVAL_NO_LM_EVAL_HOOK": "1"},
+    )  # fmt: skip
+    assert "_refusal_eval_lm_eval_hook" not in off.stdout
