@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import inspect
 import logging
 from typing import Any
@@ -37,7 +38,7 @@ from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
-from refusal_eval.search.plan import AblationPlan
+from refusal_eval.search.plan import AblationPlan, display_path
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,7 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         self.search_config = load_config(overrides=search_overrides)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan: AblationPlan | None = None
+        self._template_applied_by: set[str] = set()  # recorded in the results, not used to decide
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
         super().__init__(
@@ -183,7 +185,9 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         for i, req in enumerate(requests):
             context, gen_kwargs = req.args
             condition = str(gen_kwargs.get("condition", self.default_condition))
-            if not self._templated(context):  # the tasks expect the chat template; apply it if not yet
+            templated = self._templated(context)
+            self._template_applied_by.add("lm-eval" if templated else "sae_ablated")
+            if not templated:  # the tasks expect the chat template; apply it if not yet
                 req = dataclasses.replace(
                     req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
                 )
@@ -223,6 +227,12 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
                 "refusal_eval_model": self.chat.info.get("name", self.chat.spec),
                 "refusal_eval_model_revision": self.chat.revision,
                 "refusal_eval_judge": self.judge_spec,
+                # what actually ran (lm-eval's own "device" records what was asked for)
+                "refusal_eval_device": str(self.chat.device),
+                "refusal_eval_chat_template": {
+                    "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
+                    "applied_by": sorted(self._template_applied_by) or ["-"],
+                },
             }
         )
         if self.saes is not None:
@@ -231,7 +241,7 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
             plan = self.plan
             info.update(
                 {
-                    "refusal_eval_plan": str(plan.path),
+                    "refusal_eval_plan": display_path(plan.path),
                     "refusal_eval_plan_hash": plan.hash,
                     "refusal_eval_plan_layer": plan.layer,
                     "refusal_eval_plan_layers": plan.sae_layers,

@@ -61,6 +61,8 @@ def test_conditions_through_lm_eval(planted_plan):
     assert info["refusal_eval_plan_layers"] == [0, 1] and info["refusal_eval_dormant"] == 8
     assert info["refusal_eval_feature_counts"]["sae"] == 4 and info["refusal_eval_hydra"] == 8
     assert sorted(info["refusal_eval_saes"]["hooks"]) == ["0", "1"]
+    assert info["refusal_eval_device"] == "cpu" and info["refusal_eval_plan"] == plan  # outside package/cache
+    assert info["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated"]
 
 
 def test_chat_template_applied_once_whoever_applies_it(planted_plan):
@@ -80,6 +82,10 @@ def test_chat_template_applied_once_whoever_applies_it(planted_plan):
         for templated in (False, True)
     ]  # fmt: skip
     answers = [[s["resps"] for s in r["samples"]["planted_sae"]] for r in runs]
+    assert [r["config"]["refusal_eval_chat_template"]["applied_by"] for r in runs] == [
+        ["sae_ablated"],
+        ["lm-eval"],
+    ]
     assert answers[0] == answers[1]
     assert [r["results"]["planted_sae"]["attack_success,none"] for r in runs] == [1.0, 1.0]
 
@@ -204,7 +210,7 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     assert out["results"]["planted_sae"]["attack_success,none"] == 1.0
     info = out["config"]["model_info"] if "model_info" in out["config"] else out["config"]
     text = json.dumps(out, default=str)
-    assert str(shipped) in text and '"refusal_eval_plan_layers": [0, 1]' in text
+    assert '"refusal_eval_plan_layers": [0, 1]' in text
     assert '"refusal_eval_hydra": 8' in text and info
 
 

@@ -4,6 +4,7 @@ and the config merge."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
@@ -272,3 +273,14 @@ def test_registries_refuse_a_taken_name_and_name_the_choices():
         register_architecture("topk")(type("Other", (), {}))
     with pytest.raises(ValueError, match="offline model 'default' is already registered"):
         register_offline_model(OfflineModel("x-model", "h/x", "xp", 1, "0" * 64, "pip", aliases=("default",)))
+
+
+def test_plan_paths_are_shown_relative_to_the_package_or_cache(isolated_cache, tmp_path):
+    from importlib import resources
+
+    from refusal_eval.search.plan import display_path
+
+    shipped = Path(str(resources.files("refusal_eval"))) / "plans" / "x.json"
+    assert display_path(shipped) == "package:plans/x.json"
+    assert display_path(isolated_cache / "plans" / "k.json") == "cache:plans/k.json"
+    assert display_path(tmp_path / "mine.json") == str(tmp_path / "mine.json")

@@ -70,6 +70,23 @@ def write_plan(body: PlanBody | Mapping[str, Any], tensors: Mapping[str, Tensor]
     return hashlib.sha256(data).hexdigest()
 
 
+def display_path(path: Path) -> str:
+    """Where a plan lives, without machine-specific prefixes: ``package:plans/NAME.json`` for a
+    plan shipped in refusal_eval, ``cache:plans/NAME.json`` for one in the user cache, else the
+    path itself."""
+    from importlib import resources
+
+    from .._cache import cache_root
+
+    resolved = path.resolve()
+    for label, root in (("package", Path(str(resources.files("refusal_eval")))), ("cache", cache_root())):
+        try:
+            return f"{label}:{resolved.relative_to(root.resolve()).as_posix()}"
+        except ValueError:
+            continue
+    return str(path)
+
+
 def content_hash(plan: Mapping[str, Any]) -> str:
     """sha256 of a plan's canonical JSON without its own ``content_sha256`` field: a plan edited
     by hand (one latent id changed) no longer matches it and is refused."""
