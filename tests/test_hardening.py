@@ -124,3 +124,35 @@ def test_license_metadata_declares_the_shipped_data_licenses():
     declared = md.get("License-Expression") or md.get("License") or ""
     assert {"MIT", "CC-BY-4.0", "CC-BY-NC-4.0"} <= set(declared.replace("(", " ").replace(")", " ").split())
     assert "LICENSE" in (md.get_all("License-File") or [])
+
+
+def test_truncated_sae_weights_are_one_clear_error(tmp_path):
+    from conftest import make_sae_lens
+
+    from refusal_eval.saes import load_saes
+
+    make_sae_lens("topk", layer=1, d_sae=32).save_model(str(tmp_path / "layer_1"))
+    weights = tmp_path / "layer_1" / "sae_weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(RefusalEvalError, match="are truncated or corrupt") as err:
+        load_saes(str(tmp_path / "layer_1"))
+    assert "\n" not in str(err.value)
+
+
+def test_non_utf8_arguments_are_one_line(capsys):
+    from refusal_eval.cli import main
+
+    assert main(["info", "--model", "x\udcff"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("refusal-eval: error: unknown model")
+
+
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_offline_detection_honours_both_variables(monkeypatch, variable, isolated_cache):
+    from refusal_eval import load_model
+
+    for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv(variable, "1")
+    with pytest.raises(RefusalEvalError, match=f"unset {variable} to download it"):
+        load_model("nobody/no-such-model")

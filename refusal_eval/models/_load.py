@@ -68,8 +68,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _hub_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")  # huggingface_hub reads both
+
+
+def _hub_offline() -> str | None:
+    """The variable that puts the hub offline (huggingface_hub's own truthy values), if any."""
+    return next(
+        (k for k in OFFLINE_VARIABLES if os.environ.get(k, "").upper() in {"1", "ON", "YES", "TRUE"}), None
+    )
 
 
 def _looks_like_path(spec: str) -> bool:
@@ -173,7 +179,8 @@ def _raise_load_error(spec: str, source: str, exc: Exception) -> NoReturn:
             f"cannot load model {spec}: {type(exc).__name__}: {exc}",
             "check that transformers supports this model",
         ) from exc
-    hint = "unset HF_HUB_OFFLINE to download it" if _hub_offline() else "check the hub id"
+    offline = _hub_offline()
+    hint = f"unset {offline} to download it" if offline else "check the hub id"
     raise RefusalEvalError(
         f"unknown model {spec!r}: not a registered offline model ({', '.join(offline_model_names())}"
         f", alias 'default'), a local directory or a .gguf file, and it could not be loaded "

@@ -115,11 +115,17 @@ def shipped_releases() -> dict[str, Path]:
 
 def _load_dir(path: Path, device: str, dtype: torch.dtype) -> SparseCoder:
     from sae_lens import SAE
+    from safetensors import SafetensorError
 
     cfg_file = path / "cfg.json"
     try:
         json.loads(cfg_file.read_text())
         sae = SAE.load_from_disk(str(path), device=device)
+    except SafetensorError as exc:
+        raise RefusalEvalError(
+            f"the SAE weights in {path} are truncated or corrupt ({exc})",
+            "re-download or re-copy sae_weights.safetensors (refusal-eval convert-sae writes a fresh one)",
+        ) from None
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise RefusalEvalError(
             f"cannot load the SAE in {path}: {exc}",
