@@ -168,6 +168,8 @@ def test_config_precedence_file_env_overrides(tmp_path):
         ({"n_harmful": -1}, "n_harmful, n_harmless and n_validation must be >= 1"),
         ({"candidate_direction": "mean"}, "candidate_direction='mean' is not a valid"),
         ({"min_drop_frac": 1.5}, "min_drop_frac must be in"),
+        ({"fm_lr": 0}, "fm_lr and fm_init_std must be > 0"),
+        ({"layer": -2}, "layer must be >= 0"),
     ],
 )
 def test_bad_config_values_name_the_key(changes, message):

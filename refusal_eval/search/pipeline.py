@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .._cache import atomic_write, cache_dir
+from .._cache import atomic_write, cache_dir, cache_lock
 from .._version import __version__
 from ..chat import ChatLike, check_context
 from ..coders import SparseCoder
@@ -184,8 +184,8 @@ def run_search(
 ) -> tuple[PlanBody, dict[str, Tensor]]:
     """All three stages plus verification; returns (plan body, tensors)."""
     inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
-    cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
-    tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
+    cfg, refusal_ids, key = inputs.cfg, inputs.refusal_ids, inputs.key
+    model, data = inputs.model, inputs.data
     cache = StageCache(work_dir or cache_dir("search", key[:16]))
     # the screen (baseline generations) depends on far fewer inputs: shared across configs
     screen_key = hashlib.sha256(
@@ -200,6 +200,20 @@ def run_search(
     ).hexdigest()
     screen_cache = cache if work_dir else StageCache(cache_dir("search", "screen", screen_key[:16]))
     log.info("search stages cached in %s", cache.root)
+    with cache_lock(cache.root / "search", "running the same search"):  # a twin waits, then reads
+        return _run_stages(chat, saes, inputs, cache, screen_cache, progress)
+
+
+def _run_stages(
+    chat: ChatLike,
+    saes: Mapping[int, SparseCoder],
+    inputs: SearchInputs,
+    cache: StageCache,
+    screen_cache: StageCache,
+    progress: bool,
+) -> tuple[PlanBody, dict[str, Tensor]]:
+    cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
+    tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
     t0 = time.perf_counter()
     sets = (prompts.harmful, prompts.harmless, prompts.validation)
     ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress)
