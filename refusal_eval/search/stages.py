@@ -4,6 +4,7 @@ exactly what an uninterrupted one computed."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -240,24 +241,11 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     cfg, chat = ctx.cfg, ctx.chat
     harmful = ctx.refused(screen)
     harmless = ctx.contrast(screen)
-    act_h = pooled_activations(
-        chat.model,
-        chat.tokenizer,
-        harmful,
-        ctx.saes,
-        pool=cfg.pool,
-        batch_size=cfg.batch_size,
-        progress=ctx.progress,
-    )
-    act_b = pooled_activations(
-        chat.model,
-        chat.tokenizer,
-        harmless,
-        ctx.saes,
-        pool=cfg.pool,
-        batch_size=cfg.batch_size,
-        progress=ctx.progress,
-    )
+    pooled = functools.partial(
+        pooled_activations, chat.model, chat.tokenizer, saes=ctx.saes,
+        pool=cfg.pool, batch_size=cfg.batch_size, progress=ctx.progress,
+    )  # fmt: skip
+    act_h, act_b = pooled(harmful), pooled(harmless)
     index = feature_index(ctx.saes)
     union = list(stage2.union)
     pos = {f: i for i, f in enumerate(index)}
