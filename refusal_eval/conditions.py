@@ -32,6 +32,10 @@ LATENT_CONDITIONS = tuple(c.name for c in _ALL if c.latent_set)
 EVALUATED = tuple(c.name for c in _ALL if c.evaluated)
 
 
+def describe(name: str) -> str:
+    return check_condition(name).description
+
+
 def check_condition(name: str) -> Condition:
     """The condition called ``name``, or one clear error listing the valid names."""
     try:

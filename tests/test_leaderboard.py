@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -57,6 +58,40 @@ def results_json(model: str, attack: dict[str, float], n: int = 10, version: str
     }
 
 
+def _write_lines(path, lines: list[str]) -> None:
+    path.write_text("\n".join(lines) + "\n")
+
+
+def write_run(path, data: dict, attack: dict[str, float], n: int = 10):
+    """results_<date>.json plus --log_samples files: harmful prompt i is refused under a condition
+    iff i < n * (1 - attack), so flips nest; XSTest/Alpaca: prompt 0 refused under direction."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data))
+    date_id = path.stem.removeprefix("results_")
+    for cond in CONDS:
+        for ds in ("jbb", "harmbench", "strongreject"):
+            lines = [
+                json.dumps(
+                    {
+                        "doc_id": i,
+                        "doc": {"id": f"{ds}/{i}"},
+                        "refusal_rate": float(i < n * (1 - attack[cond])),
+                    }
+                )
+                for i in range(n)
+            ]
+            _write_lines(path.parent / f"samples_refusal_{ds}_{cond}_{date_id}.jsonl", lines)
+        for ds, metric in (("xstest_safe", "over_refusal"), ("alpaca", "refusal_rate")):
+            lines = [
+                json.dumps(
+                    {"doc_id": i, "doc": {"id": f"{ds}/{i}"}, metric: float(cond == "direction" and i == 0)}
+                )
+                for i in range(n)
+            ]
+            _write_lines(path.parent / f"samples_refusal_{ds}_{cond}_{date_id}.jsonl", lines)
+    return path
+
+
 @pytest.fixture
 def two_results(tmp_path):
     paths = []
@@ -64,10 +99,7 @@ def two_results(tmp_path):
         ("weak", {"baseline": 0.5, "sae": 0.9, "sae_fm": 0.95, "random": 0.5, "direction": 1.0}),
         ("strong", {"baseline": 0.1, "sae": 0.4, "sae_fm": 0.6, "random": 0.1, "direction": 0.9}),
     ):
-        p = tmp_path / model / "results_2026.json"
-        p.parent.mkdir()
-        p.write_text(json.dumps(results_json(model, attack)))
-        paths.append(p)
+        paths.append(write_run(tmp_path / model / "results_2026.json", results_json(model, attack), attack))
     return paths
 
 
@@ -120,9 +152,9 @@ def test_bad_results_files_are_named(two_results, tmp_path):
     (tmp_path / "plain.json").write_text("[1, 2]")
     with pytest.raises(RefusalEvalError, match=r"plain\.json is not an lm-eval results file"):
         read_all([tmp_path / "plain.json"])
-    old = tmp_path / "old.json"
-    old.write_text(json.dumps(results_json("old", dict.fromkeys(CONDS, 0.5), version="0.4.9")))
-    with pytest.raises(RefusalEvalError, match=r"different lm-eval versions .*old.json: 0.4.9"):
+    old = tmp_path / "results_old.json"
+    write_run(old, results_json("old", dict.fromkeys(CONDS, 0.5), version="0.4.9"), dict.fromkeys(CONDS, 0.5))
+    with pytest.raises(RefusalEvalError, match=r"different lm-eval versions .*results_old.json: 0.4.9"):
         read_all([*two_results, old])
     assert main(["leaderboard", str(bad), "--out", str(tmp_path / "x")]) == 2
 
@@ -176,3 +208,54 @@ def test_results_that_cannot_be_ranked_say_why(tmp_path, mutate, message):
     top.write_text("[]")
     with pytest.raises(RefusalEvalError, match="is not an lm-eval results file"):
         read_all([top])
+
+
+def test_paired_flip_rates_wilson_and_mcnemar_by_hand():
+    from refusal_eval.report._paired import Proportion, fisher_exact, mcnemar_exact, paired_metrics
+
+    # 6 JBB prompts: refused at baseline 0-3 (4 prompts; 4 and 5 answered)
+    base = {"0": True, "1": True, "2": True, "3": True, "4": False, "5": False}
+    sae = {"0": False, "1": False, "2": False, "3": True, "4": False, "5": True}  # flips 0, 1, 2
+    rnd = {"0": True, "1": False, "2": True, "3": True, "4": False, "5": False}  # flips 1 only
+    xs_base = {"a": False, "b": False, "c": True}
+    xs_sae = {"a": True, "b": False, "c": True}  # induced refusal on a (1 of the 2 answered)
+    outcomes = {
+        "jbb": {"baseline": base, "sae": sae, "random": rnd},
+        "xstest_safe": {"baseline": xs_base, "sae": xs_sae, "random": xs_base},
+    }
+    paired = paired_metrics(outcomes, ["baseline", "sae", "random"])
+    assert paired.flip["sae"] == Proportion(3, 4) and paired.flip["random"] == Proportion(1, 4)
+    assert paired.induced["sae"] == Proportion(1, 2) and paired.induced["random"] == Proportion(0, 2)
+    lo, hi = paired.flip["sae"].ci  # Wilson: (p + z^2/2n -+ z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)
+    assert (round(lo, 4), round(hi, 4)) == (0.3006, 0.9544)
+    lo0, hi0 = Proportion(0, 4).ci
+    assert lo0 == 0.0 and hi0 == pytest.approx(0.4899, abs=1e-4)  # n says so: zero width only at n = 0
+    # discordant on the refused prompts: sae complies & random refuses on 0 and 2 (b = 2), the
+    # reverse never (c = 0): exact two-sided p = 2 * 0.5^2 = 0.5
+    assert paired.vs_random["sae"] == 0.5 == mcnemar_exact(2, 0)
+    assert mcnemar_exact(9, 1) == pytest.approx(2 * 11 / 1024)
+    # Fisher, hand-computed for 3/4 vs 1/4: tables with p <= p(observed) sum to 34/70
+    assert fisher_exact(Proportion(3, 4), Proportion(1, 4)) == pytest.approx(34 / 70)
+
+
+def test_board_has_flip_significance_and_needs_samples(two_results, tmp_path):
+    rows = sort_rows(read_all(two_results))
+    strong, weak = rows
+    # strong: refused 9 of 10 per set at baseline, 6 under sae -> 3 flips of 9 per set (9 of 27)
+    assert strong.paired.flip["sae"].k == 9 and strong.paired.flip["sae"].n == 27
+    assert weak.paired.flip["sae"].k == 12 and weak.paired.flip["sae"].n == 15
+    assert strong.paired.induced["direction"].k == 2 and strong.paired.induced["direction"].n == 20
+    out = tmp_path / "board"
+    assert main(["leaderboard", *map(str, two_results), "--out", str(out)]) == 0
+    header, first = (out / "leaderboard.csv").read_text().splitlines()[:2]
+    cols = header.split(",")
+    for c in ("flip sae", "flip sae_fm", "flip random", "flip direction", "sae vs random (McNemar p)"):
+        assert c in cols
+    cells = next(csv.reader([first]))
+    assert cells[cols.index("flip sae")] == "0.333 [0.19, 0.52]"
+    assert cells[cols.index("flip sae vs next row (Fisher p)")].endswith(" *")  # 9/27 vs 12/15
+    lonely = tmp_path / "nosamples" / "results_x.json"
+    lonely.parent.mkdir()
+    lonely.write_text(json.dumps(results_json("m", dict.fromkeys(CONDS, 0.5))))
+    with pytest.raises(RefusalEvalError, match="rerun lm_eval with --log_samples"):
+        read_all([lonely])

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
+from ._paired import Paired, paired_metrics, read_outcomes
 
 HARMFUL = ("jbb", "harmbench", "strongreject")
 #: what sae_ablated records in a results file's config; without them rates are not tied to a plan
@@ -52,6 +53,7 @@ class Row:
     counts: dict[str, int] = field(default_factory=dict)  # latents ablated per condition
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
     categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    paired: Paired | None = None  # flip rates etc. from the --log_samples files
 
 
 def _date(value: Any) -> str:
@@ -136,6 +138,13 @@ def read_results(path: str | Path) -> Row:
         counts=counts,
         categories=category_rates(p),
     )
+    outcomes = read_outcomes(p)
+    if not outcomes:
+        raise RefusalEvalError(
+            f"{p} has no samples_refusal_*.jsonl beside it: the paired flip rates are computed per prompt",
+            "rerun lm_eval with --log_samples (it writes them next to results_*.json)",
+        )
+    row.paired = paired_metrics(outcomes, CONDITIONS)
     for cond in CONDITIONS:
         harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
         for target, tasks, metric in (
