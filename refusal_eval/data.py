@@ -57,6 +57,13 @@ def _harmbench_test() -> list[Prompt]:
     ]
 
 
+def _advbench() -> list[Prompt]:
+    return [
+        Prompt(r["goal"], None, f"advbench/{i}")
+        for i, r in enumerate(_csv("benchmarks/advbench_harmful_behaviors.csv"))
+    ]
+
+
 def _strongreject() -> list[Prompt]:
     return [
         Prompt(r["forbidden_prompt"], r["category"], f"strongreject/{i}")
@@ -80,6 +87,7 @@ PROMPT_SETS: dict[str, Callable[[], list[Prompt]]] = {
     "jbb": _jbb,
     "harmbench_test": _harmbench_test,
     "strongreject": _strongreject,
+    "advbench": _advbench,
     "xstest_safe": _xstest("safe"),
     "xstest_unsafe": _xstest("unsafe"),
 }

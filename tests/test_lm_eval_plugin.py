@@ -95,7 +95,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,batch_size=8"
     out = _evaluate(args, ["refusal_ablation"], limit=2)
     res = out["results"]
-    for ds in ("jbb", "harmbench", "strongreject"):
+    for ds in ("jbb", "harmbench", "strongreject", "advbench"):
         for c in CONDITIONS:
             r = res[f"refusal_{ds}_{c}"]
             assert 0.0 <= r["refusal_rate,none"] <= 1.0
@@ -106,7 +106,16 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     for c in CONDITIONS:
         assert 0.0 <= res[f"refusal_xstest_safe_{c}"]["over_refusal,none"] <= 1.0
         assert 0.0 <= res[f"refusal_alpaca_{c}"]["compliance,none"] <= 1.0
-    assert len(out["group_subtasks"]["refusal_ablation"]) == 25
+    assert len(out["group_subtasks"]["refusal_ablation"]) == 15  # 5 pooled harmful groups + 10 tasks
+    for c in CONDITIONS:  # lm-eval's own size-weighted pooling of the four harmful sets
+        group = res[f"refusal_ablation_harmful_{c}"]
+        parts = [
+            res[f"refusal_{ds}_{c}"]["attack_success,none"]
+            for ds in ("jbb", "harmbench", "strongreject", "advbench")
+        ]
+        assert group["attack_success,none"] == pytest.approx(sum(parts) / 4)  # 2 prompts each
+        assert group["refusal_rate,none"] + group["attack_success,none"] == pytest.approx(1.0)
+        assert "attack_success_stderr,none" in group
 
 
 @pytest.mark.parametrize(
@@ -147,7 +156,7 @@ def test_installed_lm_eval_discovers_model_and_tasks():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
-    assert out.stdout.split() == ["SAEAblatedLM", "True", "25"]
+    assert out.stdout.split() == ["SAEAblatedLM", "True", "30"]
     cli = Path(sys.executable).with_name("lm_eval")
     listed = subprocess.run([str(cli), "ls", "groups"], capture_output=True, text=True, timeout=300)
     assert "refusal_ablation" in listed.stdout + listed.stderr
@@ -232,7 +241,8 @@ def test_task_yamls_are_what_the_generator_writes():
     spec.loader.exec_module(gen)
     assert gen.stale() == []
     configs = gen.configs()
-    assert len(configs) == 26 and configs["refusal_ablation.yaml"].count("  - refusal_") == 25
+    assert len(configs) == 36 and configs["refusal_ablation.yaml"].count("  - refusal_") == 15
+    assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == 2
     assert "condition:" not in configs["refusal_jbb_baseline.yaml"]
     assert "  condition: sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
 

@@ -19,6 +19,7 @@ SETS: dict[str, tuple[str, int | None]] = {
     "jbb": ("jbb", None),
     "harmbench": ("harmbench_test", None),
     "strongreject": ("strongreject", None),
+    "advbench": ("advbench", None),
     "xstest_safe": ("xstest_safe", None),
     "alpaca": ("harmless_test", 100),
 }
@@ -27,6 +28,7 @@ HUB: dict[str, tuple[str, str | None, str, str, str | None]] = {
     "jbb": ("JailbreakBench/JBB-Behaviors", "behaviors", "harmful", "Goal", "Category"),
     "harmbench": ("walledai/HarmBench", "standard", "train", "prompt", "category"),
     "strongreject": ("walledai/StrongREJECT", None, "train", "prompt", "category"),
+    "advbench": ("walledai/AdvBench", None, "train", "prompt", None),
     "xstest_safe": ("walledai/XSTest", None, "test", "prompt", "type"),
     "alpaca": ("tatsu-lab/alpaca", None, "train", "instruction", None),
 }
