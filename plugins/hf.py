@@ -25,6 +25,7 @@ import functools
 import hashlib
 import inspect
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -32,7 +33,7 @@ from lm_eval.models.huggingface import HFLM
 
 from refusal_eval.ablation import ablate
 from refusal_eval.chat import format_chat
-from refusal_eval.conditions import check_condition
+from refusal_eval.conditions import check_condition, condition_of_task
 from refusal_eval.config import load_config
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, judge_texts
@@ -210,15 +211,30 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         generation_kwargs.pop("condition", None)  # consumed by generate_until (kept in cache keys)
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        with ablate(self.model, self._ablations(self.default_condition)):
-            out: list[tuple[float, bool]] = super().loglikelihood(requests, disable_tqdm)
+    def _by_condition(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """Run ``requests`` grouped by the condition their task names (``refusal_ce_sae`` ->
+        ``sae``; ``condition=`` for tasks that name none), each group inside its ablation."""
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            cond = condition_of_task(getattr(req, "task_name", None)) or self.default_condition
+            groups.setdefault(cond, []).append(i)
+        out: list[Any] = [None] * len(requests)
+        for cond in sorted(groups):
+            idx = groups[cond]
+            with ablate(self.model, self._ablations(cond)):
+                for i, value in zip(idx, run([requests[i] for i in idx]), strict=True):
+                    out[i] = value
         return out
 
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self._by_condition(
+            requests, lambda reqs: super(SAEAblatedLM, self).loglikelihood(reqs, disable_tqdm)
+        )
+
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        with ablate(self.model, self._ablations(self.default_condition)):
-            out: list[float] = super().loglikelihood_rolling(requests, disable_tqdm)
-        return out
+        return self._by_condition(
+            requests, lambda reqs: super(SAEAblatedLM, self).loglikelihood_rolling(reqs, disable_tqdm)
+        )
 
     def get_model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().get_model_info()

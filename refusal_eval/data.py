@@ -191,6 +191,22 @@ def xstest_completions(source: str) -> list[dict[str, str]]:
     return _csv(f"xstest/xstest_v2_completions_{source}.csv")
 
 
+def harmless_answers(n: int | None = 100) -> list[str]:
+    """Plain harmless text for cross-entropy side effects: human-labelled full-compliance answers
+    to XSTest's *safe* prompts (CC BY 4.0), all three completion files, ordered by file and id."""
+    out: list[str] = []
+    for source in XSTEST_COMPLETION_FILES:
+        for row in xstest_completions(source):
+            text = (row.get("completion") or "").strip()
+            if (
+                text
+                and row.get("final_label") == "1_full_compliance"
+                and not row["type"].startswith("contrast")
+            ):
+                out.append(text)
+    return out if n is None else out[:n]
+
+
 def prompt_set_hash(prompts: Sequence[Prompt | str]) -> str:
     digest = hashlib.sha256()
     for p in prompts:

@@ -106,7 +106,9 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     for c in CONDITIONS:
         assert 0.0 <= res[f"refusal_xstest_safe_{c}"]["over_refusal,none"] <= 1.0
         assert 0.0 <= res[f"refusal_alpaca_{c}"]["compliance,none"] <= 1.0
-    assert len(out["group_subtasks"]["refusal_ablation"]) == 15  # 5 pooled harmful groups + 10 tasks
+    assert len(out["group_subtasks"]["refusal_ablation"]) == 20  # 5 pooled harmful groups + 15 tasks
+    ce = {c: res[f"refusal_ce_{c}"]["word_perplexity,none"] for c in CONDITIONS}
+    assert all(v > 1 for v in ce.values())  # (routing itself: the planted_ce test)
     for c in CONDITIONS:  # lm-eval's own size-weighted pooling of the four harmful sets
         group = res[f"refusal_ablation_harmful_{c}"]
         parts = [
@@ -156,7 +158,7 @@ def test_installed_lm_eval_discovers_model_and_tasks():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
-    assert out.stdout.split() == ["SAEAblatedLM", "True", "30"]
+    assert out.stdout.split() == ["SAEAblatedLM", "True", "35"]
     cli = Path(sys.executable).with_name("lm_eval")
     listed = subprocess.run([str(cli), "ls", "groups"], capture_output=True, text=True, timeout=300)
     assert "refusal_ablation" in listed.stdout + listed.stderr
@@ -241,7 +243,7 @@ def test_task_yamls_are_what_the_generator_writes():
     spec.loader.exec_module(gen)
     assert gen.stale() == []
     configs = gen.configs()
-    assert len(configs) == 36 and configs["refusal_ablation.yaml"].count("  - refusal_") == 15
+    assert len(configs) == 41 and configs["refusal_ablation.yaml"].count("  - refusal_") == 20
     assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == 2
     assert "condition:" not in configs["refusal_jbb_baseline.yaml"]
     assert "  condition: sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
@@ -281,3 +283,17 @@ def test_startup_hook_imports_nothing_heavy_and_the_off_switch_skips_it():
         env={**os.environ, "REFUSAL_EVAL_NO_LM_EVAL_HOOK": "1"},
     )  # fmt: skip
     assert "_refusal_eval_lm_eval_hook" not in off.stdout
+
+
+def test_loglikelihood_requests_follow_their_tasks_condition(planted_plan):
+    """Rolling loglikelihood of the same text: each task's condition is applied (read from its
+    name; the model's ``condition=`` only serves tasks whose names carry none)."""
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32"
+    res = _evaluate(args, ["planted_ce_baseline", "planted_ce_sae", "planted_ce_direction"])["results"]
+    ppl = {c: res[f"planted_ce_{c}"]["word_perplexity,none"] for c in ("baseline", "sae", "direction")}
+    assert ppl["baseline"] != pytest.approx(ppl["sae"]) and ppl["baseline"] != pytest.approx(ppl["direction"])
+    as_default = _evaluate(args + ",condition=sae", ["planted_ce_baseline"])["results"]
+    assert as_default["planted_ce_baseline"]["word_perplexity,none"] == pytest.approx(ppl["baseline"])
+    other = _evaluate(args + ",condition=sae", ["planted_ce_direction"])["results"]  # the task name wins
+    assert other["planted_ce_direction"]["word_perplexity,none"] == pytest.approx(ppl["direction"])

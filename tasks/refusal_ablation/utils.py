@@ -65,6 +65,15 @@ def load(name: str, data_source: str = "shipped", **_: Any) -> datasets.DatasetD
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
+def load_text(n: int | None = 100, **_: Any) -> datasets.DatasetDict:
+    """``custom_dataset`` of the cross-entropy tasks: harmless answers (XSTest safe, CC BY 4.0)."""
+    from refusal_eval.data import harmless_answers
+
+    return datasets.DatasetDict(
+        {"test": datasets.Dataset.from_list([{"text": t} for t in harmless_answers(n)])}
+    )
+
+
 def doc_to_text(doc: dict[str, Any]) -> str:
     return str(doc["prompt"])
 
