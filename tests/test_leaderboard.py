@@ -30,6 +30,7 @@ def results_json(model: str, attack: dict[str, float], n: int = 10, version: str
             n_samples[task] = {"original": n, "effective": n}
         results[f"refusal_xstest_safe_{cond}"] = {"over_refusal,none": 0.1, "over_refusal_stderr,none": 0.05}
         results[f"refusal_alpaca_{cond}"] = {"compliance,none": 0.95, "compliance_stderr,none": 0.02}
+        results[f"refusal_ce_{cond}"] = {"bits_per_byte,none": 0.5 + 0.25 * (cond == "direction")}
         n_samples[f"refusal_xstest_safe_{cond}"] = n_samples[f"refusal_alpaca_{cond}"] = {"effective": n}
     config = {
         "model": "sae_ablated",
@@ -253,6 +254,9 @@ def test_board_has_flip_significance_and_needs_samples(two_results, tmp_path):
         assert c in cols
     cells = next(csv.reader([first]))
     assert cells[cols.index("flip sae")] == "0.333 [0.19, 0.52]"
+    assert cells[cols.index("harmless bits/byte baseline")] == "0.5000"
+    assert cells[cols.index("bits/byte change direction")] == "+0.2500"
+    assert cells[cols.index("bits/byte change sae")] == "+0.0000"
     assert cells[cols.index("flip sae vs next row (Fisher p)")].endswith(" *")  # 9/27 vs 12/15
     lonely = tmp_path / "nosamples" / "results_x.json"
     lonely.parent.mkdir()

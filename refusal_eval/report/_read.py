@@ -54,6 +54,7 @@ class Row:
     per_dataset: dict[str, dict[str, float]] = field(default_factory=dict)
     categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     paired: Paired | None = None  # flip rates etc. from the --log_samples files
+    bits_per_byte: dict[str, float] = field(default_factory=dict)  # harmless text, per condition
 
 
 def _date(value: Any) -> str:
@@ -156,6 +157,9 @@ def read_results(path: str | Path) -> Row:
             rate = _pooled(results, n_samples, tasks, metric)
             if rate is not None:
                 target[cond] = rate
+        ce = results.get(f"refusal_ce_{cond}") or {}
+        if isinstance(ce.get("bits_per_byte,none"), (int, float)):
+            row.bits_per_byte[cond] = float(ce["bits_per_byte,none"])
         for d in HARMFUL:
             r = results.get(f"refusal_{d}_{cond}")
             if r and "attack_success,none" in r:

@@ -20,6 +20,7 @@ COLUMNS = (
     *(f"flip {c}" for c in ABLATIONS), "n refused at baseline",
     "sae vs random (McNemar p)", "flip sae vs next row (Fisher p)",
     *(f"induced refusal {c}" for c in ABLATIONS),
+    "harmless bits/byte baseline", *(f"bits/byte change {c}" for c in ABLATIONS),
     *(f"attack success {c}" for c in ABLATIONS),
     "over-refusal (XSTest safe)", "harmless compliance", "judge", "plan", "lm-eval", "date", "limit",
 )  # fmt: skip
@@ -30,6 +31,16 @@ def _prop(p: Proportion | None) -> str:
         return "-"
     lo, hi = p.ci
     return f"{p.value:.3f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _delta(values: dict[str, float], cond: str) -> str:
+    if cond not in values or "baseline" not in values:
+        return "-"
+    return f"{values[cond] - values['baseline']:+.4f}"
 
 
 def _p(value: float | None) -> str:
@@ -77,6 +88,8 @@ def table(rows: Sequence[Row]) -> list[list[str]]:
                 *(_prop(flips.get(c)) for c in ABLATIONS), str(n_refused),
                 _p(paired.vs_random.get("sae") if paired else None), _p(vs_next),
                 *(_prop(paired.induced.get(c) if paired else None) for c in ABLATIONS),
+                _num(r.bits_per_byte.get("baseline")),
+                *(_delta(r.bits_per_byte, c) for c in ABLATIONS),
                 *(_fmt(r.attack.get(c)) for c in ABLATIONS),
                 _fmt(r.over_refusal.get("baseline")), _fmt(r.compliance.get("baseline")), r.judge,
                 r.plan_hash[:12], r.lm_eval_version, r.date, str(r.limit),
@@ -95,7 +108,9 @@ def markdown(rows: Sequence[Row]) -> str:
         "answered at baseline, the share refused under the condition. McNemar: exact test of the sae "
         "condition against the same-size random-latent control on the same prompts. Fisher: exact "
         "test of this row's sae flip rate against the next row's; * marks p < 0.05 (a rank difference "
-        "that holds). Attack success = unpaired share of harmful prompts answered, [95% CI] from "
+        "that holds). Bits/byte: the model's cross-entropy on 100 harmless XSTest answers "
+        "(refusal_ce_*) and its change under each condition (the ablation's cost on ordinary text). "
+        "Attack success = unpaired share of harmful prompts answered, [95% CI] from "
         "lm-eval's stderrs. Sorted by sae flip rate (most robust first). Conditions: "
         + "; ".join(f"{c}: {describe(c)}" for c in ABLATIONS)
         + ".\n"
