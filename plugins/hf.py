@@ -264,6 +264,7 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
                     "refusal_eval_feature_counts": plan.counts(),
                     "refusal_eval_dormant": plan.dormant_count,
                     "refusal_eval_hydra": plan.hydra_count,
+                    "refusal_eval_first_token_kl": plan.first_token_kl,
                 }
             )
         return info

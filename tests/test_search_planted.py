@@ -109,6 +109,27 @@ def test_cross_layer_hydra_detector_wakes_exactly_the_hydra(planted_run):
     assert planted_run[0]["stage1"]["selected_by"] == "arditi"
 
 
+def test_side_effects_first_token_kl_per_condition(planted_run, tmp_path):
+    from refusal_eval.search.artifacts import Stage1, latents
+    from refusal_eval.search.pipeline import StageCache
+    from refusal_eval.search.stages import Context, run_side_effects
+
+    body, tensors = planted_run
+    side = body["side_effects"]
+    assert set(side) == {"sae", "sae_fm", "sae_probe", "sae_random", "sae_hydra", "random", "direction"}
+    # the planted harmless prompts carry no trigger: nothing any condition removes is there
+    assert all(v["n"] == 12 and v["first_token_kl"] == 0.0 for v in side.values())
+    # on trigger prompts the refusal latents and the direction do move the first token; the
+    # random latents (never active) do not
+    chat, cache = PlantedChat(), StageCache(tmp_path)
+    triggered = _prompts().harmful
+    ctx = Context(chat, planted_saes(), CFG, triggered, triggered, [], [10], cache, cache, False)
+    sets = {k: latents(v) for k, v in body["sets"].items()}
+    kl = run_side_effects(ctx, sets, Stage1.from_json(body["stage1"]), tensors["directions"])
+    assert kl["sae"].first_token_kl > 1 and kl["direction"].first_token_kl > 1
+    assert kl["random"].first_token_kl < 1e-12
+
+
 def test_verification_attack_success_per_condition(planted_run):
     v = planted_run[0]["verification"]
     assert v["search"]["minimal"]["attack_success"] == 1.0

@@ -55,6 +55,7 @@ class Row:
     categories: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     paired: Paired | None = None  # flip rates etc. from the --log_samples files
     bits_per_byte: dict[str, float] = field(default_factory=dict)  # harmless text, per condition
+    first_token_kl: dict[str, float] = field(default_factory=dict)  # from the plan, per condition
 
 
 def _date(value: Any) -> str:
@@ -138,6 +139,11 @@ def read_results(path: str | Path) -> Row:
         limit=_limit(cfg.get("limit")),
         counts=counts,
         categories=category_rates(p),
+        first_token_kl={
+            str(k): float(v)
+            for k, v in (cfg.get("refusal_eval_first_token_kl") or {}).items()
+            if isinstance(v, (int, float))
+        },
     )
     outcomes = read_outcomes(p)
     if not outcomes:

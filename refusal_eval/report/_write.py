@@ -21,6 +21,7 @@ COLUMNS = (
     "sae vs random (McNemar p)", "flip sae vs next row (Fisher p)",
     *(f"induced refusal {c}" for c in ABLATIONS),
     "harmless bits/byte baseline", *(f"bits/byte change {c}" for c in ABLATIONS),
+    *(f"first-token KL {c}" for c in ABLATIONS),
     *(f"attack success {c}" for c in ABLATIONS),
     "over-refusal (XSTest safe)", "harmless compliance", "judge", "plan", "lm-eval", "date", "limit",
 )  # fmt: skip
@@ -90,6 +91,7 @@ def table(rows: Sequence[Row]) -> list[list[str]]:
                 *(_prop(paired.induced.get(c) if paired else None) for c in ABLATIONS),
                 _num(r.bits_per_byte.get("baseline")),
                 *(_delta(r.bits_per_byte, c) for c in ABLATIONS),
+                *(_num(r.first_token_kl.get(c)) for c in ABLATIONS),
                 *(_fmt(r.attack.get(c)) for c in ABLATIONS),
                 _fmt(r.over_refusal.get("baseline")), _fmt(r.compliance.get("baseline")), r.judge,
                 r.plan_hash[:12], r.lm_eval_version, r.date, str(r.limit),
@@ -109,7 +111,8 @@ def markdown(rows: Sequence[Row]) -> str:
         "condition against the same-size random-latent control on the same prompts. Fisher: exact "
         "test of this row's sae flip rate against the next row's; * marks p < 0.05 (a rank difference "
         "that holds). Bits/byte: the model's cross-entropy on 100 harmless XSTest answers "
-        "(refusal_ce_*) and its change under each condition (the ablation's cost on ordinary text). "
+        "(refusal_ce_*) and its change under each condition (the ablation's cost on ordinary text); "
+        "first-token KL(baseline || condition) on the search's harmless prompts, from the plan. "
         "Attack success = unpaired share of harmful prompts answered, [95% CI] from "
         "lm-eval's stderrs. Sorted by sae flip rate (most robust first). Conditions: "
         + "; ".join(f"{c}: {describe(c)}" for c in ABLATIONS)

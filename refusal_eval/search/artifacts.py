@@ -367,6 +367,18 @@ class Verified(_Json):
 Verification = dict[str, dict[str, Verified]]  # split -> condition -> result
 
 
+@dataclass(frozen=True)
+class SideEffect(_Json):
+    """What a condition costs on harmless prompts: mean first-token KL(baseline || condition)."""
+
+    first_token_kl: float
+    n: int
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SideEffect:
+        return cls(float(d["first_token_kl"]), int(d["n"]))
+
+
 def verification_from_json(d: Mapping[str, Any]) -> Verification:
     return {split: {c: Verified.from_json(v) for c, v in conds.items()} for split, conds in d.items()}
 
@@ -453,6 +465,7 @@ class PlanBody(_Json):
     stage3: Stage3
     sets: dict[str, tuple[Latent, ...]]  # condition -> latents (see refusal_eval.conditions)
     verification: Verification
+    side_effects: dict[str, SideEffect] | None = field(default=None, metadata={"omit_none": True})
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> PlanBody:
@@ -471,4 +484,7 @@ class PlanBody(_Json):
             stage3=Stage3.from_json(d["stage3"]),
             sets={k: latents(v) for k, v in d["sets"].items()},
             verification=verification_from_json(d.get("verification") or {}),
+            side_effects=None
+            if d.get("side_effects") is None
+            else {k: SideEffect.from_json(v) for k, v in d["side_effects"].items()},
         )

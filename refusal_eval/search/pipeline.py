@@ -30,7 +30,15 @@ from ..errors import RefusalEvalError
 from ..scoring import refusal_token_ids
 from .artifacts import Latent, ModelInfo, PlanBody, PromptSetInfo, SaeSet
 from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
-from .stages import Context, run_screen, run_stage1, run_stage2, run_stage3, run_verification
+from .stages import (
+    Context,
+    run_screen,
+    run_side_effects,
+    run_stage1,
+    run_stage2,
+    run_stage3,
+    run_verification,
+)
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +232,7 @@ def _run_stages(
     verification = (
         run_verification(ctx, screen, stage1, stage2, condition_sets, directions) if cfg.verify else {}
     )
+    side_effects = run_side_effects(ctx, condition_sets, stage1, directions)
     body = PlanBody(
         created_by=f"refusal_eval {__version__}",
         key=key,
@@ -239,6 +248,7 @@ def _run_stages(
         stage3=stage3,
         sets=condition_sets,
         verification=verification,
+        side_effects=side_effects,
     )
     log.info("search finished in %.0fs", time.perf_counter() - t0)
     return body, {"directions": directions.float().contiguous()}
@@ -284,6 +294,10 @@ def summary(body: PlanBody, plan_hash: str | None = None) -> str:
         ]
         n = next((v.n for v in conds.values() if v.n), 0)
         lines.append(f"attack success on {split} ({n} refused prompts): " + ", ".join(parts))
+    if body.side_effects:
+        kl = ", ".join(f"{c} {v.first_token_kl:.3f}" for c, v in body.side_effects.items())
+        n = next(iter(body.side_effects.values())).n
+        lines.append(f"first-token KL on {n} harmless prompts: {kl}")
     if plan_hash:
         lines.append(f"plan sha256 {plan_hash}")
     return "\n".join(lines)

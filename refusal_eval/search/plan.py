@@ -174,6 +174,11 @@ class AblationPlan:
         return None if woken is None else len(woken.hydra)
 
     @property
+    def first_token_kl(self) -> dict[str, float]:
+        """Mean first-token KL(baseline || condition) on harmless prompts (empty for older plans)."""
+        return {c: v.first_token_kl for c, v in (self.body.side_effects or {}).items()}
+
+    @property
     def dormant_count(self) -> int:
         return len(self.body.stage3.dormant)
 

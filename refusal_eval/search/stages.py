@@ -14,14 +14,14 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..ablation import Ablation, DirectionAblation, as_ablations
+from ..ablation import Ablation, DirectionAblation, ablate, as_ablations
 from ..chat import ChatLike, generate
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS
 from ..config import SearchConfig
 from ..errors import RefusalEvalError
 from ..judges import get_judge
-from ..scoring import first_token_logprobs, refusal_score
+from ..scoring import first_token_kl, first_token_logprobs, refusal_score
 from .activations import feature_index, pooled_activations, position_activations
 from .artifacts import (
     Dormant,
@@ -30,6 +30,7 @@ from .artifacts import (
     Latent,
     MinimalSet,
     Screen,
+    SideEffect,
     Stage1,
     Stage2,
     Stage3,
@@ -402,6 +403,28 @@ def run_verification(
             results[name] = Verified.from_json(ctx.cache.cached(f"verify_{split_name}_{name}", compute))
         out[split_name] = results
     return out
+
+
+def run_side_effects(
+    ctx: Context, sets: Mapping[str, Sequence[Latent]], stage1: Stage1, directions: Tensor
+) -> dict[str, SideEffect]:
+    """Mean first-token KL(baseline || condition) on the search's harmless prompts, per condition."""
+
+    def compute() -> Json:
+        chat, prompts, bs = ctx.chat, ctx.harmless, ctx.cfg.batch_size
+        base = first_token_logprobs(chat.model, chat.tokenizer, prompts, batch_size=bs)
+        conditions: dict[str, Sequence[Ablation]] = {
+            name: as_ablations(by_layer(sets[name]), ctx.saes) for name in LATENT_CONDITIONS if sets[name]
+        }
+        conditions["direction"] = [DirectionAblation(directions[stage1.layer])]
+        out: Json = {}
+        for name, ablations in conditions.items():
+            with ablate(chat.model, list(ablations)):
+                lp = first_token_logprobs(chat.model, chat.tokenizer, prompts, batch_size=bs)
+            out[name] = SideEffect(first_token_kl(base, lp), len(prompts)).to_json()
+        return out
+
+    return {k: SideEffect.from_json(v) for k, v in ctx.cache.cached("side_effects", compute).items()}
 
 
 def _shared(ablations: Sequence[Ablation]) -> Callable[[range], Sequence[Ablation]]:
