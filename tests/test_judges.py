@@ -159,3 +159,33 @@ def test_user_judge_files_override_the_shipped_ones(isolated_cache):
     user.write_text(json.dumps({"thresholds": {"mine": 0.42}, "calibration": {}}))
     assert judge_file("llm_thresholds.json") == user and shipped_thresholds() == {"mine": 0.42}
     assert shipped.read_text() == before  # the packaged copy is never written
+
+
+def test_leave_one_model_out_never_scores_a_file_it_fitted():
+    from refusal_eval.judges.lomo import evaluate_lomo, lomo_folds
+
+    rows = [
+        {"id": f"{s}/{i}", "source": s, "prompt": "p", "completion": f"{s} {i}", "refused": i % 2 == 0}
+        for s in ("m1", "m2", "m3")
+        for i in range(4)
+    ]
+    folds = lomo_folds(rows)
+    assert [f.held_out for f in folds] == ["m1", "m2", "m3"]
+    for f in folds:
+        assert {rows[i]["source"] for i in f.test} == {f.held_out}
+        assert f.held_out not in {rows[i]["source"] for i in f.train} and len(f.train) == 8
+    seen: list[tuple[set[str], set[str]]] = []
+
+    def fit(train):  # remembers what it fitted on; predicts the training files' majority label
+        fitted = {r["source"] for r in train}
+
+        def score(test):
+            seen.append((fitted, {r["source"] for r in test}))
+            return [r["refused"] for r in test], [float(r["refused"]) for r in test]
+
+        return score
+
+    table = evaluate_lomo("oracle", rows, fit, fitting="refitted per fold")
+    assert all(not (fitted & tested) for fitted, tested in seen) and len(seen) == 3
+    assert [t.held_out for t in table] == ["m1", "m2", "m3", "pooled"]
+    assert table[-1].agreement.n == 12 and table[-1].agreement.f1 == 1.0 and table[-1].auc == 1.0

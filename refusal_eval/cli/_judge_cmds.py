@@ -50,10 +50,61 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--limit", type=int, default=None, help="only the first N labelled rows (after the split)")
     p.add_argument("--out", default=None, help="also write the table as JSON")
+    p.add_argument(
+        "--by-model",
+        action="store_true",
+        help="leave one model out: fit on two completion files, score the third, rotate (the "
+        "headline number: how a judge holds on a model it was not fitted to)",
+    )
+
+
+def _lomo(args: argparse.Namespace) -> int:
+    from ..judges import get_judge
+    from ..judges.embedding import MiniLM, labelled_completions
+    from ..judges.lomo import embedding_fitter, evaluate_lomo, fixed_judge
+
+    rows = labelled_completions()[: args.limit]
+    table = []
+    for spec in [s.strip() for s in args.judges.split(",") if s.strip()]:
+        if spec == "embedding":
+            features = MiniLM().encode([r["completion"] for r in rows]).numpy()
+            index = {r["id"]: i for i, r in enumerate(rows)}
+            table += evaluate_lomo(spec, rows, embedding_fitter(features, index), fitting="refitted per fold")
+        else:
+            fixed = spec.split(":")[0] in ("keyword", "prefix")
+            fitting = "nothing to fit" if fixed else "shipped parameters"
+            table += evaluate_lomo(spec, rows, fixed_judge(get_judge(spec)), fitting=fitting)
+    print("leave-one-model-out agreement with human labels (refusal = full or partial refusal)\n")
+    print("| judge | held-out model | n | refusals | precision | recall | F1 (95% CI) | AUC | fitting |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for t in table:
+        a = t.agreement
+        lo, hi = a.ci["f1"]
+        print(
+            f"| {t.judge} | {t.held_out} | {a.n} | {a.positives} | {a.precision:.3f} | {a.recall:.3f} | "
+            f"{a.f1:.3f} ({lo:.3f}-{hi:.3f}) | {t.auc:.3f} | {t.fitting} |"
+        )
+    if args.out:
+        payload = [
+            {
+                "judge": t.judge,
+                "held_out": t.held_out,
+                **t.agreement.to_dict(),
+                "auc": t.auc,
+                "fitting": t.fitting,
+            }
+            for t in table
+        ]
+        Path(args.out).write_text(
+            json.dumps({"split": "leave-one-model-out", "rows": payload}, indent=1) + "\n"
+        )
+    return 0
 
 
 @command("judge-eval", "agreement of refusal judges with the human-labelled XSTest completions")(_eval_args)
 def judge_eval_cmd(args: argparse.Namespace) -> int:
+    if args.by_model:
+        return _lomo(args)
     from ..judges import get_judge
     from ..judges.agreement import agreement, auc
     from ..judges.embedding import heldout_split, labelled_completions
