@@ -181,11 +181,9 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         return bool(self._generation_suffix.strip()) and context.endswith(self._generation_suffix)
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        groups: dict[str, list[int]] = {}
         prepared = []
-        for i, req in enumerate(requests):
+        for req in requests:
             context, gen_kwargs = req.args
-            condition = str(gen_kwargs.get("condition", self.default_condition))
             templated = self._templated(context)
             self._template_applied_by.add("lm-eval" if templated else "sae_ablated")
             if not templated:  # the tasks expect the chat template; apply it if not yet
@@ -193,17 +191,13 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
                     req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
                 )
             prepared.append(req)
-            groups.setdefault(condition, []).append(i)
-        out: list[str | None] = [None] * len(requests)
-        for condition in sorted(groups):
-            idx = groups[condition]
-            with ablate(self.model, self._ablations(condition)):
-                answers = super().generate_until([prepared[i] for i in idx], disable_tqdm)
-            prompts = [_prompt_of(requests[i]) for i in idx]
-            judged = judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
-            for i, answer in zip(idx, judged, strict=True):
-                out[i] = answer
-        return [a if a is not None else "" for a in out]
+
+        def run(reqs: list[Any]) -> list[Any]:
+            answers = super(SAEAblatedLM, self).generate_until(reqs, disable_tqdm)
+            prompts = [_prompt_of(r) for r in reqs]
+            return judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+
+        return self._by_condition(prepared, run)
 
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
@@ -211,13 +205,20 @@ class SAEAblatedLM(HFLM):  # type: ignore[misc]  # lm-eval ships no type informa
         generation_kwargs.pop("condition", None)  # consumed by generate_until (kept in cache keys)
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
+    def _condition(self, request: Any) -> str:
+        """A request's condition: the ``condition`` generation kwarg of an ablation task, else the
+        condition its task name ends with (``refusal_ce_sae``), else the model's ``condition=``."""
+        args = request.args
+        if len(args) > 1 and isinstance(args[1], dict) and "condition" in args[1]:
+            return str(args[1]["condition"])
+        return condition_of_task(getattr(request, "task_name", None)) or self.default_condition
+
     def _by_condition(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
-        """Run ``requests`` grouped by the condition their task names (``refusal_ce_sae`` ->
-        ``sae``; ``condition=`` for tasks that name none), each group inside its ablation."""
+        """Run ``requests`` grouped by condition, each group inside its ablation (one module for
+        generation and loglikelihood requests alike)."""
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
-            cond = condition_of_task(getattr(req, "task_name", None)) or self.default_condition
-            groups.setdefault(cond, []).append(i)
+            groups.setdefault(self._condition(req), []).append(i)
         out: list[Any] = [None] * len(requests)
         for cond in sorted(groups):
             idx = groups[cond]

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from ..conditions import condition_of_task
+
 HARMFUL = ("jbb", "harmbench", "strongreject", "advbench")
 HARMLESS = ("xstest_safe", "alpaca")
 Z95 = 1.959963984540054
@@ -102,13 +104,11 @@ def read_outcomes(results_path: str | Path) -> Outcomes:
 
 
 def _split_task(task: str) -> tuple[str | None, str]:
-    from ..conditions import CONDITIONS
-
-    name = task.removeprefix("refusal_")
-    for condition in sorted(CONDITIONS, key=len, reverse=True):
-        if name.endswith(f"_{condition}"):
-            return name.removesuffix(f"_{condition}"), condition
-    return None, ""
+    """``refusal_jbb_sae_fm`` -> (``jbb``, ``sae_fm``)."""
+    condition = condition_of_task(task)
+    if condition is None:
+        return None, ""
+    return task.removeprefix("refusal_").removesuffix(f"_{condition}"), condition
 
 
 @dataclass(frozen=True)

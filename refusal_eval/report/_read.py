@@ -12,9 +12,8 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ._paired import Paired, paired_metrics, read_outcomes
+from ._paired import HARMFUL, Paired, paired_metrics, read_outcomes
 
-HARMFUL = ("jbb", "harmbench", "strongreject", "advbench")
 #: what sae_ablated records in a results file's config; without them rates are not tied to a plan
 REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
 _RATES = ("refusal_rate", "attack_success", "over_refusal", "compliance")
