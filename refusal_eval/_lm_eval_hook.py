@@ -9,7 +9,8 @@ the standard path finder never sees ``lm_eval`` being imported. The finder answe
 and ``None`` for every other module. Cost: BENCHMARKS.md (start-up hook). When ``lm_eval.models``
 or ``lm_eval.tasks.manager`` is imported, right after that module loads, it
 
-- registers ``sae_ablated`` as a lazy placeholder (``refusal_eval.plugins.hf:SAEAblatedLM``;
+- registers ``sae_ablated`` and ``sae_ablated_vllm`` as lazy placeholders
+  (``refusal_eval.plugins.hf:SAEAblatedLM``, ``refusal_eval.plugins.vllm:SAEAblatedVLLM``;
   nothing heavy is imported until the model is actually requested), and
 - adds the installed ``refusal_eval/tasks/refusal_ablation`` folder to every ``TaskManager``'s search path
   (before any user ``include_path``, so user tasks still win).
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-MODEL_NAME = "sae_ablated"
-MODEL_TARGET = "refusal_eval.plugins.hf:SAEAblatedLM"
+MODELS = {
+    "sae_ablated": "refusal_eval.plugins.hf:SAEAblatedLM",
+    "sae_ablated_vllm": "refusal_eval.plugins.vllm:SAEAblatedVLLM",
+}
 
 
 def tasks_dir() -> str:
@@ -45,8 +48,9 @@ def tasks_dir() -> str:
 def _register_model(_module: Any) -> None:
     from lm_eval.api.registry import model_registry
 
-    if MODEL_NAME not in model_registry:
-        model_registry.register(MODEL_NAME, target=MODEL_TARGET)
+    for name, target in MODELS.items():
+        if name not in model_registry:
+            model_registry.register(name, target=target)
 
 
 def _patch_task_manager(module: Any) -> None:

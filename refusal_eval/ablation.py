@@ -131,6 +131,33 @@ def validate(model: nn.Module, ablations: Sequence[Ablation]) -> None:
             )
 
 
+# --- the math, shared by every backend (HF hooks here, vLLM decoder layers in refusal_eval.vllm) ---
+def ablate_latents(coder: SparseCoder, x: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
+    """``x`` with the latents ``idx`` of ``coder`` zero-ablated, the SAE error term kept: the
+    sparse delta ``x - sum_i mask_i f_i(x) W_dec[i]``. ``mask`` (1 ablate, 0 keep; broadcast
+    against ``(..., len(idx))``) lets a fixed-size, padded ``idx`` carry any latent set."""
+    acts = coder.encode_latents(x, idx)
+    if mask is not None:
+        acts = acts * mask
+    delta = coder.decode_latents(acts, idx)
+    out: Tensor = (x.to(delta.dtype) - delta).to(x.dtype)
+    return out
+
+
+def project_out(x: Tensor, unit: Tensor) -> Tensor:
+    """``x`` with its component along the float32 unit vector ``unit`` removed (a zero vector
+    leaves ``x`` unchanged, bit for bit)."""
+    xf = x.float()
+    out: Tensor = (xf - (xf @ unit)[..., None] * unit).to(x.dtype)
+    return out
+
+
+def unit_vector(direction: Tensor) -> Tensor:
+    d = direction.detach().to(dtype=torch.float32)
+    unit: Tensor = d / d.norm().clamp_min(1e-12)
+    return unit
+
+
 class _LatentEdit:
     """A compiled LatentAblation: union of latents + one row mask."""
 
@@ -153,23 +180,15 @@ class _LatentEdit:
                 f"per-row latent sets were given for {self.n_rows} rows but the batch has {x.shape[0]}",
                 "pass one latent set per batch row (or one shared set)",
             )
-        acts = self.coder.encode_latents(x, self.idx)
-        if not self.all_rows:
-            acts = acts * self.mask
-        delta: Tensor = self.coder.decode_latents(acts, self.idx)
-        out: Tensor = (x.to(delta.dtype) - delta).to(x.dtype)
-        return out
+        return ablate_latents(self.coder, x, self.idx, None if self.all_rows else self.mask)
 
 
 class _DirectionEdit:
     def __init__(self, direction: Tensor, device: torch.device) -> None:
-        d = direction.detach().to(device=device, dtype=torch.float32)
-        self.unit = d / d.norm().clamp_min(1e-12)
+        self.unit = unit_vector(direction).to(device)
 
     def __call__(self, x: Tensor) -> Tensor:
-        xf = x.float()
-        out: Tensor = (xf - (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
-        return out
+        return project_out(x, self.unit)
 
 
 Hook = Callable[..., Any]

@@ -25,7 +25,7 @@ N_LAYERS = 3
 VOCAB = 96
 
 
-def tiny_config(arch: str = "qwen2"):
+def tiny_config(arch: str = "qwen2", **overrides):
     from transformers import Gemma2Config, LlamaConfig, Qwen2Config
 
     common = dict(
@@ -43,14 +43,14 @@ def tiny_config(arch: str = "qwen2"):
     )
     cls = {"qwen2": Qwen2Config, "llama": LlamaConfig, "gemma2": Gemma2Config}[arch]
     extra = {"head_dim": 16} if arch == "gemma2" else {}
-    return cls(**common, **extra)
+    return cls(**{**common, **extra, **overrides})
 
 
-def tiny_model(arch: str = "qwen2", seed: int = 0):
+def tiny_model(arch: str = "qwen2", seed: int = 0, **overrides):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, **overrides), dtype=torch.float32)
     # Random init is small; widen it so greedy generations depend on the residual stream.
     with torch.no_grad():
         for p in model.parameters():

@@ -33,16 +33,17 @@ def planted_plan(tmp_path, planted_dirs):
     return *planted_dirs, str(path), write_plan(body, tensors, path)
 
 
-def _evaluate(model_args: str, tasks: list[str], limit: int | None = None):
-    from lm_eval import simple_evaluate
+def _task_manager():
     from lm_eval.tasks import TaskManager
 
+    return TaskManager(include_path=str(HERE / "lm_eval_tasks"))
+
+
+def _evaluate(model_args: str, tasks: list[str], limit: int | None = None):
+    from lm_eval import simple_evaluate
+
     return simple_evaluate(
-        model="sae_ablated",
-        model_args=model_args,
-        tasks=tasks,
-        limit=limit,
-        task_manager=TaskManager(include_path=str(HERE / "lm_eval_tasks")),
+        model="sae_ablated", model_args=model_args, tasks=tasks, limit=limit, task_manager=_task_manager()
     )
 
 
@@ -245,18 +246,21 @@ def test_task_yamls_are_what_the_generator_writes():
     configs = gen.configs()
     assert len(configs) == 41 and configs["refusal_ablation.yaml"].count("  - refusal_") == 20
     assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == 2
-    assert "condition:" not in configs["refusal_jbb_baseline.yaml"]
-    assert "  condition: sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
+    # the condition travels in the task name only: no kwarg other backends would choke on
+    assert not [name for name, text in configs.items() if "  condition:" in text]
+    assert "task: refusal_harmbench_sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
 
 
-def test_baseline_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
+def test_shipped_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
+    """Every task is portable: under plain ``hf`` an ablation task runs too (unablated, so it
+    scores exactly as its baseline twin)."""
     from lm_eval import simple_evaluate
 
     model_dir, _ = planted_dirs
     out = simple_evaluate(
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
-        tasks=["refusal_jbb_baseline", "refusal_alpaca_baseline"],
+        tasks=["refusal_jbb_baseline", "refusal_jbb_sae", "refusal_alpaca_baseline"],
         limit=2,
         gen_kwargs="max_gen_toks=4",
     )
@@ -264,7 +268,40 @@ def test_baseline_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
     assert res["refusal_jbb_baseline"]["refusal_rate,none"] + res["refusal_jbb_baseline"][
         "attack_success,none"
     ] == pytest.approx(1.0)
+    assert res["refusal_jbb_sae"]["refusal_rate,none"] == res["refusal_jbb_baseline"]["refusal_rate,none"]
     assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0
+
+
+def test_condition_of_a_request_kwarg_then_task_name_then_default():
+    from types import SimpleNamespace
+
+    from refusal_eval.plugins._common import AblationRunner
+
+    runner = AblationRunner()
+    runner.default_condition = "direction"
+
+    def req(task: str | None, kwargs: dict) -> SimpleNamespace:
+        return SimpleNamespace(args=("ctx", kwargs), task_name=task)
+
+    assert runner._condition(req("my_task", {"condition": "sae_fm"})) == "sae_fm"  # user tasks
+    assert runner._condition(req("refusal_jbb_sae", {"until": []})) == "sae"
+    assert runner._condition(req("refusal_jbb_sae_fm", {})) == "sae_fm"  # longest suffix
+    assert runner._condition(req("my_task", {})) == runner._condition(req(None, {})) == "direction"
+
+
+def test_use_cache_is_refused_when_conditions_would_share_answers(planted_plan, tmp_path):
+    from lm_eval import simple_evaluate
+
+    model_dir, sae_dir, plan, _ = planted_plan
+    with pytest.raises(RefusalEvalError, match="--use_cache keys answers by prompt"):
+        simple_evaluate(
+            model="sae_ablated",
+            model_args=f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32",
+            tasks=["planted_sae"],
+            task_manager=_task_manager(),
+            use_cache=str(tmp_path / "cache"),
+            limit=2,
+        )
 
 
 def test_startup_hook_imports_nothing_heavy_and_the_off_switch_skips_it():

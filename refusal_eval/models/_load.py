@@ -125,6 +125,7 @@ def load_model(
     ``spec``: ``default`` / a registered offline name (assembled from the pinned part packages
     and cached as bf16 safetensors), a local HF directory, a ``.gguf`` file, or a hub id.
     bf16 is the default on every device (measured faster on AVX512-BF16 CPUs, same outputs).
+    ``device="meta"`` loads no weights (plan keys and context checks only; e.g. for vLLM).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -136,10 +137,19 @@ def load_model(
         kwargs["revision"] = revision
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
+        if device == "meta":  # config, tokenizer and identity only: another engine runs the weights
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(source, **kwargs)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(  # type: ignore[no-untyped-call]
+                    config, dtype=torch_dtype, trust_remote_code=trust_remote_code
+                )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, **kwargs)
     except Exception as exc:  # transformers/safetensors raise many types for bad checkpoints
         _raise_load_error(spec, source, exc)
-    model.to(device).eval()  # type: ignore[arg-type]  # transformers' stub wants a model
+    model.to(device).eval()
     model.requires_grad_(False)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

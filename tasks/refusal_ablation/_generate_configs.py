@@ -3,9 +3,10 @@
     python tasks/refusal_ablation/_generate_configs.py          # rewrite the YAMLs
     python tasks/refusal_ablation/_generate_configs.py --check  # exit 1 if any is out of date
 
-The benchmarks are below; the conditions come from :mod:`refusal_eval.conditions`. Baseline
-tasks carry no ``condition`` generation kwarg, so lm-eval's own backends (``hf``, ``vllm``) run
-them unchanged; the ablation tasks name their condition for the ``sae_ablated`` model.
+The benchmarks are below; the conditions come from :mod:`refusal_eval.conditions`. A task names
+its condition only in its name (``refusal_jbb_sae``), which ``sae_ablated`` and
+``sae_ablated_vllm`` read off each request: no generation kwarg that lm-eval's own backends
+(``hf``, ``vllm``) would forward to ``generate`` and fail on, so they run every task (unablated).
 """
 
 from __future__ import annotations
@@ -43,14 +44,12 @@ def task_yaml(bench: str, condition: str) -> str:
         f"tag: {GROUP}_{condition}",
         "dataset_kwargs:",
         f"  name: {bench}",
-        "# greedy, chat template applied by the sae_ablated model; override with --gen_kwargs",
+        "# greedy, chat template applied by the sae_ablated models; override with --gen_kwargs",
         "generation_kwargs:",
         "  until: []",
         "  max_gen_toks: 64",
         "  do_sample: false",
     ]
-    if condition != "baseline":
-        lines.append(f"  condition: {condition}")
     return "\n".join(lines) + "\n"
 
 

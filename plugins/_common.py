@@ -1,0 +1,221 @@
+"""What ``sae_ablated`` (HF) and ``sae_ablated_vllm`` share: model_args, the plan, conditions,
+judging and the provenance recorded in lm-eval's results. A backend supplies the model and
+one context manager, :meth:`AblationRunner._ablation_scope`, that runs a group of requests
+under a list of ablations (hooks for HF, in-place buffers for vLLM)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from refusal_eval.ablation import Ablation
+from refusal_eval.chat import format_chat
+from refusal_eval.conditions import check_condition, condition_of_task
+from refusal_eval.config import SearchConfig
+from refusal_eval.errors import RefusalEvalError
+from refusal_eval.judges import judge_texts
+from refusal_eval.saes import SAEBundle
+from refusal_eval.search.plan import AblationPlan, display_path
+
+log = logging.getLogger(__name__)
+
+OWN_ARGS = ("pretrained", "saes", "sae_layers", "plan", "condition", "judge", "dtype", "revision")
+
+
+def split_args(
+    kwargs: dict[str, Any], allowed: frozenset[str], model: str, own: tuple[str, ...] = OWN_ARGS
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``search_<key>`` model_args -> search config overrides; the rest must be backend args."""
+    search = {k.removeprefix("search_"): v for k, v in kwargs.items() if k.startswith("search_")}
+    rest = {k: v for k, v in kwargs.items() if not k.startswith("search_")}
+    unknown = sorted(set(rest) - allowed)
+    if unknown:
+        raise RefusalEvalError(
+            f"unknown {model} model_args {unknown}",
+            f"use {', '.join(own)}, search_<config key>, or a model arg of lm-eval's backend",
+        )
+    return search, rest
+
+
+def parse_layers(value: str | int | None) -> list[int] | None:
+    """``sae_layers=14`` or ``sae_layers=10|14|18`` (lm-eval splits model_args on commas)."""
+    if value is None or value == "":
+        return None
+    try:
+        return [int(v) for v in str(value).replace(":", "|").split("|") if v.strip()]
+    except ValueError:
+        raise RefusalEvalError(
+            f"cannot parse sae_layers={value!r}", "write layer numbers separated by |, e.g. sae_layers=10|14"
+        ) from None
+
+
+def rank_and_barrier() -> tuple[int, Callable[[], Any]]:
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank(), dist.barrier
+    except ImportError:
+        pass
+    return 0, lambda: None
+
+
+def prompt_of(request: Any) -> str:
+    """The user prompt a request's answer is judged against (the doc's, else the context)."""
+    doc = getattr(request, "doc", None)
+    if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
+        return str(doc["prompt"])
+    return str(request.args[0])
+
+
+class AblationRunner:
+    """Mixin: the plan, the per-request condition, grouped execution, judging, provenance."""
+
+    chat: Any
+    saes: SAEBundle | None
+    search_config: SearchConfig
+    plan_arg: str
+    default_condition: str
+    judge: Any
+    judge_spec: str
+    tokenizer: Any
+    backend_name: str
+    _plan: AblationPlan | None = None
+
+    @functools.cached_property
+    def template_applied_by(self) -> set[str]:
+        """Who applied the chat template (recorded in the results, not used to decide)."""
+        return set()
+
+    # --- supplied by the backend --------------------------------------------------------------
+    def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
+        raise NotImplementedError
+
+    def _resolve_plan(self) -> AblationPlan:
+        from refusal_eval.search.auto import resolve_plan
+
+        return resolve_plan(self.chat, self.saes or {}, self.plan_arg, self.search_config)
+
+    # --- the plan -----------------------------------------------------------------------------
+    @property
+    def plan(self) -> AblationPlan:
+        if self._plan is None:
+            if self.saes is None or self.plan_arg == "none":
+                raise RefusalEvalError(
+                    "this run asks for an ablation condition but no plan/SAEs were given",
+                    "pass saes=RELEASE_OR_DIR (plan=auto) or evaluate only baseline tasks "
+                    "(registered offline models bring their own SAEs: pretrained=default)",
+                )
+            rank, barrier = rank_and_barrier()
+            if rank != 0:
+                barrier()  # rank 0 searches (or finds the cached plan) first
+            self._plan = self._resolve_plan()
+            if rank == 0:
+                barrier()
+            log.warning("refusal_eval: plan %s (sha256 %s)", self._plan.path, self._plan.hash[:12])
+        return self._plan
+
+    def _ablations(self, condition: str) -> list[Ablation]:
+        if condition == "baseline":
+            return []
+        check_condition(condition)
+        return self.plan.ablations(self.saes or {}, condition)
+
+    @functools.cached_property
+    def _generation_suffix(self) -> str:
+        """What the chat template puts after a user turn (``<|im_end|>\\n<|im_start|>assistant\\n``)."""
+        marker = "\x00refusal-eval\x00"
+        return format_chat(self.tokenizer, [marker])[0].split(marker, 1)[-1]
+
+    def _templated(self, context: str) -> bool:
+        """Whether lm-eval already applied the chat template (``--apply_chat_template``)."""
+        return bool(self._generation_suffix.strip()) and context.endswith(self._generation_suffix)
+
+    def _chat_formatted(self, requests: list[Any]) -> list[Any]:
+        """The requests with the chat template applied where lm-eval did not apply it."""
+        prepared = []
+        for req in requests:
+            context, gen_kwargs = req.args
+            templated = self._templated(context)
+            self.template_applied_by.add("lm-eval" if templated else self.backend_name)
+            if not templated:  # the tasks expect the chat template; apply it if not yet
+                req = dataclasses.replace(
+                    req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
+                )
+            prepared.append(req)
+        return prepared
+
+    # --- conditions ---------------------------------------------------------------------------
+    def _condition(self, request: Any) -> str:
+        """A request's condition: a ``condition`` generation kwarg (user tasks may set one), else
+        the condition its task name ends with (``refusal_jbb_sae``, ``refusal_ce_sae_fm``), else
+        the model's ``condition=`` model_arg. The shipped tasks name it only in the task name, so
+        lm-eval's own ``hf`` and ``vllm`` backends run them too (unablated)."""
+        args = request.args
+        if len(args) > 1 and isinstance(args[1], dict) and "condition" in args[1]:
+            return str(args[1]["condition"])
+        return condition_of_task(getattr(request, "task_name", None)) or self.default_condition
+
+    def _by_condition(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """Run ``requests`` grouped by condition, each group inside its ablation scope."""
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(self._condition(req), []).append(i)
+        caching = getattr(getattr(self, "cache_hook", None), "dbdict", None) is not None  # --use_cache
+        if caching and set(groups) - {"baseline"}:
+            raise RefusalEvalError(
+                "--use_cache keys answers by prompt and generation kwargs only, so it would serve one "
+                "condition's answers to another",
+                "drop --use_cache (refusal_eval caches plans and searches itself)",
+            )
+        out: list[Any] = [None] * len(requests)
+        for cond in sorted(groups):
+            idx = groups[cond]
+            with self._ablation_scope(self._ablations(cond)):
+                for i, value in zip(idx, run([requests[i] for i in idx]), strict=True):
+                    out[i] = value
+        return out
+
+    def _judged(self, requests: list[Any], answers: list[Any]) -> list[Any]:
+        prompts = [prompt_of(r) for r in requests]
+        return judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+
+    # --- provenance ---------------------------------------------------------------------------
+    def refusal_eval_info(self, device: str) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "refusal_eval_model": self.chat.info.get("name", self.chat.spec),
+            "refusal_eval_model_revision": self.chat.revision,
+            "refusal_eval_judge": self.judge_spec,
+            "refusal_eval_device": device,  # what ran (lm-eval's own "device" is what was asked for)
+            "refusal_eval_chat_template": {
+                "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
+                "applied_by": sorted(self.template_applied_by) or ["-"],
+            },
+        }
+        if self.saes is not None:
+            info["refusal_eval_saes"] = self.saes.describe()
+        if self.saes is not None and self.plan_arg != "none":
+            plan = self.plan
+            info.update(
+                {
+                    "refusal_eval_plan": display_path(plan.path),
+                    "refusal_eval_plan_hash": plan.hash,
+                    "refusal_eval_plan_layer": plan.layer,
+                    "refusal_eval_plan_layers": plan.sae_layers,
+                    "refusal_eval_feature_counts": plan.counts(),
+                    "refusal_eval_dormant": plan.dormant_count,
+                    "refusal_eval_hydra": plan.hydra_count,
+                    "refusal_eval_first_token_kl": plan.first_token_kl,
+                }
+            )
+        return info
+
+
+@contextlib.contextmanager
+def nothing() -> Iterator[None]:
+    yield

