@@ -12,7 +12,7 @@ ids / direction, compiled or eager. The plan is resolved before the engine start
 when none is cached, runs on the HF model, which is then freed). Prefix caching is off and
 ``data_parallel_size`` > 1 is refused: lm-eval's data parallelism starts engines this plugin
 cannot reach. On a CPU host, vLLM runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
-measured faster) with ``gpu_memory_utilization=0.2`` (of host RAM) unless you set them.
+measured faster) with a 2 GiB KV cache (``kv_cache_memory_bytes``) unless you set them.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from refusal_eval.search.plan import AblationPlan  # noqa: E402
 from ._common import OWN_ARGS, AblationRunner, parse_layers, split_args  # noqa: E402
 
 log = logging.getLogger(__name__)
+CPU_KV_CACHE_BYTES = 2 << 30  # 2 GiB: ~170k tokens of the 0.5B default model
 
 
 def _engine_arg_names() -> frozenset[str]:
@@ -82,7 +83,8 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
     ) -> None:
         search_overrides, vllm_kwargs = split_args(
             kwargs,
-            (_VLLM_ARGS | _engine_arg_names()) - {"hf_overrides", "worker_extension_cls", "model"},
+            (_VLLM_ARGS | _engine_arg_names() | {"device"})
+            - {"hf_overrides", "worker_extension_cls", "model"},
             "sae_ablated_vllm",
             (*OWN_ARGS, "max_latents", "batch_size"),
         )
@@ -108,8 +110,11 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
         if _on_cpu():
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            if "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-                vllm_kwargs.setdefault("gpu_memory_utilization", 0.2)
+            sized = {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(vllm_kwargs)
+            if not sized and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+                # vLLM sizes a CPU KV cache as a fraction of the NUMA node minus what the process
+                # already holds, which fails here; a fixed size does not
+                vllm_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         edit = engine_args(self.chat.source, self.saes, max_latents=int(max_latents))
         super().__init__(
             pretrained=self.chat.source,

@@ -139,11 +139,12 @@ def test_compiled_mode_applies_the_edit(tmp_path_factory, hf_model):
     skipped, the in-place buffers are read. Answers equal the HF path's under each condition."""
     llm, editor = _engine(tmp_path_factory, eager=False)
     config = llm.llm_engine.vllm_config
-    assert not config.model_config.enforce_eager and "NONE" not in str(config.compilation_config.mode)
+    assert not config.model_config.enforce_eager and config.compilation_config.mode.name != "NONE"
     for name in ("sae", "baseline", "direction", "one_layer"):
         editor.set(CONDITIONS[name])
         assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
-    assert editor.describe()["architecture"] == "RefusalEvalQwen2ForCausalLM"
+    described = editor.describe()
+    assert described["architecture"] == "RefusalEvalQwen2ForCausalLM" and not described["enforce_eager"]
 
 
 def test_bad_states_name_the_fix(eager_engine):
@@ -161,3 +162,31 @@ def test_engine_args_refuse_an_architecture_vllm_cannot_edit(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"]}')
     with pytest.raises(RefusalEvalError, match="cannot edit"):
         engine_args(str(tmp_path), {})
+
+
+@pytest.mark.slow
+def test_lm_eval_end_to_end_on_the_default_model():
+    """``--model sae_ablated_vllm`` through lm-eval: the shipped plan resolves (hash recorded as
+    by ``sae_ablated``), the ablation task runs under its condition."""
+    from lm_eval import simple_evaluate
+
+    from refusal_eval.search.auto import shipped_plans
+    from refusal_eval.search.plan import AblationPlan
+
+    out = simple_evaluate(
+        model="sae_ablated_vllm",
+        model_args="pretrained=default,enforce_eager=True",
+        tasks=["refusal_jbb_baseline", "refusal_jbb_sae"],
+        limit=2,
+        batch_size="auto",
+        gen_kwargs="max_gen_toks=24",
+    )
+    config, res = out["config"], out["results"]
+    shipped = next(p for p in shipped_plans() if "0.5b" in p.name)
+    assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
+    assert config["refusal_eval_plan_layers"] == [10, 14, 18]
+    assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"
+    assert config["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated_vllm"]
+    # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
+    assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
+    assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0

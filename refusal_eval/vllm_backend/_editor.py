@@ -100,7 +100,9 @@ class VllmEditor:
             "architecture": (getattr(hf, "architectures", None) or ["?"])[0],
             "edit_spec": json.loads(getattr(hf, SPEC_KEY, "{}")),
             "enforce_eager": bool(config.model_config.enforce_eager),
-            "compilation_mode": str(config.compilation_config.mode),
+            "compilation_mode": getattr(
+                config.compilation_config.mode, "name", str(config.compilation_config.mode)
+            ),
         }
 
     def load_saes(self, saes: Mapping[int, SparseCoder]) -> None:

@@ -163,9 +163,13 @@ def install_slots(model: nn.Module, spec: EditSpec) -> None:
         layer._re_dir_out = spec.direction and i == n - 1  # type: ignore[assignment]
         d = _width(layer)
         if spec.direction:
-            layer.register_buffer("re_dir_in", torch.zeros(d, device=device), persistent=False)
+            layer.register_buffer(
+                "re_dir_in", torch.zeros(d, dtype=torch.float32, device=device), persistent=False
+            )
             if i == n - 1:
-                layer.register_buffer("re_dir_out", torch.zeros(d, device=device), persistent=False)
+                layer.register_buffer(
+                    "re_dir_out", torch.zeros(d, dtype=torch.float32, device=device), persistent=False
+                )
         if i in by_layer:
             slot = by_layer[i]
             if slot.d_in != d:
