@@ -147,6 +147,19 @@ def test_compiled_mode_applies_the_edit(tmp_path_factory, hf_model):
     assert described["architecture"] == "RefusalEvalQwen2ForCausalLM" and not described["enforce_eager"]
 
 
+def test_worker_processes_get_weights_and_states_as_msgpack(tmp_path_factory, hf_model, monkeypatch):
+    """vLLM's default outside this suite: the model lives in a worker process; SAE weights and
+    states cross as msgpack (bytes and lists), no pickled code."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    llm, editor = _engine(tmp_path_factory, eager=True)
+    try:
+        for name in ("sae", "direction", "baseline"):
+            editor.set(CONDITIONS[name])
+            assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
 def test_bad_states_name_the_fix(eager_engine):
     _, editor = eager_engine
     with pytest.raises(RefusalEvalError, match="exceed the engine's 160 latent slots"):

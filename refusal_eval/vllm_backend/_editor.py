@@ -10,7 +10,7 @@ from typing import Any
 from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..errors import RefusalEvalError
-from ._layers import EditState
+from ._layers import EditState, pack
 from ._models import BASES, edited_name
 from ._spec import DEFAULT_MAX_LATENTS, SPEC_KEY, EditSpec
 
@@ -107,7 +107,7 @@ class VllmEditor:
 
     def load_saes(self, saes: Mapping[int, SparseCoder]) -> None:
         weights = {
-            int(layer): {name: getattr(c, name).detach().cpu().contiguous() for name in c.tensor_fields()}
+            str(layer): {name: pack(getattr(c, name)) for name in c.tensor_fields()}
             for layer, c in saes.items()
         }
         self.llm.collective_rpc("refusal_eval_load_saes", args=(weights,))

@@ -196,6 +196,20 @@ def _width(layer: nn.Module) -> int:
 
 
 # --- worker side: fill the buffers in place ---------------------------------------------------
+Packed = Mapping[str, Any]  # {"data": bytes, "shape": [...], "dtype": "float32"}: msgpack-safe
+
+
+def pack(tensor: Tensor) -> dict[str, Any]:
+    """A tensor as plain bytes + shape + dtype (crosses vLLM's process boundary as msgpack)."""
+    t = tensor.detach().cpu().contiguous()
+    return {"data": t.view(torch.uint8).numpy().tobytes(), "shape": list(t.shape), "dtype": str(t.dtype)[6:]}
+
+
+def unpack(packed: Packed) -> Tensor:
+    raw = torch.frombuffer(bytearray(packed["data"]), dtype=torch.uint8)
+    return raw.view(_dtype(str(packed["dtype"]))).reshape([int(n) for n in packed["shape"]])
+
+
 def _slots(model: nn.Module) -> dict[int, _EditedLayer]:
     return {
         i: layer
@@ -204,8 +218,9 @@ def _slots(model: nn.Module) -> dict[int, _EditedLayer]:
     }
 
 
-def load_sae_weights(model: nn.Module, weights: Mapping[int, Mapping[str, Tensor]]) -> list[int]:
-    """Copy SAE tensors (``{layer: {"W_enc": ..., ...}}``) into the slots; returns the layers."""
+def load_sae_weights(model: nn.Module, weights: Mapping[int, Mapping[str, Tensor | Packed]]) -> list[int]:
+    """Copy SAE tensors (``{layer: {"W_enc": tensor or pack(tensor), ...}}``) into the slots;
+    returns the layers."""
     slots = _slots(model)
     missing = sorted(set(weights) - set(slots))
     if missing:
@@ -217,7 +232,8 @@ def load_sae_weights(model: nn.Module, weights: Mapping[int, Mapping[str, Tensor
         for layer, tensors in weights.items():
             coder = slots[layer]._re_coder
             assert coder is not None
-            for name, value in tensors.items():
+            for name, given in tensors.items():
+                value = given if isinstance(given, Tensor) else unpack(given)
                 target: Tensor = getattr(coder, name)
                 if tuple(value.shape) != tuple(target.shape):
                     raise RefusalEvalError(

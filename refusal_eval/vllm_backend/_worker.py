@@ -6,9 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from torch import Tensor
-
-from ._layers import EditState, apply_state, load_sae_weights
+from ._layers import EditState, Packed, apply_state, load_sae_weights
 
 
 class RefusalEvalWorker:
@@ -16,7 +14,7 @@ class RefusalEvalWorker:
         model = self.get_model()  # type: ignore[attr-defined]  # vLLM's worker, mixed in at run time
         return model.unwrap() if hasattr(model, "unwrap") else model  # cudagraph wrappers
 
-    def refusal_eval_load_saes(self, weights: Mapping[int, Mapping[str, Tensor]]) -> list[int]:
+    def refusal_eval_load_saes(self, weights: Mapping[Any, Mapping[str, Packed]]) -> list[int]:
         return load_sae_weights(self._refusal_eval_model(), {int(k): v for k, v in weights.items()})
 
     def refusal_eval_set_state(
