@@ -10,16 +10,17 @@ import dataclasses
 import functools
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from refusal_eval.ablation import Ablation
 from refusal_eval.chat import format_chat
 from refusal_eval.conditions import check_condition, condition_of_task
-from refusal_eval.config import SearchConfig
+from refusal_eval.config import SearchConfig, load_config
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.judges import judge_texts
-from refusal_eval.saes import SAEBundle
+from refusal_eval.judges import get_judge, judge_texts
+from refusal_eval.models import load_model
+from refusal_eval.saes import SAEBundle, load_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,33 @@ class AblationRunner:
     def template_applied_by(self) -> set[str]:
         """Who applied the chat template (recorded in the results, not used to decide)."""
         return set()
+
+    def _setup(
+        self,
+        *,
+        pretrained: str,
+        saes: str | None,
+        sae_layers: str | int | None,
+        plan: str,
+        condition: str,
+        judge: str,
+        search_overrides: dict[str, Any],
+        **load: Any,
+    ) -> None:
+        """The chat model (``load``: dtype/device/revision for :func:`~refusal_eval.load_model`),
+        SAEs, search config, judge and plan argument, checked before the backend starts."""
+        check_condition(condition)
+        self.judge = get_judge(judge)  # built once; fails early on a bad spec
+        self.chat = load_model(str(pretrained), **load)
+        sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
+        self.saes = (
+            load_saes(sae_source, layers=parse_layers(sae_layers), model=self.chat) if sae_source else None
+        )
+        self.search_config = load_config(overrides=search_overrides)
+        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
+        self._plan = None
+        if self.saes is None and plan not in ("none", "auto"):
+            raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
 
     # --- supplied by the backend --------------------------------------------------------------
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
@@ -214,8 +242,3 @@ class AblationRunner:
                 }
             )
         return info
-
-
-@contextlib.contextmanager
-def nothing() -> Iterator[None]:
-    yield

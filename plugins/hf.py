@@ -30,14 +30,8 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from refusal_eval.ablation import Ablation, ablate
-from refusal_eval.conditions import check_condition
-from refusal_eval.config import load_config
-from refusal_eval.errors import RefusalEvalError
-from refusal_eval.judges import get_judge
-from refusal_eval.models import load_model
-from refusal_eval.saes import load_saes
 
-from ._common import OWN_ARGS, AblationRunner, parse_layers, split_args
+from ._common import OWN_ARGS, AblationRunner, split_args
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +70,11 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         search_overrides, hf_kwargs = split_args(
             kwargs, _HFLM_ARGS, "sae_ablated", (*OWN_ARGS, "device", "batch_size")
         )
-        check_condition(condition)
-        self.judge = get_judge(judge)  # built once; fails early on a bad spec
-        self.chat = load_model(str(pretrained), dtype=dtype, device=_usable(device), revision=revision)
-        layers = parse_layers(sae_layers)
-        saes = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
-        self.search_config = load_config(overrides=search_overrides)
-        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
-        self._plan = None
-        if self.saes is None and plan not in ("none", "auto"):
-            raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
+        self._setup(
+            pretrained=pretrained, saes=saes, sae_layers=sae_layers, plan=plan, condition=condition,
+            judge=judge, search_overrides=search_overrides, dtype=dtype, device=_usable(device),
+            revision=revision,
+        )  # fmt: skip
         super().__init__(
             pretrained=self.chat.model,
             tokenizer=self.chat.tokenizer,

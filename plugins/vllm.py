@@ -34,15 +34,11 @@ from lm_eval.api.registry import register_model  # noqa: E402
 from lm_eval.models.vllm_causallms import VLLM  # noqa: E402
 
 from refusal_eval.ablation import Ablation  # noqa: E402
-from refusal_eval.conditions import check_condition  # noqa: E402
-from refusal_eval.config import load_config  # noqa: E402
 from refusal_eval.errors import RefusalEvalError  # noqa: E402
-from refusal_eval.judges import get_judge  # noqa: E402
 from refusal_eval.models import load_model  # noqa: E402
-from refusal_eval.saes import load_saes  # noqa: E402
 from refusal_eval.search.plan import AblationPlan  # noqa: E402
 
-from ._common import OWN_ARGS, AblationRunner, parse_layers, split_args  # noqa: E402
+from ._common import OWN_ARGS, AblationRunner, split_args  # noqa: E402
 
 log = logging.getLogger(__name__)
 CPU_KV_CACHE_BYTES = 2 << 30  # 2 GiB: ~170k tokens of the 0.5B default model
@@ -94,18 +90,11 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
                 "engines in Ray workers the ablations cannot reach)",
                 "use tensor_parallel_size, or one lm_eval process per GPU with --limit slices",
             )
-        check_condition(condition)
-        self.judge = get_judge(judge)
         # the weights are vLLM's: here only config, tokenizer and identity (plan keys, checks)
-        self.chat = load_model(str(pretrained), dtype=dtype, device="meta", revision=revision)
-        layers = parse_layers(sae_layers)
-        saes = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        self.saes = load_saes(saes, layers=layers, model=self.chat) if saes else None
-        self.search_config = load_config(overrides=search_overrides)
-        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
-        self._plan = None
-        if self.saes is None and plan not in ("none", "auto"):
-            raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
+        self._setup(
+            pretrained=pretrained, saes=saes, sae_layers=sae_layers, plan=plan, condition=condition,
+            judge=judge, search_overrides=search_overrides, dtype=dtype, device="meta", revision=revision,
+        )  # fmt: skip
         if self.saes is not None and self.plan_arg != "none":
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
         if _on_cpu():
