@@ -96,7 +96,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
     ) -> Any:
-        generation_kwargs.pop("condition", None)  # consumed by generate_until (kept in cache keys)
+        generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:

@@ -177,7 +177,7 @@ def test_run_pass_through_adds_defaults_only_when_missing():
 def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path, planted_dirs, monkeypatch):
     """A registered model with no saes=/plan= args: its default SAE release is loaded and plan=auto
     finds the shipped plan by key, although a compute-only setting (batch size) differs."""
-    import refusal_eval.plugins.hf as hf
+    import refusal_eval.plugins._common as common
 
     import refusal_eval.search.auto as auto
     from refusal_eval.models import load_model
@@ -213,7 +213,7 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     def no_search(*_a, **_k):
         raise AssertionError("plan=auto searched instead of finding the shipped plan")
 
-    monkeypatch.setattr(hf, "load_model", registered)
+    monkeypatch.setattr(common, "load_model", registered)
     monkeypatch.setattr(auto, "shipped_plans", lambda: [shipped])
     monkeypatch.setattr(auto, "search_to_file", no_search)
     args = ",".join([f"pretrained={model_dir}", "dtype=float32", "search_batch_size=3"])
