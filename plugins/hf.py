@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import os
 from typing import Any
 
 from lm_eval.api.registry import register_model
@@ -40,13 +41,40 @@ _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "
 
 def _usable(device: str | None) -> str | None:
     """lm-eval's CLI passes ``device=cuda`` by default; on a machine without CUDA use the default
-    device instead of failing (an explicit ``--device cpu`` or ``cuda:1`` is kept)."""
+    device instead of failing (an explicit ``--device cpu`` or ``cuda:1`` is kept). Under
+    ``accelerate launch`` / ``torchrun`` each process takes its own GPU (``cuda:LOCAL_RANK``)."""
     import torch
 
     if device and device.startswith("cuda") and not torch.cuda.is_available():
         log.warning("refusal_eval: CUDA is not available; running on CPU")
         return None
+    if device == "cuda" and _launched_world_size() > 1:
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
     return device
+
+
+def _launched_world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1") or 1)
+
+
+def _join_launched_processes(lm: HFLM) -> None:
+    """lm-eval's HFLM sets up data parallelism only for models it loads itself; ours is loaded
+    by refusal_eval, so join the processes ``accelerate launch`` / ``torchrun`` started here:
+    each rank evaluates its share of the documents, lm-eval gathers them on rank 0, and rank 0
+    alone resolves (or searches) the plan while the others wait (``AblationRunner.plan``)."""
+    if _launched_world_size() <= 1:
+        return
+    from datetime import timedelta
+
+    from accelerate import Accelerator, InitProcessGroupKwargs
+
+    accelerator = Accelerator(
+        cpu=lm.device.type == "cpu",  # else accelerate ignores CPU processes (DistributedType.NO)
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(weeks=52))],
+    )
+    if accelerator.num_processes > 1:
+        lm.accelerator = accelerator
+        lm._rank, lm._world_size = accelerator.process_index, accelerator.num_processes
 
 
 @register_model("sae_ablated")
@@ -82,6 +110,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
             device=str(self.chat.device),
             **hf_kwargs,
         )
+        _join_launched_processes(self)
 
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
         return ablate(self.model, ablations)

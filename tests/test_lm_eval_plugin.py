@@ -334,3 +334,35 @@ def test_loglikelihood_requests_follow_their_tasks_condition(planted_plan):
     assert as_default["planted_ce_baseline"]["word_perplexity,none"] == pytest.approx(ppl["baseline"])
     other = _evaluate(args + ",condition=sae", ["planted_ce_direction"])["results"]  # the task name wins
     assert other["planted_ce_direction"]["word_perplexity,none"] == pytest.approx(ppl["direction"])
+
+
+def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted_plan, tmp_path):
+    """``torchrun --nproc_per_node 2 -m lm_eval --model sae_ablated`` (what ``accelerate launch``
+    does on one machine): each rank evaluates half the documents, lm-eval gathers them on rank 0,
+    and only rank 0 runs the plan search (``plan=auto``; the other waits, then finds it cached)."""
+    import os
+
+    model_dir, sae_dir, plan, _ = planted_plan
+    out = tmp_path / "out"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = f"pretrained={model_dir},saes={sae_dir},plan=auto,dtype=float32,judge=prefix:w4"
+    run = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", str(HERE / "_launch_lm_eval.py"), model_dir, plan,
+         "--model", "sae_ablated", "--model_args", args, "--tasks", "planted_baseline,planted_sae",
+         "--include_path", str(HERE / "lm_eval_tasks"), "--output_path", str(out), "--log_samples"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        env={**os.environ, "REFUSAL_EVAL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert Path(f"{plan}.searched").read_text() == "rank 0\n"  # one search, on rank 0
+    (results,) = out.rglob("results_*.json")
+    data = json.loads(results.read_text())
+    assert data["config"]["refusal_eval_plan"].startswith("cache:plans/")
+    for task in ("planted_baseline", "planted_sae"):
+        (samples,) = out.rglob(f"samples_{task}_*.jsonl")
+        assert sorted(json.loads(line)["doc_id"] for line in samples.read_text().splitlines()) == list(
+            range(data["n-samples"][task]["effective"])
+        )
+    total = sum(data["n-samples"][t]["effective"] for t in ("planted_baseline", "planted_sae"))
+    served = dict(line.split() for line in Path(f"{plan}.served").read_text().splitlines())
+    assert sorted(served) == ["0", "1"] and sum(int(n) for n in served.values()) == total >= 8

