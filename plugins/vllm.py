@@ -9,7 +9,9 @@ runs refusal_eval's edited model class for the model's architecture
 (:mod:`refusal_eval.vllm_backend`): the SAE weights are copied into the decoder layers once,
 and each condition's requests run in one ``generate()`` after an in-place write of its latent
 ids / direction, compiled or eager. The plan is resolved before the engine starts (a search,
-when none is cached, runs on the HF model, which is then freed). Prefix caching is off and
+when none is cached, runs on the HF model, which is then freed); with ``search_backend=vllm``
+the engine starts first and the search's generations (screening, verification) run on it
+while its forward passes (scores, activations) stay on HF. Prefix caching is off and
 ``data_parallel_size`` > 1 is refused: lm-eval's data parallelism starts engines this plugin
 cannot reach. On a CPU host, vLLM runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 measured faster) with a 2 GiB KV cache (``kv_cache_memory_bytes``) unless you set them.
@@ -26,7 +28,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from refusal_eval.vllm_backend import DEFAULT_MAX_LATENTS, VllmEditor, engine_args, patch_vllm_version
+from refusal_eval.vllm_backend import (
+    DEFAULT_MAX_LATENTS,
+    VllmEditor,
+    VllmGenerator,
+    engine_args,
+    patch_vllm_version,
+)
 
 patch_vllm_version()  # before lm-eval's vLLM module binds importlib.metadata.version
 
@@ -75,14 +83,18 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         revision: str | None = None,
         max_latents: int | str = DEFAULT_MAX_LATENTS,
         batch_size: int | str = "auto",
+        search_backend: str = "hf",
         **kwargs: Any,
     ) -> None:
+        if search_backend not in ("hf", "vllm"):
+            raise RefusalEvalError(f"unknown search_backend={search_backend!r}", "use hf or vllm")
+        self.search_backend = search_backend
         search_overrides, vllm_kwargs = split_args(
             kwargs,
             (_VLLM_ARGS | _engine_arg_names() | {"device"})
             - {"hf_overrides", "worker_extension_cls", "model"},
             "sae_ablated_vllm",
-            (*OWN_ARGS, "max_latents", "batch_size"),
+            (*OWN_ARGS, "max_latents", "batch_size", "search_backend"),
         )
         if int(vllm_kwargs.get("data_parallel_size", 1)) > 1:
             raise RefusalEvalError(
@@ -95,7 +107,8 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
             pretrained=pretrained, saes=saes, sae_layers=sae_layers, plan=plan, condition=condition,
             judge=judge, search_overrides=search_overrides, dtype=dtype, device="meta", revision=revision,
         )  # fmt: skip
-        if self.saes is not None and self.plan_arg != "none":
+        wants_plan = self.saes is not None and self.plan_arg != "none"
+        if wants_plan and search_backend == "hf":
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
         if _on_cpu():
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -116,6 +129,8 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         self.editor = VllmEditor(self.model)
         if self.saes is not None:
             self.editor.load_saes(self.saes)
+        if wants_plan:
+            _ = self.plan  # search_backend=vllm: a search generates on this engine
 
     def _resolve_plan(self) -> AblationPlan:
         from refusal_eval.search.auto import resolve_plan
@@ -125,11 +140,16 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         except RefusalEvalError:
             if self.plan_arg != "auto":
                 raise
-        log.warning("refusal_eval: no cached plan; searching with the HF model before vLLM starts")
         dtype = str(self.chat.info.get("dtype", "bfloat16")).removeprefix("torch.")
         chat = load_model(self.chat.spec, dtype=dtype)
+        generator = None
+        if self.search_backend == "vllm":
+            log.warning("refusal_eval: no cached plan; searching (generations on vLLM, scores on HF)")
+            generator = VllmGenerator(self.model, self.editor, chat.tokenizer)
+        else:
+            log.warning("refusal_eval: no cached plan; searching with the HF model before vLLM starts")
         try:
-            return resolve_plan(chat, self.saes or {}, self.plan_arg, self.search_config)
+            return resolve_plan(chat, self.saes or {}, self.plan_arg, self.search_config, generator=generator)
         finally:
             del chat
             gc.collect()

@@ -34,12 +34,12 @@ NECESSARY = {(0, 0), (0, 1), (0, 2), (1, 0)}
 HYDRA, BACKUP = (1, 0), (0, 3)
 
 
-def planted_model():
+def planted_model(heads: int = 4):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     cfg = Qwen2Config(
         vocab_size=VOCAB, hidden_size=D, intermediate_size=32, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+        num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=256,
         bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False,
     )  # fmt: skip
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
@@ -130,8 +130,8 @@ def planted_prompts(n: int, harmful: bool, seed: int) -> list[str]:
 class PlantedChat:
     """Duck-typed ChatModel for the search (model, tokenizer, spec, revision, ...)."""
 
-    def __init__(self) -> None:
-        self.model = planted_model()
+    def __init__(self, heads: int = 4) -> None:
+        self.model = planted_model(heads)  # heads=2 (head_dim 32) for vLLM's CPU attention
         self.tokenizer = tiny_tokenizer()
         self.tokenizer.padding_side = "left"
         self.spec = "planted"

@@ -160,6 +160,33 @@ def test_worker_processes_get_weights_and_states_as_msgpack(tmp_path_factory, hf
         llm.llm_engine.engine_core.shutdown()
 
 
+def test_search_generations_on_vllm_equal_the_hf_search_path(eager_engine, hf_model):
+    """``search_backend=vllm``: the search's greedy generations (shared sets and one minimal set
+    per prompt, grouped into one engine call per distinct set) equal ``refusal_eval.chat.generate``
+    under the same ``edits``."""
+    from refusal_eval.chat import generate
+    from refusal_eval.search.hydra import per_row_edits
+    from refusal_eval.vllm_backend import VllmGenerator
+
+    llm, editor = eager_engine
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"  # as load_model sets it: the HF path batches with left padding
+    prompts = [" ".join(f"w{(7 * i + j) % 80 + 10}" for j in range(3 + i % 4)) for i in range(10)]
+    sets = [frozenset({(1, (5 * i) % 64), (1, 100 + i % 3), (2, i % 2)}) for i in range(10)]
+    shared = CONDITIONS["sae"]
+    cases = {"baseline": None, "shared": lambda _rows: shared, "per_prompt": per_row_edits(CODERS, sets)}
+    run = VllmGenerator(llm, editor, tok)
+    answers = {}
+    for name, edits in cases.items():
+        answers[name] = run(prompts, max_new_tokens=6, edits=edits)
+        expected = generate(
+            hf_model, tok, prompts, max_new_tokens=6, batch_size=4, progress=False, edits=edits
+        )
+        assert answers[name] == expected, name
+    assert answers["shared"] != answers["baseline"] and answers["per_prompt"] != answers["shared"]
+    editor.set([])
+
+
 def test_bad_states_name_the_fix(eager_engine):
     _, editor = eager_engine
     with pytest.raises(RefusalEvalError, match="exceed the engine's 160 latent slots"):
@@ -203,3 +230,42 @@ def test_lm_eval_end_to_end_on_the_default_model():
     # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
     assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
     assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0
+
+
+def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
+    """``search_backend=vllm`` end to end on the planted model (2 heads of 32): screening and
+    verification generate on the engine, scores and activations stay on HF; the plan body is
+    the one the all-HF search writes, field for field."""
+    from planted import PlantedChat, planted_prompts, planted_saes
+    from vllm import LLM
+
+    from refusal_eval.config import SearchConfig
+    from refusal_eval.search.pipeline import PromptSets, run_search
+    from refusal_eval.vllm_backend import VllmGenerator
+
+    chat, saes = PlantedChat(heads=2), planted_saes()
+    cfg = SearchConfig(
+        top_k=5, block_size=1, refusal_tokens=("w4",), judge="prefix:w4", max_new_tokens=3,
+        fm_lr=0.05, fm_epochs=60, extra_k=1, batch_size=8, verify=True,
+    )  # fmt: skip
+    prompts = PromptSets(
+        planted_prompts(8, True, 0), planted_prompts(8, False, 1), planted_prompts(4, True, 2), {}
+    )
+    hf_body, _ = run_search(chat, saes, cfg, prompts=prompts, work_dir=tmp_path / "hf", progress=False)
+    chat.model.save_pretrained(tmp_path / "model")
+    chat.tokenizer.save_pretrained(tmp_path / "model")
+    llm = LLM(
+        model=str(tmp_path / "model"), dtype="float32", max_model_len=128, enforce_eager=True,
+        kv_cache_memory_bytes=64 << 20, **engine_args(str(tmp_path / "model"), saes),
+    )  # fmt: skip
+    editor = VllmEditor(llm)
+    editor.load_saes(saes)
+    generator = VllmGenerator(llm, editor, chat.tokenizer)
+    calls: list[int] = []
+    counting = lambda prompts, **kw: calls.append(len(prompts)) or generator(prompts, **kw)  # noqa: E731
+    vllm_body, _ = run_search(
+        chat, saes, cfg, prompts=prompts, work_dir=tmp_path / "vllm", progress=False, generator=counting
+    )
+    assert len(calls) >= 8  # screen (2 splits) + verification (minimal, conditions, direction)
+    assert vllm_body.to_json() == hf_body.to_json()
+    assert hf_body.verification["search"]["sae"].n > 0  # verification ran (and, through vLLM, agreed)

@@ -55,6 +55,7 @@ def resolve_plan(
     *,
     search: bool = True,
     progress: bool = True,
+    generator: Any = None,
 ) -> AblationPlan:
     """The plan for ``plan`` (a path, or ``auto``) checked against ``chat`` and ``saes``."""
     if plan != "auto":
@@ -84,6 +85,6 @@ def resolve_plan(
             log.warning(
                 "refusal_eval: no plan cached for this model/SAEs/config; searching (cached at %s)", out
             )
-            search_to_file(chat, saes, cfg, out, progress=progress)
+            search_to_file(chat, saes, cfg, out, progress=progress, generator=generator)
             found = out
     return AblationPlan.load(found)

@@ -32,6 +32,7 @@ from .artifacts import Latent, ModelInfo, PlanBody, PromptSetInfo, SaeSet
 from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
 from .stages import (
     Context,
+    TextGenerator,
     run_screen,
     run_side_effects,
     run_stage1,
@@ -189,8 +190,12 @@ def run_search(
     prompts: PromptSets | None = None,
     work_dir: Path | None = None,
     progress: bool = True,
+    generator: TextGenerator | None = None,
 ) -> tuple[PlanBody, dict[str, Tensor]]:
-    """All three stages plus verification; returns (plan body, tensors)."""
+    """All three stages plus verification; returns (plan body, tensors). ``generator`` moves the
+    greedy generations (screening, verification) to another engine, e.g. vLLM: not part of the
+    key, as both compute the same greedy answers (in bf16 they can part late in an answer; the
+    judge reads the opening)."""
     inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
     cfg, refusal_ids, key = inputs.cfg, inputs.refusal_ids, inputs.key
     model, data = inputs.model, inputs.data
@@ -209,7 +214,7 @@ def run_search(
     screen_cache = cache if work_dir else StageCache(cache_dir("search", "screen", screen_key[:16]))
     log.info("search stages cached in %s", cache.root)
     with cache_lock(cache.root / "search", "running the same search"):  # a twin waits, then reads
-        return _run_stages(chat, saes, inputs, cache, screen_cache, progress)
+        return _run_stages(chat, saes, inputs, cache, screen_cache, progress, generator)
 
 
 def _run_stages(
@@ -219,12 +224,13 @@ def _run_stages(
     cache: StageCache,
     screen_cache: StageCache,
     progress: bool,
+    generator: TextGenerator | None,
 ) -> tuple[PlanBody, dict[str, Tensor]]:
     cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
     tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
     t0 = time.perf_counter()
     sets = (prompts.harmful, prompts.harmless, prompts.validation)
-    ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress)
+    ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress, generator)
     screen = run_screen(ctx)
     stage1, directions = run_stage1(ctx, screen)
     stage2 = run_stage2(ctx, screen, stage1)

@@ -59,6 +59,20 @@ class StageStore(Protocol):
     def cached(self, name: str, compute: Callable[[], Any]) -> Any: ...
 
 
+class TextGenerator(Protocol):
+    """Greedy answers to chat prompts under per-prompt ablations (``edits(rows)``, as
+    :func:`refusal_eval.chat.generate` takes them): how the search's screening and verification
+    generate on another engine (``refusal_eval.vllm_backend.VllmGenerator``)."""
+
+    def __call__(
+        self,
+        prompts: Sequence[str],
+        *,
+        max_new_tokens: int,
+        edits: Callable[[range], Sequence[Ablation]] | None = None,
+    ) -> list[str]: ...
+
+
 @dataclass
 class Context:
     chat: ChatLike
@@ -71,6 +85,7 @@ class Context:
     cache: StageStore
     screen_cache: StageStore
     progress: bool = True
+    generator: TextGenerator | None = None  # None: the HF model generates (refusal_eval.chat)
     _scorers: dict[tuple[int, ...], SubsetScorer] = field(default_factory=dict, repr=False)
 
     def refused(self, screen: Screen) -> list[str]:
@@ -101,6 +116,8 @@ class Context:
 def _generate(
     ctx: Context, prompts: Sequence[str], edits: Callable[[range], Sequence[Ablation]] | None = None
 ) -> list[str]:
+    if ctx.generator is not None:  # another engine (vLLM) generates; HF still scores
+        return ctx.generator(prompts, max_new_tokens=ctx.cfg.max_new_tokens, edits=edits)
     return generate(
         ctx.chat.model,
         ctx.chat.tokenizer,

@@ -7,6 +7,7 @@
   select such a class and size its slots (``_spec.py``).
 - :class:`VllmEditor` drives a running engine: loads the SAE weights into the slots, and sets
   the ablations of each ``generate()`` call through the worker extension (``_worker.py``).
+- :class:`VllmGenerator` runs a search's generations on such an engine (``_generator.py``).
 
 The math is :mod:`refusal_eval.ablation`'s, applied by ``_layers.py`` on the token stream.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from ._compat import patch_vllm_version
 from ._editor import VllmEditor, edit_state, engine_args
+from ._generator import VllmGenerator
 from ._layers import EditState, apply_state, install_slots, load_sae_weights
 from ._spec import DEFAULT_MAX_LATENTS, SPEC_KEY, EditSpec, SaeSlot
 
@@ -25,6 +27,7 @@ __all__ = [
     "EditState",
     "SaeSlot",
     "VllmEditor",
+    "VllmGenerator",
     "apply_state",
     "edit_state",
     "engine_args",
