@@ -244,7 +244,9 @@ def test_task_yamls_are_what_the_generator_writes():
     spec.loader.exec_module(gen)
     assert gen.stale() == []
     configs = gen.configs()
-    assert len(configs) == 41 and configs["refusal_ablation.yaml"].count("  - refusal_") == 20
+    assert len(configs) == 57 and configs["refusal_ablation.yaml"].count("  - refusal_") == 20
+    assert configs["refusal_length.yaml"].count("  - refusal_length_") == 15
+    assert "  max_gen_toks: 256\n" in configs["refusal_length_256_direction.yaml"]
     assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == 2
     # the condition travels in the task name only: no kwarg other backends would choke on
     assert not [name for name, text in configs.items() if "  condition:" in text]
@@ -260,7 +262,7 @@ def test_shipped_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
     out = simple_evaluate(
         model="hf",
         model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
-        tasks=["refusal_jbb_baseline", "refusal_jbb_sae", "refusal_alpaca_baseline"],
+        tasks=["refusal_jbb_baseline", "refusal_jbb_sae", "refusal_alpaca_baseline", "refusal_length_32_sae"],
         limit=2,
         gen_kwargs="max_gen_toks=4",
     )
@@ -270,6 +272,10 @@ def test_shipped_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
     ] == pytest.approx(1.0)
     assert res["refusal_jbb_sae"]["refusal_rate,none"] == res["refusal_jbb_baseline"]["refusal_rate,none"]
     assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0
+    length = res["refusal_length_32_sae"]
+    assert length["refusal_any,none"] == pytest.approx(
+        length["refusal_rate,none"] + length["late_refusal,none"]
+    )
 
 
 def test_condition_of_a_request_kwarg_then_task_name_then_default():

@@ -19,7 +19,7 @@ from ._base import (
     judge_texts,
     register_judge,
 )
-from .keyword import REFUSAL_OPENINGS, is_degenerate, keyword_refusal
+from .keyword import REFUSAL_OPENINGS, is_degenerate, keyword_refusal, late_refusal
 
 __all__ = [
     "REFUSAL_OPENINGS",
@@ -31,5 +31,6 @@ __all__ = [
     "is_degenerate",
     "judge_texts",
     "keyword_refusal",
+    "late_refusal",
     "register_judge",
 ]
