@@ -134,10 +134,16 @@ def test_leaderboard_files(two_results, tmp_path, capsys):
     csv_lines = (out / "leaderboard.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[1].startswith("1,strong,")
     html = (out / "leaderboard.html").read_text()
-    assert html.count("<svg") == 3 and "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    for name in ("refusal_by_condition.svg", "attack_vs_latents.svg", "over_refusal_vs_refusal.svg"):
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert html.count("<svg") == len(plots) >= 4
+    assert "http" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<dt>sae_fm</dt><dd>sae + the extra_k latents" in html  # each condition described
+    for name in ("refusal_by_condition.svg", "flip_by_condition.svg", "attack_vs_latents.svg"):
         svg = (out / "plots" / name).read_text()
         assert svg.startswith("<svg") and "strong" in svg and "weak" in svg
+    for name in ("refusal_by_condition.svg", "flip_by_condition.svg"):  # a 95% interval on every bar
+        svg = (out / "plots" / name).read_text()
+        assert svg.count('class="ci"') == svg.count("<rect") - 2  # minus the 2 legend swatches
     assert "| 1 | strong |" in capsys.readouterr().out
 
 
@@ -263,3 +269,20 @@ def test_board_has_flip_significance_and_needs_samples(two_results, tmp_path):
     lonely.write_text(json.dumps(results_json("m", dict.fromkeys(CONDS, 0.5))))
     with pytest.raises(RefusalEvalError, match="rerun lm_eval with --log_samples"):
         read_all([lonely])
+
+
+def test_svg_error_bars_heat_map_and_full_legend_names():
+    from refusal_eval.report._svg import _y, grouped_bars, heatmap
+
+    name = "Qwen2.5-Coder-1.5B-Instruct (layer-22 plan)"
+    svg = grouped_bars("t", ["sae"], {name: {"sae": 0.4}}, "rate", {name: {"sae": (0.2, 0.6)}})
+    assert f">{name}</text>" in svg  # the legend keeps the whole model name
+    assert f"V{_y(0.6):.1f}" in svg and f",{_y(0.2):.1f}V" in svg  # the bar spans lo..hi
+    assert "[0.20, 0.60]" in svg
+    nan = grouped_bars("t", ["sae"], {"m": {"sae": 0.0}}, "rate", {"m": {"sae": (float("nan"),) * 2}})
+    assert 'class="ci"' not in nan  # n = 0: no interval drawn
+    grid = heatmap("h", ["jbb / fraud", "jbb / malware"], ["baseline", "sae"], {
+        "jbb / fraud": {"baseline": 0.0, "sae": 1.0}, "jbb / malware": {"baseline": 0.5},
+    })  # fmt: skip
+    assert grid.count('class="cell"') == 4 and ">1.00<" in grid and ">-<" in grid
+    assert 'fill="rgb(255,255,255)"' in grid and 'fill="rgb(255,75,55)"' in grid  # 0 white, 1 dark

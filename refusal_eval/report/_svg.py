@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from html import escape
 
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f")
-W, H, L, R, T, B = 660, 320, 56, 190, 30, 48  # size and margins
+W, H, L, R, T, B = 760, 320, 56, 290, 30, 48  # size and margins (R: legend with full model names)
 
 
 def _frame(title: str, x_label: str, y_label: str, body: list[str], legend: Sequence[str]) -> str:
@@ -31,7 +31,7 @@ def _frame(title: str, x_label: str, y_label: str, body: list[str], legend: Sequ
         parts.append(
             f'<rect x="{W - R + 45}" y="{y}" width="10" height="10" fill="{PALETTE[i % len(PALETTE)]}"/>'
         )
-        parts.append(f'<text x="{W - R + 59}" y="{y + 9}">{escape(name[:22])}</text>')
+        parts.append(f'<text x="{W - R + 59}" y="{y + 9}">{escape(name)}</text>')
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -40,8 +40,24 @@ def _y(v: float) -> float:
     return H - B - max(0.0, min(1.0, v)) * (H - B - T)
 
 
-def grouped_bars(title: str, groups: Sequence[str], series: dict[str, dict[str, float]], y_label: str) -> str:
-    """One group of bars per entry of ``groups`` (e.g. condition), one bar per series (model)."""
+def _error_bar(x: float, lo: float, hi: float) -> str:
+    """A vertical 95% interval with caps at ``x`` (rates in 0..1)."""
+    y0, y1 = _y(lo), _y(hi)
+    return (
+        f'<path d="M{x:.1f},{y0:.1f}V{y1:.1f}M{x - 3:.1f},{y0:.1f}H{x + 3:.1f}'
+        f'M{x - 3:.1f},{y1:.1f}H{x + 3:.1f}" stroke="#222" stroke-width="1" fill="none" class="ci"/>'
+    )
+
+
+def grouped_bars(
+    title: str,
+    groups: Sequence[str],
+    series: dict[str, dict[str, float]],
+    y_label: str,
+    errors: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> str:
+    """One group of bars per entry of ``groups`` (e.g. condition), one bar per series (model);
+    ``errors[series][group] = (lo, hi)`` draws a 95% interval on that bar."""
     names = list(series)
     gw = (W - R - L) / max(1, len(groups))
     bw = gw * 0.8 / max(1, len(names))
@@ -57,11 +73,52 @@ def grouped_bars(title: str, groups: Sequence[str], series: dict[str, dict[str, 
                 continue
             x, y = x0 + s * bw, _y(v)
             color = PALETTE[s % len(PALETTE)]
+            ci = (errors or {}).get(name, {}).get(group)
+            tip = f"{escape(name)} {escape(group)}: {v:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
             body.append(
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bw - 1:.1f}" height="{H - B - y:.1f}" fill="{color}">'
-                f"<title>{escape(name)} {escape(group)}: {v:.3f}</title></rect>"
+                f"<title>{tip}</title></rect>"
             )
+            if ci and all(c == c for c in ci):  # NaN bounds (n = 0) draw nothing
+                body.append(_error_bar(x + (bw - 1) / 2, *ci))
     return _frame(title, "", y_label, body, names)
+
+
+def heatmap(title: str, rows: Sequence[str], cols: Sequence[str], values: dict[str, dict[str, float]]) -> str:
+    """Rates in 0..1 as a grid of cells (white -> dark red), the value written in each cell."""
+    cw, ch, left, top = 78, 18, 250, 40
+    width, height = left + cw * len(cols) + 20, top + ch * len(rows) + 20
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="10">',
+        f'<text x="{width / 2}" y="14" text-anchor="middle" font-size="12" font-weight="bold">'
+        f"{escape(title)}</text>",
+    ]
+    for j, col in enumerate(cols):
+        parts.append(
+            f'<text x="{left + cw * j + cw / 2}" y="{top - 6}" text-anchor="middle">{escape(col)}</text>'
+        )
+    for i, row in enumerate(rows):
+        y = top + ch * i
+        parts.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(row[:44])}</text>')
+        for j, col in enumerate(cols):
+            v = values.get(row, {}).get(col)
+            if v is None or v != v:
+                fill, label = "#eee", "-"
+            else:
+                t = max(0.0, min(1.0, v))
+                fill = f"rgb(255,{int(255 - 180 * t)},{int(255 - 200 * t)})"
+                label = f"{v:.2f}"
+            parts.append(
+                f'<rect x="{left + cw * j}" y="{y}" width="{cw - 1}" height="{ch - 1}" '
+                f'fill="{fill}" class="cell">'
+                f"<title>{escape(row)} {escape(col)}: {label}</title></rect>"
+            )
+            parts.append(
+                f'<text x="{left + cw * j + cw / 2}" y="{y + 13}" text-anchor="middle">{label}</text>'
+            )
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
 def scatter(

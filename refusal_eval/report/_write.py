@@ -12,7 +12,7 @@ from ..conditions import EVALUATED as CONDITIONS
 from ..conditions import describe
 from ._paired import Proportion, fisher_exact
 from ._read import Rate, Row
-from ._svg import grouped_bars, scatter
+from ._svg import grouped_bars, heatmap, scatter
 
 ABLATIONS = tuple(c for c in CONDITIONS if c != "baseline")
 COLUMNS = (
@@ -149,9 +149,19 @@ def plots(rows: Sequence[Row]) -> dict[str, str]:
         ]
         for r in ordered
     }
-    return {
+    refusal_ci = {r.model: {c: v.ci for c, v in r.refusal.items()} for r in ordered}
+    flips = {r.model: {c: p.value for c, p in r.paired.flip.items()} for r in ordered if r.paired}
+    flip_ci = {r.model: {c: p.ci for c, p in r.paired.flip.items()} for r in ordered if r.paired}
+    charts = {
         "refusal_by_condition.svg": grouped_bars(
-            "Harmful refusal rate per condition", CONDITIONS, refusal, "refusal rate"
+            "Harmful refusal rate per condition (95% CI)", CONDITIONS, refusal, "refusal rate", refusal_ci
+        ),
+        "flip_by_condition.svg": grouped_bars(
+            "Flip rate: refused at baseline, complied under the condition (Wilson 95%)",
+            [c for c in CONDITIONS if c != "baseline"],
+            flips,
+            "flip rate",
+            flip_ci,
         ),
         "attack_vs_latents.svg": scatter(
             "Attack success vs ablated latents", attack_vs_n, "latents ablated", "attack success", lines=True
@@ -164,6 +174,14 @@ def plots(rows: Sequence[Row]) -> dict[str, str]:
             x_max=1.0,
         ),
     }
+    for r in ordered:  # per-category attack success, one heat map per model
+        cells = {f"{ds} / {cat}": v for ds, cats in r.categories.items() for cat, v in cats.items()}
+        if cells:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in r.model)
+            charts[f"categories_{slug}.svg"] = heatmap(
+                f"{r.model}: attack success per category", list(cells), CONDITIONS, cells
+            )
+    return charts
 
 
 _SORT_JS = """
@@ -191,6 +209,7 @@ def html(rows: Sequence[Row], charts: dict[str, str]) -> str:
         "<tr>" + "".join(f"<td>{escape(x)}</td>" for x in cells) + "</tr>" for cells in table(rows)
     )
     figures = "".join(f"<figure>{svg}</figure>" for svg in charts.values())
+    conditions = "".join(f"<dt>{escape(c)}</dt><dd>{escape(describe(c))}</dd>" for c in CONDITIONS)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>refusal_eval leaderboard</title>
 <style>
@@ -199,11 +218,14 @@ table {{ border-collapse: collapse; font-size: 12px; }}
 th, td {{ border: 1px solid #ccc; padding: 4px 6px; text-align: left; }}
 th {{ background: #f3f3f3; cursor: pointer; }}
 figure {{ display: inline-block; margin: 8px; }}
+dl {{ display: grid; grid-template-columns: max-content auto; gap: 2px 12px; font-size: 13px; }}
+dt {{ font-weight: bold; }} dd {{ margin: 0; }}
 </style></head>
 <body>
 <h1>refusal_eval leaderboard</h1>
 <p>How few SAE latents it takes to break each model's refusal (arXiv 2509.09708), evaluated with
-lm-eval. Click a column header to sort.</p>
+lm-eval. Click a column header to sort. Intervals are 95% (Wilson for paired flip rates).</p>
+<dl>{conditions}</dl>
 <table id="leaderboard"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <div>{figures}</div>
 <script>{_SORT_JS}</script>
