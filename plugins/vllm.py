@@ -24,7 +24,6 @@ import dataclasses
 import gc
 import inspect
 import logging
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +31,7 @@ from refusal_eval.vllm_backend import (
     DEFAULT_MAX_LATENTS,
     VllmEditor,
     VllmGenerator,
+    cpu_defaults,
     engine_args,
     patch_vllm_version,
 )
@@ -49,7 +49,6 @@ from refusal_eval.search.plan import AblationPlan  # noqa: E402
 from ._common import OWN_ARGS, AblationRunner, split_args  # noqa: E402
 
 log = logging.getLogger(__name__)
-CPU_KV_CACHE_BYTES = 2 << 30  # 2 GiB: ~170k tokens of the 0.5B default model
 
 
 def _engine_arg_names() -> frozenset[str]:
@@ -59,12 +58,6 @@ def _engine_arg_names() -> frozenset[str]:
 
 
 _VLLM_ARGS = frozenset(inspect.signature(VLLM.__init__).parameters) - {"self", "kwargs"}
-
-
-def _on_cpu() -> bool:
-    from vllm.platforms import current_platform
-
-    return bool(current_platform.is_cpu())
 
 
 @register_model("sae_ablated_vllm")
@@ -110,13 +103,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         wants_plan = self.saes is not None and self.plan_arg != "none"
         if wants_plan and search_backend == "hf":
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
-        if _on_cpu():
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-            sized = {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(vllm_kwargs)
-            if not sized and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-                # vLLM sizes a CPU KV cache as a fraction of the NUMA node minus what the process
-                # already holds, which fails here; a fixed size does not
-                vllm_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        vllm_kwargs = cpu_defaults(vllm_kwargs)
         edit = engine_args(self.chat.source, self.saes, max_latents=int(max_latents))
         super().__init__(
             pretrained=self.chat.source,

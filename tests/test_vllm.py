@@ -269,3 +269,26 @@ def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
     assert len(calls) >= 8  # screen (2 splits) + verification (minimal, conditions, direction)
     assert vllm_body.to_json() == hf_body.to_json()
     assert hf_body.verification["search"]["sae"].n > 0  # verification ran (and, through vLLM, agreed)
+
+
+def test_start_generator_on_a_loaded_llama_matches_hf(tmp_path):
+    """``refusal-eval search --generate-with vllm``'s engine: built from a loaded ChatModel
+    (here a tiny Llama: the edited LlamaForCausalLM), answers as the HF path does."""
+    from refusal_eval.chat import generate
+    from refusal_eval.models import load_model
+    from refusal_eval.vllm_backend import start_generator
+
+    tiny_model("llama", **HEADS).save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    chat = load_model(str(tmp_path), dtype="float32", device="cpu")
+    coder = make_coder("standard", layer=1, seed=4)
+    gen = start_generator(
+        chat, {1: coder}, enforce_eager=True, max_model_len=128, kv_cache_memory_bytes=64 << 20
+    )
+    assert gen.editor.describe()["architecture"] == "RefusalEvalLlamaForCausalLM"
+    prompts = ["w10 w11 w12", "w40 w41", "w70 w71 w72 w73"]
+    for edits in (None, lambda _rows: [LatentAblation.of(coder, range(0, 256, 2))]):
+        expected = generate(
+            chat.model, chat.tokenizer, prompts, max_new_tokens=5, progress=False, edits=edits
+        )
+        assert gen(prompts, max_new_tokens=5, edits=edits) == expected

@@ -29,6 +29,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--harmless", default=None, help="harmless prompt set (default: harmless_train)")
     p.add_argument("--out", required=True, help="PLAN.json (tensors go to PLAN.safetensors)")
     p.add_argument("--no-cards", action="store_true", help="skip the latent cards (PLAN.cards.md)")
+    p.add_argument(
+        "--generate-with", choices=("hf", "vllm"), default="hf",
+        help="engine for the search's generations (screening, verification); vllm needs the vLLM "
+        "venv (docs/vllm.md). Scores and activations always run on HF. Not part of the plan key.",
+    )  # fmt: skip
 
 
 @command("search", "stage 1-3 search for the latents behind refusal; writes an ablation plan")(_search_args)
@@ -54,7 +59,12 @@ def search_cmd(args: argparse.Namespace) -> int:
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
     saes = load_saes(release, layers=args.layers, model=chat)
-    body, plan_hash = search_to_file(chat, saes, cfg, out)
+    generator = None
+    if args.generate_with == "vllm":
+        from ..vllm_backend import start_generator
+
+        generator = start_generator(chat, saes)
+    body, plan_hash = search_to_file(chat, saes, cfg, out, generator=generator)
     print(summary(body, plan_hash))
     if not args.no_cards:
         from ..report.cards import write_cards

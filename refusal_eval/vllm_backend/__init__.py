@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ._compat import patch_vllm_version
 from ._editor import VllmEditor, edit_state, engine_args
-from ._generator import VllmGenerator
+from ._generator import VllmGenerator, cpu_defaults, start_generator
 from ._layers import EditState, apply_state, install_slots, load_sae_weights
 from ._spec import DEFAULT_MAX_LATENTS, SPEC_KEY, EditSpec, SaeSlot
 
@@ -29,12 +29,14 @@ __all__ = [
     "VllmEditor",
     "VllmGenerator",
     "apply_state",
+    "cpu_defaults",
     "edit_state",
     "engine_args",
     "install_slots",
     "load_sae_weights",
     "patch_vllm_version",
     "register",
+    "start_generator",
 ]
 
 

@@ -60,3 +60,33 @@ class VllmGenerator:
                 tokens = list(out.outputs[0].token_ids)
                 answers[i] = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
         return answers
+
+
+def cpu_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """On a CPU host: run vLLM in-process (measured 1.65x faster on 2 cores) with a fixed 2 GiB
+    KV cache (vLLM's share-of-the-NUMA-node sizing fails once the process holds a model),
+    unless the caller sized it. Returns ``kwargs`` with the defaults added."""
+    import os
+
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        sized = {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(kwargs)
+        if not sized and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            kwargs = {**kwargs, "kv_cache_memory_bytes": 2 << 30}
+    return kwargs
+
+
+def start_generator(chat: Any, saes: Any, **engine_kwargs: Any) -> VllmGenerator:
+    """A vLLM engine for ``chat``'s weights (``chat.source``, a local directory or hub id) with
+    slots for ``saes``, wrapped for the search (``refusal-eval search --generate-with vllm``)."""
+    from vllm import LLM
+
+    from ._editor import engine_args
+
+    dtype = str(chat.info.get("dtype", "bfloat16")).removeprefix("torch.")
+    llm = LLM(model=chat.source, dtype=dtype, **engine_args(chat.source, saes), **cpu_defaults(engine_kwargs))
+    editor = VllmEditor(llm)
+    editor.load_saes(saes)
+    return VllmGenerator(llm, editor, chat.tokenizer)
