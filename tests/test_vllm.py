@@ -21,6 +21,10 @@ from refusal_eval.errors import RefusalEvalError
 from refusal_eval.hooks import HookPoint, forward_until
 from refusal_eval.vllm_backend import EditState, VllmEditor, edit_state, engine_args
 
+#: In-process engines stay referenced until the module ends: when vLLM garbage-collects one it
+#: tears down process-global parallel state the others use. Tests that start a new engine run
+#: after those that use the shared eager one (file order).
+KEEP: list[object] = []
 HEADS = {"num_attention_heads": 2, "num_key_value_heads": 1}  # head_dim 64 / 2 = 32
 PROMPTS = [[1, 4, 10, 20, 30, 40, 5], [1, 4, 33, 12, 60, 70, 71, 72, 5], [1, 4, 90, 91, 5]]
 
@@ -53,6 +57,7 @@ def _engine(tmp_path_factory: pytest.TempPathFactory, eager: bool) -> tuple[obje
     )  # fmt: skip
     editor = VllmEditor(llm)
     editor.load_saes(CODERS)
+    KEEP.append(llm)
     return llm, editor
 
 
@@ -134,32 +139,6 @@ def test_greedy_answers_equal_the_hf_path_per_condition(eager_engine, hf_model):
     assert _greedy_vllm(llm) == answers["baseline"]
 
 
-def test_compiled_mode_applies_the_edit(tmp_path_factory, hf_model):
-    """vLLM's default: the model is traced once and compiled (inductor); forward hooks would be
-    skipped, the in-place buffers are read. Answers equal the HF path's under each condition."""
-    llm, editor = _engine(tmp_path_factory, eager=False)
-    config = llm.llm_engine.vllm_config
-    assert not config.model_config.enforce_eager and config.compilation_config.mode.name != "NONE"
-    for name in ("sae", "baseline", "direction", "one_layer"):
-        editor.set(CONDITIONS[name])
-        assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
-    described = editor.describe()
-    assert described["architecture"] == "RefusalEvalQwen2ForCausalLM" and not described["enforce_eager"]
-
-
-def test_worker_processes_get_weights_and_states_as_msgpack(tmp_path_factory, hf_model, monkeypatch):
-    """vLLM's default outside this suite: the model lives in a worker process; SAE weights and
-    states cross as msgpack (bytes and lists), no pickled code."""
-    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
-    llm, editor = _engine(tmp_path_factory, eager=True)
-    try:
-        for name in ("sae", "direction", "baseline"):
-            editor.set(CONDITIONS[name])
-            assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
-    finally:
-        llm.llm_engine.engine_core.shutdown()
-
-
 def test_search_generations_on_vllm_equal_the_hf_search_path(eager_engine, hf_model):
     """``search_backend=vllm``: the search's greedy generations (shared sets and one minimal set
     per prompt, grouped into one engine call per distinct set) equal ``refusal_eval.chat.generate``
@@ -204,34 +183,6 @@ def test_engine_args_refuse_an_architecture_vllm_cannot_edit(tmp_path):
         engine_args(str(tmp_path), {})
 
 
-@pytest.mark.slow
-def test_lm_eval_end_to_end_on_the_default_model():
-    """``--model sae_ablated_vllm`` through lm-eval: the shipped plan resolves (hash recorded as
-    by ``sae_ablated``), the ablation task runs under its condition."""
-    from lm_eval import simple_evaluate
-
-    from refusal_eval.search.auto import shipped_plans
-    from refusal_eval.search.plan import AblationPlan
-
-    out = simple_evaluate(
-        model="sae_ablated_vllm",
-        model_args="pretrained=default,enforce_eager=True",
-        tasks=["refusal_jbb_baseline", "refusal_jbb_sae"],
-        limit=2,
-        batch_size="auto",
-        gen_kwargs="max_gen_toks=24",
-    )
-    config, res = out["config"], out["results"]
-    shipped = next(p for p in shipped_plans() if "0.5b" in p.name)
-    assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
-    assert config["refusal_eval_plan_layers"] == [10, 14, 18]
-    assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"
-    assert config["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated_vllm"]
-    # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
-    assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
-    assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0
-
-
 def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
     """``search_backend=vllm`` end to end on the planted model (2 heads of 32): screening and
     verification generate on the engine, scores and activations stay on HF; the plan body is
@@ -258,6 +209,7 @@ def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
         model=str(tmp_path / "model"), dtype="float32", max_model_len=128, enforce_eager=True,
         kv_cache_memory_bytes=64 << 20, **engine_args(str(tmp_path / "model"), saes),
     )  # fmt: skip
+    KEEP.append(llm)
     editor = VllmEditor(llm)
     editor.load_saes(saes)
     generator = VllmGenerator(llm, editor, chat.tokenizer)
@@ -285,6 +237,7 @@ def test_start_generator_on_a_loaded_llama_matches_hf(tmp_path):
     gen = start_generator(
         chat, {1: coder}, enforce_eager=True, max_model_len=128, kv_cache_memory_bytes=64 << 20
     )
+    KEEP.append(gen.llm)
     assert gen.editor.describe()["architecture"] == "RefusalEvalLlamaForCausalLM"
     prompts = ["w10 w11 w12", "w40 w41", "w70 w71 w72 w73"]
     for edits in (None, lambda _rows: [LatentAblation.of(coder, range(0, 256, 2))]):
@@ -292,3 +245,57 @@ def test_start_generator_on_a_loaded_llama_matches_hf(tmp_path):
             chat.model, chat.tokenizer, prompts, max_new_tokens=5, progress=False, edits=edits
         )
         assert gen(prompts, max_new_tokens=5, edits=edits) == expected
+
+
+def test_compiled_mode_applies_the_edit(tmp_path_factory, hf_model):
+    """vLLM's default: the model is traced once and compiled (inductor); forward hooks would be
+    skipped, the in-place buffers are read. Answers equal the HF path's under each condition."""
+    llm, editor = _engine(tmp_path_factory, eager=False)
+    config = llm.llm_engine.vllm_config
+    assert not config.model_config.enforce_eager and config.compilation_config.mode.name != "NONE"
+    for name in ("sae", "baseline", "direction", "one_layer"):
+        editor.set(CONDITIONS[name])
+        assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
+    described = editor.describe()
+    assert described["architecture"] == "RefusalEvalQwen2ForCausalLM" and not described["enforce_eager"]
+
+
+def test_worker_processes_get_weights_and_states_as_msgpack(tmp_path_factory, hf_model, monkeypatch):
+    """vLLM's default outside this suite: the model lives in a worker process; SAE weights and
+    states cross as msgpack (bytes and lists), no pickled code."""
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    llm, editor = _engine(tmp_path_factory, eager=True)
+    try:
+        for name in ("sae", "direction", "baseline"):
+            editor.set(CONDITIONS[name])
+            assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS[name]), name
+    finally:
+        llm.llm_engine.engine_core.shutdown()
+
+
+@pytest.mark.slow
+def test_lm_eval_end_to_end_on_the_default_model():
+    """``--model sae_ablated_vllm`` through lm-eval: the shipped plan resolves (hash recorded as
+    by ``sae_ablated``), the ablation task runs under its condition."""
+    from lm_eval import simple_evaluate
+
+    from refusal_eval.search.auto import shipped_plans
+    from refusal_eval.search.plan import AblationPlan
+
+    out = simple_evaluate(
+        model="sae_ablated_vllm",
+        model_args="pretrained=default,enforce_eager=True",
+        tasks=["refusal_jbb_baseline", "refusal_jbb_sae"],
+        limit=2,
+        batch_size="auto",
+        gen_kwargs="max_gen_toks=24",
+    )
+    config, res = out["config"], out["results"]
+    shipped = next(p for p in shipped_plans() if "0.5b" in p.name)
+    assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
+    assert config["refusal_eval_plan_layers"] == [10, 14, 18]
+    assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"
+    assert config["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated_vllm"]
+    # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
+    assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
+    assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0
