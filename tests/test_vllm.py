@@ -223,14 +223,21 @@ def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
     assert hf_body.verification["search"]["sae"].n > 0  # verification ran (and, through vLLM, agreed)
 
 
-def test_start_generator_on_a_loaded_llama_matches_hf(tmp_path):
-    """``refusal-eval search --generate-with vllm``'s engine: built from a loaded ChatModel
-    (here a tiny Llama: the edited LlamaForCausalLM), answers as the HF path does."""
+@pytest.mark.parametrize(
+    ("arch", "extra", "edited"),
+    [
+        ("llama", {}, "RefusalEvalLlamaForCausalLM"),
+        ("gemma2", {"head_dim": 32, "tie_word_embeddings": True}, "RefusalEvalGemma2ForCausalLM"),
+    ],
+)
+def test_start_generator_on_llama_and_gemma2_matches_hf(tmp_path, arch, extra, edited):
+    """``refusal-eval search --generate-with vllm``'s engine, built from a loaded ChatModel, on
+    the paper's other architectures (vLLM's Gemma2 ties its embeddings): answers as HF does."""
     from refusal_eval.chat import generate
     from refusal_eval.models import load_model
     from refusal_eval.vllm_backend import start_generator
 
-    tiny_model("llama", **HEADS).save_pretrained(tmp_path)
+    tiny_model(arch, **{**HEADS, **extra}).save_pretrained(tmp_path)
     tiny_tokenizer().save_pretrained(tmp_path)
     chat = load_model(str(tmp_path), dtype="float32", device="cpu")
     coder = make_coder("standard", layer=1, seed=4)
@@ -238,7 +245,7 @@ def test_start_generator_on_a_loaded_llama_matches_hf(tmp_path):
         chat, {1: coder}, enforce_eager=True, max_model_len=128, kv_cache_memory_bytes=64 << 20
     )
     KEEP.append(gen.llm)
-    assert gen.editor.describe()["architecture"] == "RefusalEvalLlamaForCausalLM"
+    assert gen.editor.describe()["architecture"] == edited
     prompts = ["w10 w11 w12", "w40 w41", "w70 w71 w72 w73"]
     for edits in (None, lambda _rows: [LatentAblation.of(coder, range(0, 256, 2))]):
         expected = generate(
