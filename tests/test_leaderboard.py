@@ -111,10 +111,12 @@ def test_rows_values_and_sort_order(two_results):
     assert strong.attack["sae"].value == pytest.approx(0.4) and strong.refusal[
         "baseline"
     ].value == pytest.approx(0.9)
-    # pooled over 3 x 10 prompts: se = sqrt(3 * (1/3)^2 * 0.1^2) = 0.0577
+    # pooled over 3 x 10 prompts: 12 of 30, Wilson 95% (hand-computed: z = 1.96)
     lo, hi = strong.attack["sae"].ci
-    assert lo == pytest.approx(0.4 - 1.96 * 0.057735, abs=1e-4) and hi == pytest.approx(
-        0.4 + 1.96 * 0.057735, abs=1e-4
+    assert lo == pytest.approx(0.24591, abs=1e-4) and hi == pytest.approx(0.57680, abs=1e-4)
+    weak = rows[1]  # 30 of 30 under direction: the interval still has width (n says how much)
+    assert weak.attack["direction"].value == 1.0 and weak.attack["direction"].ci[0] == pytest.approx(
+        0.8865, abs=1e-4
     )
     assert (strong.union, strong.fm_extra, strong.dormant, strong.layer) == (12, 50, 3, 14)
     assert strong.over_refusal["baseline"].value == 0.1 and strong.compliance["baseline"].value == 0.95
@@ -130,7 +132,7 @@ def test_leaderboard_files(two_results, tmp_path, capsys):
         "| rank | model | SAE set | layer | union | FM extra | dormant | baseline refusal"
     )
     assert md[2].startswith("| 1 | strong |") and md[3].startswith("| 2 | weak |")
-    assert "0.400 [0.29, 0.51]" in md[2]
+    assert "0.400 [0.25, 0.58]" in md[2]
     csv_lines = (out / "leaderboard.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[1].startswith("1,strong,")
     html = (out / "leaderboard.html").read_text()

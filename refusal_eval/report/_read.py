@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -12,7 +11,7 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ._paired import HARMFUL, Paired, paired_metrics, read_outcomes
+from ._paired import HARMFUL, Paired, paired_metrics, read_outcomes, wilson
 
 #: what sae_ablated records in a results file's config; without them rates are not tied to a plan
 REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
@@ -72,21 +71,20 @@ def _limit(value: Any) -> Any:
 def _pooled(
     results: dict[str, Any], n_samples: dict[str, Any], tasks: Sequence[str], metric: str
 ) -> Rate | None:
-    """Sample-weighted mean over tasks, with a normal CI from lm-eval's per-task stderrs."""
+    """Sample-weighted mean of a 0/1 metric over tasks, with a Wilson 95% interval on the pooled
+    count (never zero-width: lm-eval's normal-approximation stderr is 0 at a rate of 0 or 1)."""
     parts = []
     for task in tasks:
         r = results.get(task)
         if r is None or f"{metric},none" not in r:
             continue
         n = int((n_samples.get(task) or {}).get("effective", 0)) or 1
-        se = r.get(f"{metric}_stderr,none")
-        parts.append((float(r[f"{metric},none"]), float(se) if isinstance(se, (int, float)) else 0.0, n))
+        parts.append((float(r[f"{metric},none"]), n))
     if not parts:
         return None
-    total = sum(n for _, _, n in parts)
-    mean = sum(v * n for v, _, n in parts) / total
-    se = math.sqrt(sum((n / total) ** 2 * s**2 for _, s, n in parts))
-    return Rate(mean, (max(0.0, mean - 1.96 * se), min(1.0, mean + 1.96 * se)), total)
+    total = sum(n for _, n in parts)
+    mean = sum(v * n for v, n in parts) / total
+    return Rate(mean, wilson(round(mean * total), total), total)
 
 
 def read_results(path: str | Path) -> Row:
