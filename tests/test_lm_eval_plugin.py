@@ -159,7 +159,7 @@ def test_installed_lm_eval_discovers_model_and_tasks():
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
     )
-    assert out.stdout.split() == ["SAEAblatedLM", "True", "35"]
+    assert out.stdout.split() == ["SAEAblatedLM", "True", "50"]  # 35 refusal_ablation + 15 refusal_length
     cli = Path(sys.executable).with_name("lm_eval")
     listed = subprocess.run([str(cli), "ls", "groups"], capture_output=True, text=True, timeout=300)
     assert "refusal_ablation" in listed.stdout + listed.stderr
