@@ -166,3 +166,14 @@ def save_planted(root) -> tuple[str, str]:
         to_sae_lens(coder).save_model(str(sae_dir / f"layer_{layer}"))
     assert sae_lens  # imported for its side effect of registering architectures
     return str(model_dir), str(sae_dir)
+
+
+def planted_config(**changes: object):
+    """The small search config the planted tests share (refusal read off the w4 token)."""
+    from refusal_eval.config import SearchConfig
+
+    base: dict[str, object] = dict(
+        top_k=5, block_size=1, refusal_tokens=("w4",), judge="prefix:w4", max_new_tokens=3,
+        fm_lr=0.05, fm_epochs=60, extra_k=1, batch_size=8,
+    )  # fmt: skip
+    return SearchConfig(**{**base, **changes})

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from planted import PlantedChat, planted_prompts, planted_saes
+from planted import PlantedChat, planted_config, planted_prompts, planted_saes
 
 from refusal_eval.config import SearchConfig
 from refusal_eval.errors import RefusalEvalError
@@ -21,10 +21,7 @@ CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
 
 @pytest.fixture
 def planted_plan(tmp_path, planted_dirs):
-    cfg = SearchConfig(
-        top_k=5, block_size=1, refusal_tokens=("w4",), judge="prefix:w4", max_new_tokens=3,
-        fm_lr=0.05, fm_epochs=60, extra_k=1, batch_size=8, verify=False,
-    )  # fmt: skip
+    cfg = planted_config(verify=False)
     prompts = PromptSets(
         planted_prompts(8, True, 0), planted_prompts(8, False, 1), planted_prompts(2, True, 2), {}
     )

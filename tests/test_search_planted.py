@@ -5,25 +5,22 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from planted import BACKUP, HYDRA, NECESSARY, TRIGGERS, PlantedChat, planted_prompts, planted_saes
+from planted import (
+    BACKUP,
+    HYDRA,
+    NECESSARY,
+    TRIGGERS,
+    PlantedChat,
+    planted_config,
+    planted_prompts,
+    planted_saes,
+)
 
-from refusal_eval.config import SearchConfig
 from refusal_eval.search import pipeline
 from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import AblationPlan, write_plan
 
-CFG = SearchConfig(
-    top_k=5,
-    block_size=1,
-    refusal_tokens=("w4",),
-    judge="prefix:w4",
-    max_new_tokens=3,
-    fm_lr=0.05,
-    fm_epochs=60,
-    extra_k=1,
-    batch_size=8,
-    chunk_prompts=5,
-)
+CFG = planted_config(chunk_prompts=5)
 
 
 def _prompts() -> PromptSets:

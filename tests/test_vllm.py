@@ -187,18 +187,14 @@ def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
     """``search_backend=vllm`` end to end on the planted model (2 heads of 32): screening and
     verification generate on the engine, scores and activations stay on HF; the plan body is
     the one the all-HF search writes, field for field."""
-    from planted import PlantedChat, planted_prompts, planted_saes
+    from planted import PlantedChat, planted_config, planted_prompts, planted_saes
     from vllm import LLM
 
-    from refusal_eval.config import SearchConfig
     from refusal_eval.search.pipeline import PromptSets, run_search
     from refusal_eval.vllm_backend import VllmGenerator
 
     chat, saes = PlantedChat(heads=2), planted_saes()
-    cfg = SearchConfig(
-        top_k=5, block_size=1, refusal_tokens=("w4",), judge="prefix:w4", max_new_tokens=3,
-        fm_lr=0.05, fm_epochs=60, extra_k=1, batch_size=8, verify=True,
-    )  # fmt: skip
+    cfg = planted_config(verify=True)
     prompts = PromptSets(
         planted_prompts(8, True, 0), planted_prompts(8, False, 1), planted_prompts(4, True, 2), {}
     )
