@@ -15,8 +15,8 @@ The math is :mod:`refusal_eval.ablation`'s, applied by ``_layers.py`` on the tok
 from __future__ import annotations
 
 from ._compat import patch_vllm_version
-from ._editor import VllmEditor, edit_state, engine_args
-from ._generator import VllmGenerator, cpu_defaults, start_generator
+from ._editor import VllmEditor, cpu_defaults, edit_state, engine_args
+from ._generator import VllmGenerator, start_generator
 from ._layers import EditState, apply_state, install_slots, load_sae_weights
 from ._spec import DEFAULT_MAX_LATENTS, SPEC_KEY, EditSpec, SaeSlot
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,20 @@ def engine_args(
         "worker_extension_cls": WORKER_EXTENSION,
         "enable_prefix_caching": False,
     }
+
+
+def cpu_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """On a CPU host: run vLLM in-process (measured 1.65x faster on 2 cores) with a fixed 2 GiB
+    KV cache (vLLM's share-of-the-NUMA-node sizing fails once the process holds a model),
+    unless the caller sized it. Returns ``kwargs`` with the defaults added."""
+    from vllm.platforms import current_platform
+
+    if current_platform.is_cpu():
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        sized = {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(kwargs)
+        if not sized and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+            kwargs = {**kwargs, "kv_cache_memory_bytes": 2 << 30}
+    return kwargs
 
 
 def edit_state(ablations: Sequence[Ablation]) -> EditState:
@@ -115,7 +130,7 @@ class VllmEditor:
 
     def set(self, ablations: Sequence[Ablation] | EditState) -> None:
         state = ablations if isinstance(ablations, EditState) else edit_state(ablations)
-        if state == self._state:
+        if self._state is not None and state.key == self._state.key:
             return
         self.llm.collective_rpc(
             "refusal_eval_set_state",

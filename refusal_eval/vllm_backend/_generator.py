@@ -9,24 +9,13 @@ each group runs as one ``generate()``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..ablation import Ablation
 from ..chat import format_chat
-from ._editor import VllmEditor, edit_state
+from ._editor import VllmEditor, cpu_defaults, edit_state, engine_args
 from ._layers import EditState
-
-
-def _key(state: EditState) -> str:
-    return json.dumps(
-        {
-            "latents": {str(k): sorted(v) for k, v in sorted(state.latents.items()) if v},
-            "direction": None if state.direction is None else list(state.direction),
-            "layers": None if state.direction_layers is None else list(state.direction_layers),
-        }
-    )
 
 
 class VllmGenerator:
@@ -48,7 +37,7 @@ class VllmGenerator:
         groups: dict[str, tuple[EditState, list[int]]] = {}
         for i in range(len(prompts)):
             state = edit_state(edits(range(i, i + 1)) if edits is not None else [])
-            groups.setdefault(_key(state), (state, []))[1].append(i)
+            groups.setdefault(state.key, (state, []))[1].append(i)
         texts = format_chat(self.tokenizer, prompts)
         params = SamplingParams(max_tokens=max_new_tokens, temperature=0, skip_special_tokens=True)
         answers = [""] * len(prompts)
@@ -62,28 +51,10 @@ class VllmGenerator:
         return answers
 
 
-def cpu_defaults(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """On a CPU host: run vLLM in-process (measured 1.65x faster on 2 cores) with a fixed 2 GiB
-    KV cache (vLLM's share-of-the-NUMA-node sizing fails once the process holds a model),
-    unless the caller sized it. Returns ``kwargs`` with the defaults added."""
-    import os
-
-    from vllm.platforms import current_platform
-
-    if current_platform.is_cpu():
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-        sized = {"gpu_memory_utilization", "kv_cache_memory_bytes"} & set(kwargs)
-        if not sized and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
-            kwargs = {**kwargs, "kv_cache_memory_bytes": 2 << 30}
-    return kwargs
-
-
 def start_generator(chat: Any, saes: Any, **engine_kwargs: Any) -> VllmGenerator:
     """A vLLM engine for ``chat``'s weights (``chat.source``, a local directory or hub id) with
     slots for ``saes``, wrapped for the search (``refusal-eval search --generate-with vllm``)."""
     from vllm import LLM
-
-    from ._editor import engine_args
 
     dtype = str(chat.info.get("dtype", "bfloat16")).removeprefix("torch.")
     llm = LLM(model=chat.source, dtype=dtype, **engine_args(chat.source, saes), **cpu_defaults(engine_kwargs))

@@ -13,6 +13,8 @@ compiled graph never re-traces. With nothing set, the edit is the identity (mask
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +40,17 @@ class EditState:
     direction_layers: Sequence[int] | None = None
 
     @property
-    def empty(self) -> bool:
-        return self.direction is None and not any(self.latents.values())
+    def key(self) -> str:
+        """A canonical form: two states with the same key edit the model identically."""
+        return json.dumps(
+            {
+                "latents": {
+                    str(k): sorted({int(i) for i in v}) for k, v in sorted(self.latents.items()) if v
+                },
+                "direction": None if self.direction is None else [float(x) for x in self.direction],
+                "layers": None if self.direction_layers is None else sorted(self.direction_layers),
+            }
+        )
 
 
 class _EditedLayer(nn.Module):
@@ -127,9 +138,8 @@ def _install_sae(layer: nn.Module, slot: SaeSlot, max_latents: int, device: torc
     cls = coder_class(slot.architecture)
     if "threshold" in cls.tensor_fields():
         tensors["threshold"] = buf("re_threshold", slot.d_sae)
-    extra: dict[str, Any] = {}
-    if slot.architecture == "topk":
-        extra = {"k": slot.k, "rescale_acts_by_decoder_norm": slot.rescale_acts_by_decoder_norm}
+    own = {f.name for f in dataclasses.fields(cls)}  # e.g. TopK's k, rescale_acts_by_decoder_norm
+    extra = {name: getattr(slot, name) for name in ("k", "rescale_acts_by_decoder_norm") if name in own}
     buf("re_idx", max_latents, kind=torch.long)
     buf("re_mask", max_latents)
     site: Site = "resid_pre" if slot.site == "resid_pre" else "resid_post"
@@ -181,10 +191,9 @@ def install_slots(model: nn.Module, spec: EditSpec) -> None:
 
 
 def _width(layer: nn.Module) -> int:
-    for name in ("hidden_size",):
-        value = getattr(layer, name, None)
-        if isinstance(value, int):
-            return value
+    value = getattr(layer, "hidden_size", None)
+    if isinstance(value, int):
+        return value
     norm = getattr(layer, "input_layernorm", None)
     weight = getattr(norm, "weight", None)
     if isinstance(weight, Tensor):
