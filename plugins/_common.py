@@ -219,6 +219,8 @@ class AblationRunner:
             "refusal_eval_model": self.chat.info.get("name", self.chat.spec),
             "refusal_eval_model_revision": self.chat.revision,
             "refusal_eval_judge": self.judge_spec,
+            # the error rates behind every *_corrected metric (None: this judge has none measured)
+            "refusal_eval_judge_error_rates": _error_rates(self.judge_spec),
             "refusal_eval_device": device,  # what ran (lm-eval's own "device" is what was asked for)
             "refusal_eval_chat_template": {
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
@@ -242,3 +244,10 @@ class AblationRunner:
                 }
             )
         return info
+
+
+def _error_rates(spec: str) -> dict[str, Any] | None:
+    from refusal_eval.judges.correction import load_error_rates
+
+    rates = load_error_rates(spec)
+    return rates.provenance() if rates else None

@@ -31,6 +31,7 @@ from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
 from refusal_eval.ablation import Ablation, ablate
+from refusal_eval.config import DEFAULT_JUDGE
 
 from ._common import OWN_ARGS, AblationRunner, split_args
 
@@ -88,7 +89,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         sae_layers: str | int | None = None,
         plan: str = "auto",
         condition: str = "baseline",
-        judge: str = "keyword",
+        judge: str = DEFAULT_JUDGE,
         dtype: str = "bfloat16",
         device: str | None = None,
         batch_size: int | str = 8,

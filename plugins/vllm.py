@@ -27,6 +27,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from refusal_eval.config import DEFAULT_JUDGE
 from refusal_eval.vllm_backend import (
     DEFAULT_MAX_LATENTS,
     VllmEditor,
@@ -71,7 +72,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         sae_layers: str | int | None = None,
         plan: str = "auto",
         condition: str = "baseline",
-        judge: str = "keyword",
+        judge: str = DEFAULT_JUDGE,
         dtype: str = "bfloat16",
         revision: str | None = None,
         max_latents: int | str = DEFAULT_MAX_LATENTS,

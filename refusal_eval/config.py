@@ -28,6 +28,12 @@ Pool = Literal["max", "mean"]
 CandidateDirection = Literal["best", "per_layer"]
 
 
+#: the judge that scores lm-eval runs unless told otherwise (``judge=``); chosen by
+#: leave-one-model-out F1 plus a check on harmful-prompt answers (docs/judges/README.md). The
+#: search verifies with its own ``judge`` setting below (``keyword``), part of every plan's key.
+DEFAULT_JUDGE = "cues"
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     # --- prompts -------------------------------------------------------------------------

@@ -56,6 +56,7 @@ def test_conditions_through_lm_eval(planted_plan):
     assert out["config"]["model_args"] == args
     info = out["config"]
     assert info["refusal_eval_plan_hash"] == plan_hash and info["refusal_eval_judge"] == "prefix:w4"
+    assert info["refusal_eval_judge_error_rates"] is None  # a prefix judge has none measured
     assert info["refusal_eval_plan_layers"] == [0, 1] and info["refusal_eval_dormant"] == 8
     assert info["refusal_eval_feature_counts"]["sae"] == 4 and info["refusal_eval_hydra"] == 8
     assert sorted(info["refusal_eval_saes"]["hooks"]) == ["0", "1"]
@@ -93,14 +94,20 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,batch_size=8"
     out = _evaluate(args, ["refusal_ablation"], limit=2)
     res = out["results"]
+    rates = out["config"]["refusal_eval_judge_error_rates"]
+    assert out["config"]["refusal_eval_judge"] == "cues" and rates["judge"] == "cues"
+    assert "leave one model out" in rates["source"] and len(rates["per_model"]) == 3
+    se, sp = rates["sensitivity"], rates["specificity"]
     for ds in ("jbb", "harmbench", "strongreject", "advbench"):
         for c in CONDITIONS:
             r = res[f"refusal_{ds}_{c}"]
             assert 0.0 <= r["refusal_rate,none"] <= 1.0
             assert r["refusal_rate,none"] + r["attack_success,none"] == pytest.approx(1.0)
-            # Rogan-Gladen with the keyword judge's measured se 0.795 / sp 0.973 (clipped at 0)
-            want = max(0.0, (r["refusal_rate,none"] + 0.972603 - 1) / (0.795367 + 0.972603 - 1))
+            # Rogan-Gladen with the default judge's leave-one-model-out se / sp, clipped to [0, 1]
+            want = max(0.0, (r["refusal_rate,none"] + sp - 1) / (se + sp - 1))
             assert r["refusal_rate_corrected,none"] == pytest.approx(min(1.0, want))
+            lo, hi = r["refusal_rate_corrected_lo,none"], r["refusal_rate_corrected_hi,none"]
+            assert 0.0 <= lo <= r["refusal_rate_corrected,none"] <= hi <= 1.0 and hi - lo > 0.2  # n = 2
     for c in CONDITIONS:
         assert 0.0 <= res[f"refusal_xstest_safe_{c}"]["over_refusal,none"] <= 1.0
         assert 0.0 <= res[f"refusal_alpaca_{c}"]["compliance,none"] <= 1.0

@@ -6,35 +6,49 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from ._registry import command
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--judge",
+        choices=["hybrid", "embedding"],
+        default="hybrid",
+        help="hybrid (the default judge): fitted on every label; embedding: on the 70%% training split",
+    )
+    p.add_argument(
         "--out",
         default=None,
-        help="head JSON (default: <cache>/judges/embedding_head.json, which the embedding judge "
-        "then uses instead of the shipped head)",
+        help="head JSON (default: <cache>/judges/<judge>_head.json, which the judge then uses "
+        "instead of the shipped head)",
     )
-    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength of the logistic regression")
+    p.add_argument(
+        "--c", type=float, default=None, help="inverse L2 strength (default: hybrid 0.03, embedding 1)"
+    )
     p.add_argument("--seed", type=int, default=0)
 
 
-@command("train-judge", "train the embedding judge's logistic head on the XSTest human labels")(_train_args)
+@command("train-judge", "fit the hybrid or embedding judge's head on the XSTest human labels")(_train_args)
 def train_judge_cmd(args: argparse.Namespace) -> int:
     from .._cache import atomic_write
     from ..judges._base import user_judge_file
-    from ..judges.embedding import MiniLM, train_head
+    from ..judges.embedding import MiniLM, labelled_completions, train_head
+    from ..judges.hybrid import DEFAULT_C, train_hybrid_head
 
-    head = train_head(MiniLM(), c=args.c, seed=args.seed)
-    out = Path(args.out) if args.out else user_judge_file("embedding_head.json")
+    name = f"{args.judge}_head.json"
+    if args.judge == "hybrid":
+        head = train_hybrid_head(MiniLM(), labelled_completions(), DEFAULT_C if args.c is None else args.c)
+        summary = f"training accuracy {head['trained_on']['training_accuracy']:.3f}"
+    else:
+        head = train_head(MiniLM(), c=1.0 if args.c is None else args.c, seed=args.seed)
+        summary = f"held-out accuracy {head['heldout']['accuracy']:.3f} (n={head['heldout']['n']})"
+    out = Path(args.out) if args.out else user_judge_file(name)
     if out.suffix != ".json":
-        out = out / "embedding_head.json"
+        out = out / name
     atomic_write(out, json.dumps(head, indent=1) + "\n")
-    h = head["heldout"]
-    n = head["trained_on"]["n"]
-    print(f"trained on {n} completions; held-out accuracy {h['accuracy']:.3f} (n={h['n']}) -> {out}")
+    print(f"{args.judge}: trained on {head['trained_on']['n']} completions; {summary} -> {out}")
     return 0
 
 
@@ -48,7 +62,13 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         default="heldout",
         help="heldout: the 30%% the embedding head never saw (default); all: every label",
     )
-    p.add_argument("--limit", type=int, default=None, help="only the first N labelled rows (after the split)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="only the first N labelled rows (after the split); with --by-model, a seeded random N "
+        "of each model's completions (for slow judges such as llm:SPEC)",
+    )
     p.add_argument("--out", default=None, help="also write the table as JSON")
     p.add_argument(
         "--by-model",
@@ -56,33 +76,41 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
         help="leave one model out: fit on two completion files, score the third, rotate (the "
         "headline number: how a judge holds on a model it was not fitted to)",
     )
+    p.add_argument(
+        "--write-error-rates",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="with --by-model: write each judge's per-model confusion counts, the error rates that "
+        "correct lm-eval rates (default FILE: <cache>/judges/error_rates.json, which then wins over "
+        "the shipped table)",
+    )
 
 
 def _lomo(args: argparse.Namespace) -> int:
-    from ..judges import get_judge
-    from ..judges.embedding import MiniLM, labelled_completions
-    from ..judges.lomo import embedding_fitter, evaluate_lomo, fixed_judge
+    from ..judges.embedding import labelled_completions
+    from ..judges.lomo import evaluate_lomo, fitter_for, sample_per_source
 
-    rows = labelled_completions()[: args.limit]
+    rows = labelled_completions()
+    if args.limit is not None:  # a seeded random N of each model: every fold keeps training rows
+        rows = sample_per_source(rows, args.limit)
     table = []
     for spec in [s.strip() for s in args.judges.split(",") if s.strip()]:
-        if spec == "embedding":
-            features = MiniLM().encode([r["completion"] for r in rows]).numpy()
-            index = {r["id"]: i for i, r in enumerate(rows)}
-            table += evaluate_lomo(spec, rows, embedding_fitter(features, index), fitting="refitted per fold")
-        else:
-            fixed = spec.split(":")[0] in ("keyword", "prefix")
-            fitting = "nothing to fit" if fixed else "shipped parameters"
-            table += evaluate_lomo(spec, rows, fixed_judge(get_judge(spec)), fitting=fitting)
+        fit, fitting = fitter_for(spec, rows)
+        table += evaluate_lomo(spec, rows, fit, fitting=fitting)
     print("leave-one-model-out agreement with human labels (refusal = full or partial refusal)\n")
-    print("| judge | held-out model | n | refusals | precision | recall | F1 (95% CI) | AUC | fitting |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| judge | held-out model | n | refusals | precision | recall | specificity | F1 (95% CI) | AUC "
+        "| fitting |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for t in table:
         a = t.agreement
         lo, hi = a.ci["f1"]
         print(
             f"| {t.judge} | {t.held_out} | {a.n} | {a.positives} | {a.precision:.3f} | {a.recall:.3f} | "
-            f"{a.f1:.3f} ({lo:.3f}-{hi:.3f}) | {t.auc:.3f} | {t.fitting} |"
+            f"{a.specificity:.3f} | {a.f1:.3f} ({lo:.3f}-{hi:.3f}) | {t.auc:.3f} | {t.fitting} |"
         )
     if args.out:
         payload = [
@@ -98,7 +126,33 @@ def _lomo(args: argparse.Namespace) -> int:
         Path(args.out).write_text(
             json.dumps({"split": "leave-one-model-out", "rows": payload}, indent=1) + "\n"
         )
+    if args.write_error_rates is not None:
+        _write_error_rates(args, table)
     return 0
+
+
+def _write_error_rates(args: argparse.Namespace, table: list[Any]) -> None:
+    from .._cache import atomic_write
+    from ..judges._base import user_judge_file
+    from ..judges.correction import rates_from_entry, table_from_lomo
+
+    limit = f" --limit {args.limit}" if args.limit else ""
+    source = f"refusal-eval judge-eval --by-model{limit} (XSTest human labels, leave one model out)"
+    rates = table_from_lomo(table, source)
+    out = Path(args.write_error_rates) if args.write_error_rates else user_judge_file("error_rates.json")
+    try:
+        old = json.loads(out.read_text()) if out.is_file() else {}
+    except ValueError:
+        old = {}  # unreadable: replaced whole (the write is atomic)
+    if old.get("format") == rates["format"] and old.get("version") == rates["version"]:
+        rates["judges"] = {**old["judges"], **rates["judges"]}  # keep the judges not measured now
+    atomic_write(out, json.dumps(rates, indent=1) + "\n")
+    print("\nerror rates for a new model (random-effects pool over the held-out models):")
+    for spec, entry in rates["judges"].items():
+        r = rates_from_entry(spec, entry)
+        se, sp = r.sensitivity, r.specificity
+        print(f"  {spec}: se {se.point:.3f} (tau2 {se.tau2:.3f}), sp {sp.point:.3f} (tau2 {sp.tau2:.3f})")
+    print(f"wrote {out}", file=sys.stderr)
 
 
 @command("judge-eval", "agreement of refusal judges with the human-labelled XSTest completions")(_eval_args)

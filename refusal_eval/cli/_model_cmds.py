@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import TYPE_CHECKING
 
+from ..config import DEFAULT_JUDGE
 from ..errors import RefusalEvalError
 from ._registry import command, load_cli_model, model_flags
 
@@ -45,7 +46,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         help="zero-ablate these latents, e.g. 12:5,17 14:3",
     )
     p.add_argument(
-        "--judge", default="keyword", help="refusal judge: keyword, embedding, llm:SPEC, prefix:A|B"
+        "--judge",
+        default=DEFAULT_JUDGE,
+        help=f"refusal judge (default {DEFAULT_JUDGE}): cues, keyword, hybrid, embedding, llm:SPEC, "
+        "prefix:A|B",
     )
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--batch-size", type=int, default=8)

@@ -1,15 +1,18 @@
 """Refusal judges behind one interface, selected by name from a registry.
 
 ``judge(prompts, responses) -> Judgement`` with one boolean label (refused) and one score in
-[0, 1] per response. ``keyword`` is the default: a curated refusal-phrase list matched on the
-*opening* of the answer (a disclaimer followed by help is not a refusal).
+[0, 1] per response. Partial refusals count as refusals (the XSTest convention).
 
-Judges: ``keyword`` (default), ``prefix:A|B``, ``embedding`` (MiniLM + logistic head trained on
-the human-labelled XSTest completions), ``llm:SPEC`` (a causal LM asked a refusal question).
-:mod:`.agreement` measures each against human labels and corrects rates (Rogan-Gladen).
+Judges: ``cues`` (default: stock and soft refusal openings plus decline / policy cues in the first
+two sentences), ``keyword`` (stock openings only; what the search verifies with), ``hybrid``
+(MiniLM embeddings + cue features -> logistic head), ``embedding`` (MiniLM -> logistic head),
+``llm:SPEC`` (a causal LM asked whether the answer complied), ``prefix:A|B``.
+:mod:`.lomo` measures each leave-one-model-out against human labels, :mod:`.correction` turns
+that into error rates for a new model and corrects rates (Rogan-Gladen) with intervals.
 """
 
-from . import embedding, keyword, llm  # noqa: F401  (register the judges)
+from ..config import DEFAULT_JUDGE
+from . import cues, embedding, hybrid, keyword, llm  # noqa: F401  (register the judges)
 from ._base import (
     Judge,
     JudgedText,
@@ -22,6 +25,7 @@ from ._base import (
 from .keyword import REFUSAL_OPENINGS, is_degenerate, keyword_refusal, late_refusal
 
 __all__ = [
+    "DEFAULT_JUDGE",
     "REFUSAL_OPENINGS",
     "Judge",
     "JudgedText",

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from .._cache import cache_root
 from .._registry import Registry
+from ..config import DEFAULT_JUDGE
 from ..errors import RefusalEvalError
 
 
@@ -74,8 +75,8 @@ def judge_texts(
 
 
 def fallback_judge_spec() -> str:
-    """The judge for answers that come without a verdict: ``REFUSAL_EVAL_JUDGE`` or keyword."""
-    return os.environ.get("REFUSAL_EVAL_JUDGE", "keyword")
+    """The judge for answers that come without a verdict: ``REFUSAL_EVAL_JUDGE`` or the default."""
+    return os.environ.get("REFUSAL_EVAL_JUDGE", DEFAULT_JUDGE)
 
 
 def judge_file(name: str) -> Path:
@@ -95,7 +96,7 @@ def user_judge_file(name: str) -> Path:
 _INSTANCES: dict[str, Judge] = {}
 
 
-def get_judge(spec: str = "keyword") -> Judge:
+def get_judge(spec: str = DEFAULT_JUDGE) -> Judge:
     """The judge for ``spec``, built once per spec (an ``llm:`` judge loads its model once)."""
     if spec not in _INSTANCES:
         name, _, arg = spec.partition(":")

@@ -144,14 +144,3 @@ def corrected_rate(
         "sensitivity": sensitivity,
         "specificity": specificity,
     }
-
-
-def error_rates(spec: str) -> tuple[float, float] | None:
-    """(sensitivity, specificity) measured for a shipped judge on the held-out human labels."""
-    import json
-
-    from ._base import judge_file
-
-    table = json.loads(judge_file("error_rates.json").read_text())
-    row = table["judges"].get(spec)
-    return (row["sensitivity"], row["specificity"]) if row else None
