@@ -87,7 +87,10 @@ def test_hybrid_head_with_other_cue_features_is_refused(tmp_path):
     with pytest.raises(RefusalEvalError, match=r"other cue features.*train-judge --judge hybrid"):
         load_hybrid_head(bad)
     bad.write_text("{")
-    with pytest.raises(RefusalEvalError, match="cannot read the hybrid judge head"):
+    with pytest.raises(RefusalEvalError, match="cannot read the judge head"):
+        load_hybrid_head(bad)
+    bad.write_text(json.dumps({"format": "refusal_eval.embedding_head"}))
+    with pytest.raises(RefusalEvalError, match=r"is not a refusal_eval\.hybrid_head file"):
         load_hybrid_head(bad)
 
 

@@ -89,6 +89,21 @@ def judge_file(name: str) -> Path:
     return Path(str(resources.files("refusal_eval") / "data" / "judges" / name))
 
 
+def read_head(path: str | Path | None, name: str, fmt: str, fix: str) -> dict[str, Any]:
+    """A judge's head JSON (``path``, else :func:`judge_file` ``name``), checked for its format;
+    any failure names ``fix``."""
+    import json
+
+    src = Path(path) if path else judge_file(name)
+    try:
+        head = json.loads(src.read_text())
+    except (OSError, ValueError) as exc:
+        raise RefusalEvalError(f"cannot read the judge head {src}: {exc}", fix) from None
+    if not isinstance(head, dict) or head.get("format") != fmt:
+        raise RefusalEvalError(f"{src} is not a {fmt} file", fix)
+    return head
+
+
 def user_judge_file(name: str) -> Path:
     return cache_root() / "judges" / name
 

@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
 
-from ._base import Judge, Judgement, register_judge
-from .keyword import _normalise, degenerate_flags, keyword_refusal, late_refusal
+from ._base import Judge, register_judge
+from .keyword import RuleJudge, _normalise, keyword_refusal, late_refusal
 
 #: openings beyond the keyword judge's stock list (the issue's cues, GCG's "I do not", "I'm just")
 SOFT_OPENINGS: tuple[str, ...] = (
@@ -120,15 +118,6 @@ def cue_features(text: str) -> list[float]:
     return out
 
 
-@dataclass
-class CueJudge:
-    name: str = "cues"
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Judgement:
-        refused = [cue_refusal(r) for r in responses]
-        return Judgement(refused, [float(r) for r in refused], degenerate_flags(prompts, responses))
-
-
 @register_judge("cues")
 def _cues(_arg: str) -> Judge:
-    return CueJudge()
+    return RuleJudge("cues", cue_refusal)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ import torch
 
 from ..data import XSTEST_COMPLETION_FILES, xstest_completions
 from ..errors import RefusalEvalError
-from ._base import Judgement, judge_file, register_judge
+from ._base import Judgement, read_head, register_judge
 from .keyword import degenerate_flags
 
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -155,16 +154,7 @@ def train_head(encoder: MiniLM, *, c: float = 1.0, seed: int = 0) -> dict[str, A
 
 
 def load_head(path: str | Path | None = None) -> dict[str, Any]:
-    src = Path(path) if path else judge_file("embedding_head.json")
-    try:
-        head = json.loads(src.read_text())
-    except (OSError, ValueError) as exc:
-        raise RefusalEvalError(
-            f"cannot read the embedding judge head {src}: {exc}", "refusal-eval train-judge"
-        ) from None
-    if head.get("format") != HEAD_FORMAT:
-        raise RefusalEvalError(f"{src} is not an embedding judge head", "refusal-eval train-judge --out FILE")
-    return dict(head)
+    return read_head(path, "embedding_head.json", HEAD_FORMAT, "refusal-eval train-judge --judge embedding")
 
 
 @dataclass

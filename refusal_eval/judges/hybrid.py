@@ -18,7 +18,6 @@ in the head file. Partial refusals count as refusals (XSTest convention).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RefusalEvalError
-from ._base import Judgement, judge_file, register_judge
+from ._base import Judgement, read_head, register_judge
 from .cues import FEATURE_NAMES, cue_features
 from .embedding import ENCODER_HUB_ID, MiniLM
 from .keyword import degenerate_flags
@@ -117,23 +116,16 @@ def encoder_dim(x: np.ndarray) -> int:
 
 
 def load_hybrid_head(path: str | Path | None = None) -> dict[str, Any]:
-    src = Path(path) if path else judge_file("hybrid_head.json")
-    try:
-        head = json.loads(src.read_text())
-    except (OSError, ValueError) as exc:
-        raise RefusalEvalError(
-            f"cannot read the hybrid judge head {src}: {exc}", "refusal-eval train-judge --judge hybrid"
-        ) from None
-    if head.get("format") != HEAD_FORMAT or len(head.get("coef", [])) != len(head.get("features", [None])):
-        raise RefusalEvalError(
-            f"{src} is not a hybrid judge head", "refusal-eval train-judge --judge hybrid --out FILE"
-        )
+    fix = "refusal-eval train-judge --judge hybrid"
+    head = read_head(path, "hybrid_head.json", HEAD_FORMAT, fix)
+    if len(head.get("coef", [])) != len(head.get("features", [None])):
+        raise RefusalEvalError(f"{path or 'the hybrid head'} has a coefficient per feature missing", fix)
     if head["features"][-len(FEATURE_NAMES) :] != list(FEATURE_NAMES):
         raise RefusalEvalError(
-            f"{src} was trained on other cue features than this version computes",
-            "retrain it: refusal-eval train-judge --judge hybrid",
+            f"{path or 'the hybrid head'} was trained on other cue features than this version computes",
+            "retrain it: " + fix,
         )
-    return dict(head)
+    return head
 
 
 @dataclass
