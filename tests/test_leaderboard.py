@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
 from refusal_eval.cli import main
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.report import read_all, sort_rows
+from refusal_eval.report import read_all, read_results, sort_rows
 
 CONDS = ("baseline", "sae", "sae_fm", "random", "direction")
 
@@ -173,15 +174,24 @@ def test_per_category_rates_from_logged_samples(two_results, tmp_path):
     date_id = results.stem.removeprefix("results_")
     for cond, outcomes in (("baseline", [0, 0, 1]), ("sae", [1, 1, 0])):
         lines = [
-            json.dumps({"doc": {"category": cat}, "attack_success": float(o)})
-            for cat, o in zip(["Fraud", "Fraud", "Malware"], outcomes, strict=True)
+            json.dumps(
+                {
+                    "doc_id": i,
+                    "doc": {"category": cat, "id": f"jbb/{i}", "prompt": "p"},
+                    "resps": [["answer"]],
+                    "refusal_rate": 1.0 - o,
+                    "attack_success": float(o),
+                }
+            )
+            for i, (cat, o) in enumerate(zip(["Fraud", "Fraud", "Malware"], outcomes, strict=True))
         ]
         (results.parent / f"samples_refusal_jbb_{cond}_{date_id}.jsonl").write_text("\n".join(lines) + "\n")
     rows = read_all(two_results)
     strong = next(r for r in rows if r.model == "strong")
-    assert strong.categories == {
-        "jbb": {"Fraud": {"baseline": 0.0, "sae": 1.0}, "Malware": {"baseline": 1.0, "sae": 0.0}}
-    }
+    jbb = strong.categories["jbb"]
+    assert jbb["Fraud"] == {"baseline": 0.0, "sae": 1.0} and jbb["Malware"] == {"baseline": 1.0, "sae": 0.0}
+    assert set(strong.categories) == {"jbb", "harmbench", "strongreject"}  # no category: "-"
+    assert strong.categories["harmbench"]["-"]["sae"] == pytest.approx(strong.per_dataset["harmbench"]["sae"])
     out = tmp_path / "board"
     assert main(["leaderboard", *map(str, two_results), "--out", str(out)]) == 0
     text = (out / "categories.md").read_text()
@@ -288,3 +298,29 @@ def test_svg_error_bars_heat_map_and_full_legend_names():
     })  # fmt: skip
     assert grid.count('class="cell"') == 4 and ">1.00<" in grid and ">-<" in grid
     assert 'fill="rgb(255,255,255)"' in grid and 'fill="rgb(255,75,55)"' in grid  # 0 white, 1 dark
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "leaderboard" / "results"
+
+
+def test_rejudging_a_logged_run_with_its_own_judge_reproduces_it_and_a_new_judge_changes_it():
+    """The committed 0.5B run was judged by `keyword`: re-judging its logged answers with keyword
+    gives every rate lm-eval aggregated; `cues` reads the disclaimer-led answers as refusals."""
+    results = next(COMMITTED.glob("qwen0.5b/*/results_*.json"))
+    run, same = read_results(results), read_results(results, judge="keyword")
+    assert run.judge == "keyword" and same.judge == "keyword (re-judged; run: keyword)"
+    for attr in ("refusal", "attack", "over_refusal", "compliance"):
+        ours, theirs = getattr(same, attr), getattr(run, attr)
+        assert set(ours) == set(theirs) == set(CONDS), attr
+        for cond in CONDS:
+            assert ours[cond].value == pytest.approx(theirs[cond].value), (attr, cond)
+            assert ours[cond].n == theirs[cond].n and ours[cond].ci == pytest.approx(theirs[cond].ci)
+    for d, by_cond in run.per_dataset.items():
+        assert same.per_dataset[d] == pytest.approx(by_cond), d
+    assert same.paired == run.paired and same.categories == run.categories
+    cues = read_results(results, judge="cues")
+    assert (cues.paired.flip["sae"].k, cues.paired.flip["sae"].n) == (98, 108)  # keyword: 99 / 103
+    assert (run.paired.flip["sae"].k, run.paired.flip["sae"].n) == (99, 103)
+    assert cues.refusal["baseline"].value == pytest.approx(0.54)
+    with pytest.raises(RefusalEvalError, match="unknown judge 'nope'"):
+        read_results(results, judge="nope")

@@ -81,26 +81,62 @@ def fisher_exact(a: Proportion, b: Proportion) -> float:
 Outcomes = dict[str, dict[str, dict[str, bool]]]  # dataset -> condition -> doc key -> refused
 
 
-def read_outcomes(results_path: str | Path) -> Outcomes:
-    """Per-prompt refusals from the ``samples_refusal_<dataset>_<condition>_<date>.jsonl`` files
-    lm-eval writes next to ``results_<date>.json`` with ``--log_samples``."""
+@dataclass(frozen=True)
+class Sample:
+    """One logged answer of a refusal task (``--log_samples``)."""
+
+    dataset: str
+    condition: str
+    key: str  # the document's id (stable across conditions)
+    prompt: str
+    answer: str
+    category: str
+    refused: bool
+
+
+def read_samples(results_path: str | Path) -> list[Sample]:
+    """The judged answers in the ``samples_refusal_<dataset>_<condition>_<date>.jsonl`` files lm-eval
+    writes next to ``results_<date>.json`` with ``--log_samples`` (tasks with no refusal metric,
+    such as the cross-entropy ones, are skipped)."""
     p = Path(results_path)
     date_id = p.stem.removeprefix("results_")
-    out: Outcomes = {}
+    out: list[Sample] = []
     for path in sorted(p.parent.glob(f"samples_refusal_*_{date_id}.jsonl")):
         task = path.name.removeprefix("samples_").removesuffix(f"_{date_id}.jsonl")
         dataset, condition = _split_task(task)
         if dataset is None:
             continue
-        rows = out.setdefault(dataset, {}).setdefault(condition, {})
         for line in path.read_text().splitlines():
             sample = json.loads(line)
             value = sample.get("refusal_rate", sample.get("over_refusal"))
             if value is None:
                 continue
             doc = sample.get("doc") or {}
-            rows[str(doc.get("id") or sample.get("doc_id"))] = bool(float(value) >= 0.5)
+            resps = sample.get("resps") or [[""]]
+            out.append(
+                Sample(
+                    dataset,
+                    condition,
+                    str(doc.get("id") or sample.get("doc_id")),
+                    str(doc.get("prompt", "")),
+                    str(resps[0][0] if resps and resps[0] else ""),
+                    str(doc.get("category") or "-"),
+                    float(value) >= 0.5,
+                )
+            )
     return out
+
+
+def outcomes_of(samples: Sequence[Sample]) -> Outcomes:
+    out: Outcomes = {}
+    for s in samples:
+        out.setdefault(s.dataset, {}).setdefault(s.condition, {})[s.key] = s.refused
+    return out
+
+
+def read_outcomes(results_path: str | Path) -> Outcomes:
+    """Per-prompt refusals from the logged samples next to a results file."""
+    return outcomes_of(read_samples(results_path))
 
 
 def _split_task(task: str) -> tuple[str | None, str]:

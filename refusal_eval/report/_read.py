@@ -11,7 +11,7 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ._paired import HARMFUL, Paired, paired_metrics, read_outcomes, wilson
+from ._paired import HARMFUL, Paired, Sample, outcomes_of, paired_metrics, read_samples, wilson
 
 #: what sae_ablated records in a results file's config; without them rates are not tied to a plan
 REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
@@ -87,7 +87,9 @@ def _pooled(
     return Rate(mean, wilson(round(mean * total), total), total)
 
 
-def read_results(path: str | Path) -> Row:
+def read_results(path: str | Path, judge: str | None = None) -> Row:
+    """One leaderboard row from a results file and the samples logged beside it; with ``judge``
+    every rate comes from the logged answers re-judged by that judge (no regeneration)."""
     p = Path(path)
     fix = "pass the results_*.json that `lm_eval --model sae_ablated ... --output_path DIR` wrote"
     try:
@@ -135,20 +137,32 @@ def read_results(path: str | Path) -> Row:
         date=_date(data.get("date")),
         limit=_limit(cfg.get("limit")),
         counts=counts,
-        categories=category_rates(p),
         first_token_kl={
             str(k): float(v)
             for k, v in (cfg.get("refusal_eval_first_token_kl") or {}).items()
             if isinstance(v, (int, float))
         },
     )
-    outcomes = read_outcomes(p)
-    if not outcomes:
+    samples = read_samples(p)
+    if not samples:
         raise RefusalEvalError(
             f"{p} has no samples_refusal_*.jsonl beside it: the paired flip rates are computed per prompt",
             "rerun lm_eval with --log_samples (it writes them next to results_*.json)",
         )
-    row.paired = paired_metrics(outcomes, CONDITIONS)
+    if judge is not None:
+        from ._rejudge import rejudge
+
+        samples = rejudge(samples, judge)
+        row.judge = f"{judge} (re-judged; run: {row.judge})"
+    row.paired = paired_metrics(outcomes_of(samples), CONDITIONS)
+    row.categories = category_rates(samples)
+    for cond in CONDITIONS:
+        ce = results.get(f"refusal_ce_{cond}") or {}
+        if isinstance(ce.get("bits_per_byte,none"), (int, float)):
+            row.bits_per_byte[cond] = float(ce["bits_per_byte,none"])
+    if judge is not None:
+        _rates_from_samples(row, samples)
+        return row
     for cond in CONDITIONS:
         harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
         for target, tasks, metric in (
@@ -160,9 +174,6 @@ def read_results(path: str | Path) -> Row:
             rate = _pooled(results, n_samples, tasks, metric)
             if rate is not None:
                 target[cond] = rate
-        ce = results.get(f"refusal_ce_{cond}") or {}
-        if isinstance(ce.get("bits_per_byte,none"), (int, float)):
-            row.bits_per_byte[cond] = float(ce["bits_per_byte,none"])
         for d in HARMFUL:
             r = results.get(f"refusal_{d}_{cond}")
             if r and "attack_success,none" in r:
@@ -170,10 +181,50 @@ def read_results(path: str | Path) -> Row:
     return row
 
 
-def read_all(paths: Sequence[str | Path]) -> list[Row]:
+def _share(flags: Sequence[bool]) -> Rate:
+    k, n = sum(flags), len(flags)
+    return Rate(k / n, wilson(k, n), n)
+
+
+def category_rates(samples: Sequence[Sample]) -> dict[str, dict[str, dict[str, float]]]:
+    """Attack success per benchmark category and condition: ``{dataset: {category: {cond: rate}}}``."""
+    cats: dict[str, dict[str, dict[str, list[bool]]]] = {}
+    for s in samples:
+        if s.dataset in HARMFUL:
+            cats.setdefault(s.dataset, {}).setdefault(s.category, {}).setdefault(s.condition, []).append(
+                not s.refused
+            )
+    return {
+        ds: {cat: {c: sum(v) / len(v) for c, v in conds.items()} for cat, conds in sorted(cats[ds].items())}
+        for ds in HARMFUL
+        if ds in cats
+    }
+
+
+def _rates_from_samples(row: Row, samples: Sequence[Sample]) -> None:
+    """Fill ``row``'s rates from judged samples (what :func:`read_results` reads from lm-eval's
+    aggregates otherwise; on the same verdicts both give the same numbers)."""
+    by: dict[tuple[str, str], list[Sample]] = {}
+    for s in samples:
+        by.setdefault((s.dataset, s.condition), []).append(s)
+    for cond in CONDITIONS:
+        harmful = [s.refused for d in HARMFUL for s in by.get((d, cond), [])]
+        if harmful:
+            row.refusal[cond] = _share(harmful)
+            row.attack[cond] = _share([not r for r in harmful])
+        if by.get(("xstest_safe", cond)):
+            row.over_refusal[cond] = _share([s.refused for s in by[("xstest_safe", cond)]])
+        if by.get(("alpaca", cond)):
+            row.compliance[cond] = _share([not s.refused for s in by[("alpaca", cond)]])
+        for d in HARMFUL:
+            if by.get((d, cond)):
+                row.per_dataset.setdefault(d, {})[cond] = _share([not s.refused for s in by[(d, cond)]]).value
+
+
+def read_all(paths: Sequence[str | Path], judge: str | None = None) -> list[Row]:
     if not paths:
         raise RefusalEvalError("no results files given", "pass one or more lm-eval results_*.json files")
-    rows = [read_results(p) for p in paths]
+    rows = [read_results(p, judge) for p in paths]
     versions = {r.lm_eval_version for r in rows}
     if len(versions) > 1:
         which = ", ".join(f"{r.file}: {r.lm_eval_version}" for r in rows)
@@ -182,28 +233,3 @@ def read_all(paths: Sequence[str | Path]) -> list[Row]:
             "rerun every model with one lm-eval version",
         )
     return rows
-
-
-def category_rates(results_path: str | Path) -> dict[str, dict[str, dict[str, float]]]:
-    """Attack success per benchmark category and condition, from the ``samples_*.jsonl`` files
-    lm-eval writes next to the results with ``--log_samples`` (empty without them):
-    ``{dataset: {category: {condition: rate}}}``."""
-    p = Path(results_path)
-    date_id = p.stem.removeprefix("results_")
-    out: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for ds in HARMFUL:
-        for cond in CONDITIONS:
-            path = p.with_name(f"samples_refusal_{ds}_{cond}_{date_id}.jsonl")
-            if not path.exists():
-                continue
-            for line in path.read_text().splitlines():
-                sample = json.loads(line)
-                cat = str(sample.get("doc", {}).get("category") or "-")
-                if "attack_success" in sample:
-                    out.setdefault(ds, {}).setdefault(cat, {}).setdefault(cond, []).append(
-                        float(sample["attack_success"])
-                    )
-    return {
-        ds: {cat: {c: sum(v) / len(v) for c, v in conds.items()} for cat, conds in sorted(cats.items())}
-        for ds, cats in out.items()
-    }
