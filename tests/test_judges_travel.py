@@ -192,3 +192,24 @@ def test_shipped_error_rates_are_leave_one_model_out_for_every_default_judge():
         assert rates is not None and sorted(rates.per_model) == ["llama2new", "llama2orig", "mistralguard"]
         assert "leave one model out" in rates.source
         assert 0.5 < rates.sensitivity.point < 1 and 0.5 < rates.specificity.point < 1
+
+
+def test_judge_eval_prints_the_leave_one_model_out_table_and_writes_error_rates(isolated_cache, capsys):
+    from refusal_eval.cli import main
+
+    out = isolated_cache / "rates.json"
+    write = ["--limit", "30", "--write-error-rates", str(out)]
+    assert main(["judge-eval", "--judges", "keyword,cues", *write]) == 0
+    printed = capsys.readouterr().out
+    rows = [line for line in printed.splitlines() if line.startswith(("| keyword |", "| cues |"))]
+    assert [r.split(" | ")[1] for r in rows] == ["llama2new", "llama2orig", "mistralguard", "pooled"] * 2
+    assert all(" | 30 | " in r for r in rows if "pooled" not in r) and "| 90 |" in rows[3]
+    table = json.loads(out.read_text())
+    assert set(table["judges"]) == {"keyword", "cues"} and "--limit 30" in table["judges"]["cues"]["source"]
+    counts = table["judges"]["cues"]["per_model"]["mistralguard"]
+    assert sum(counts.values()) == 30
+    # a second run for another judge keeps the first's entries
+    assert main(["judge-eval", "--judges", "prefix:I'm sorry", *write]) == 0
+    assert set(json.loads(out.read_text())["judges"]) == {"keyword", "cues", "prefix:I'm sorry"}
+    assert main(["judge-eval", "--split", "heldout", "--judges", "cues", *write]) == 2
+    assert "needs leave-one-model-out error rates" in capsys.readouterr().err

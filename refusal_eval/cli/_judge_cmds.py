@@ -54,35 +54,34 @@ def train_judge_cmd(args: argparse.Namespace) -> int:
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--judges", default="keyword,embedding", help="comma-separated judge specs, e.g. keyword,llm:SPEC"
+        "--judges",
+        default="cues,keyword,hybrid,embedding",
+        help="comma-separated judge specs, e.g. cues,keyword,llm:SPEC",
     )
     p.add_argument(
         "--split",
-        choices=["heldout", "all"],
-        default="heldout",
-        help="heldout: the 30%% the embedding head never saw (default); all: every label",
+        choices=["by-model", "heldout", "all"],
+        default="by-model",
+        help="by-model (default, the headline): leave one model out, fit on two completion files, "
+        "score the third, rotate; heldout: the random 30%% the embedding head never saw; all: every "
+        "label (secondary: both mix every model into training and test)",
     )
+    p.add_argument("--by-model", action="store_true", help="the same as --split by-model")
     p.add_argument(
         "--limit",
         type=int,
         default=None,
-        help="only the first N labelled rows (after the split); with --by-model, a seeded random N "
-        "of each model's completions (for slow judges such as llm:SPEC)",
+        help="by-model: a seeded random N of each model's completions (for slow judges such as "
+        "llm:SPEC); heldout / all: the first N rows",
     )
     p.add_argument("--out", default=None, help="also write the table as JSON")
-    p.add_argument(
-        "--by-model",
-        action="store_true",
-        help="leave one model out: fit on two completion files, score the third, rotate (the "
-        "headline number: how a judge holds on a model it was not fitted to)",
-    )
     p.add_argument(
         "--write-error-rates",
         nargs="?",
         const="",
         default=None,
         metavar="FILE",
-        help="with --by-model: write each judge's per-model confusion counts, the error rates that "
+        help="by-model: write each judge's per-model confusion counts, the error rates that "
         "correct lm-eval rates (default FILE: <cache>/judges/error_rates.json, which then wins over "
         "the shipped table)",
     )
@@ -157,8 +156,15 @@ def _write_error_rates(args: argparse.Namespace, table: list[Any]) -> None:
 
 @command("judge-eval", "agreement of refusal judges with the human-labelled XSTest completions")(_eval_args)
 def judge_eval_cmd(args: argparse.Namespace) -> int:
-    if args.by_model:
+    from ..errors import RefusalEvalError
+
+    if args.by_model or args.split == "by-model":
         return _lomo(args)
+    if args.write_error_rates is not None:
+        raise RefusalEvalError(
+            "--write-error-rates needs leave-one-model-out error rates",
+            "drop --split (by-model is the default)",
+        )
     from ..judges import get_judge
     from ..judges.agreement import agreement, auc
     from ..judges.embedding import heldout_split, labelled_completions
