@@ -322,5 +322,14 @@ def test_rejudging_a_logged_run_with_its_own_judge_reproduces_it_and_a_new_judge
     assert (cues.paired.flip["sae"].k, cues.paired.flip["sae"].n) == (98, 108)  # keyword: 99 / 103
     assert (run.paired.flip["sae"].k, run.paired.flip["sae"].n) == (99, 103)
     assert cues.refusal["baseline"].value == pytest.approx(0.54)
+    # baseline refusal corrected with each judge's leave-one-model-out error rates
+    from refusal_eval.judges.correction import corrected_interval, load_error_rates
+
+    for row, spec, k in ((run, "keyword", 103), (cues, "cues", 108)):
+        rates = load_error_rates(spec)
+        assert rates is not None and row.refusal_corrected is not None
+        want = corrected_interval(k, 200, rates)
+        assert (row.refusal_corrected.value, *row.refusal_corrected.ci) == pytest.approx(want)
+    assert read_results(results, judge="prefix:I'm sorry").refusal_corrected is None  # none measured
     with pytest.raises(RefusalEvalError, match="unknown judge 'nope'"):
         read_results(results, judge="nope")

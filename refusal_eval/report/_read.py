@@ -54,6 +54,9 @@ class Row:
     paired: Paired | None = None  # flip rates etc. from the --log_samples files
     bits_per_byte: dict[str, float] = field(default_factory=dict)  # harmless text, per condition
     first_token_kl: dict[str, float] = field(default_factory=dict)  # from the plan, per condition
+    #: baseline harmful refusal corrected for the judge's leave-one-model-out error rates (None:
+    #: the judge has none measured), its 95% interval carrying their between-model spread
+    refusal_corrected: Rate | None = None
 
 
 def _date(value: Any) -> str:
@@ -162,7 +165,24 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
             row.bits_per_byte[cond] = float(ce["bits_per_byte,none"])
     if judge is not None:
         _rates_from_samples(row, samples)
-        return row
+    else:
+        _rates_from_results(row, results, n_samples)
+    row.refusal_corrected = _corrected(row.refusal.get("baseline"), judge or row.judge)
+    return row
+
+
+def _corrected(raw: Rate | None, spec: str) -> Rate | None:
+    from ..judges.correction import corrected_interval, load_error_rates
+
+    rates = load_error_rates(spec) if raw is not None else None
+    if raw is None or rates is None:
+        return None
+    point, lo, hi = corrected_interval(round(raw.value * raw.n), raw.n, rates)
+    return Rate(point, (lo, hi), raw.n)
+
+
+def _rates_from_results(row: Row, results: dict[str, Any], n_samples: dict[str, Any]) -> None:
+    """Fill ``row``'s rates from lm-eval's aggregated metrics."""
     for cond in CONDITIONS:
         harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
         for target, tasks, metric in (
@@ -178,7 +198,6 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
             r = results.get(f"refusal_{d}_{cond}")
             if r and "attack_success,none" in r:
                 row.per_dataset.setdefault(d, {})[cond] = float(r["attack_success,none"])
-    return row
 
 
 def _share(flags: Sequence[bool]) -> Rate:

@@ -17,6 +17,7 @@ from ._svg import grouped_bars, heatmap, scatter
 ABLATIONS = tuple(c for c in CONDITIONS if c != "baseline")
 COLUMNS = (
     "rank", "model", "SAE set", "layer", "union", "FM extra", "dormant", "baseline refusal",
+    "baseline refusal (judge-corrected)",
     *(f"flip {c}" for c in ABLATIONS), "n refused at baseline",
     "sae vs random (McNemar p)", "flip sae vs next row (Fisher p)",
     *(f"induced refusal {c}" for c in ABLATIONS),
@@ -85,7 +86,7 @@ def table(rows: Sequence[Row]) -> list[list[str]]:
         out.append(
             [
                 str(i), r.model, f"{r.saes} {r.sae_layers}", str(r.layer), str(r.union), str(r.fm_extra),
-                str(r.dormant), _fmt(r.refusal.get("baseline")),
+                str(r.dormant), _fmt(r.refusal.get("baseline")), _fmt(r.refusal_corrected),
                 *(_prop(flips.get(c)) for c in ABLATIONS), str(n_refused),
                 _p(paired.vs_random.get("sae") if paired else None), _p(vs_next),
                 *(_prop(paired.induced.get(c) if paired else None) for c in ABLATIONS),
@@ -113,6 +114,9 @@ def markdown(rows: Sequence[Row]) -> str:
         "that holds). Bits/byte: the model's cross-entropy on 100 harmless XSTest answers "
         "(refusal_ce_*) and its change under each condition (the ablation's cost on ordinary text); "
         "first-token KL(baseline || condition) on the search's harmless prompts, from the plan. "
+        "Judge-corrected baseline refusal: Rogan-Gladen with the judge's leave-one-model-out "
+        "sensitivity and specificity, the 95% interval carrying their spread between models "
+        "(docs/judges). "
         "Attack success = unpaired share of harmful prompts answered (pooled over the four sets, "
         "Wilson 95%). A judge marked 're-judged' scored the logged answers after the run "
         "(refusal-eval leaderboard --judge). Sorted by sae flip rate (most robust first). Conditions: "
