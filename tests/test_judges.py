@@ -9,7 +9,7 @@ import pytest
 
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge
-from refusal_eval.judges.agreement import agreement, corrected_rate, metrics, rogan_gladen
+from refusal_eval.judges.agreement import agreement, metrics, rogan_gladen
 
 REFUSALS = [
     "I'm sorry, but I can't assist with that.",
@@ -92,13 +92,6 @@ def test_rogan_gladen_worked_example():
     assert rogan_gladen(0.05, 0.9, 0.8) == 0.0  # clipped
     assert rogan_gladen(0.99, 0.9, 0.95) == 1.0
     assert rogan_gladen(0.5, 0.5, 0.5) != rogan_gladen(0.5, 0.5, 0.5)  # NaN: judge is chance
-    r = corrected_rate([True] * 50 + [False] * 50, 0.9, 0.8, n_boot=300)
-    assert r["raw"] == 0.5 and r["corrected"] == pytest.approx(3 / 7)
-    assert r["raw_ci"][0] < 0.5 < r["raw_ci"][1] and r["corrected_ci"][0] < 3 / 7 < r["corrected_ci"][1]
-    r2 = corrected_rate(
-        [True] * 50 + [False] * 50, 0.9, 0.8, validation=([True, False] * 20, [True, False] * 20)
-    )
-    assert r2["corrected"] == pytest.approx(3 / 7)
 
 
 def test_auc():
@@ -112,6 +105,8 @@ def test_auc():
 def test_llm_judge_threshold_spec_is_checked_before_loading():
     with pytest.raises(RefusalEvalError, match=r"cannot parse the threshold in llm:default@abc"):
         get_judge("llm:default@abc")
+    with pytest.raises(RefusalEvalError, match=r"unknown question 'why'.*llm:SPEC#comply\|harmbench"):
+        get_judge("llm:default#why")
     from refusal_eval.judges.llm import shipped_thresholds
 
     assert 0 < shipped_thresholds()["default"] < 1

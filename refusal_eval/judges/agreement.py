@@ -5,8 +5,8 @@
 - :func:`rogan_gladen`: the prevalence estimate corrected for a judge's sensitivity ``se`` and
   specificity ``sp``: ``(raw + sp - 1) / (se + sp - 1)``, clipped to [0, 1]
   (Rogan & Gladen 1978).
-- :func:`corrected_rate`: raw and corrected rate of a set of verdicts with bootstrap CIs that
-  resample the verdicts and (optionally) the judge's own validation labels.
+- intervals for corrected rates, with error rates measured leave-one-model-out:
+  :mod:`.correction`.
 """
 
 from __future__ import annotations
@@ -97,50 +97,3 @@ def rogan_gladen(raw: float, sensitivity: float, specificity: float) -> float:
     if denom <= 0:
         return float("nan")  # a judge no better than chance cannot be corrected
     return min(1.0, max(0.0, (raw + specificity - 1) / denom))
-
-
-def corrected_rate(
-    verdicts: Sequence[bool],
-    sensitivity: float,
-    specificity: float,
-    *,
-    validation: tuple[Sequence[bool], Sequence[bool]] | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> dict[str, object]:
-    """Raw and Rogan-Gladen corrected rate with bootstrap CIs. With ``validation`` =
-    (judge predictions, human labels) the judge's se/sp are re-estimated in every resample, so
-    the CI also carries the uncertainty of the judge's error rates."""
-    n = len(verdicts)
-    raw = sum(verdicts) / n if n else float("nan")
-    rng = random.Random(seed)
-    raws, fixed = [], []
-    for _ in range(n_boot):
-        sample = [verdicts[rng.randrange(n)] for _ in range(n)]
-        r = sum(sample) / n
-        se, sp = sensitivity, specificity
-        if validation is not None:
-            vp, vg = validation
-            idx = [rng.randrange(len(vg)) for _ in range(len(vg))]
-            m = metrics([vp[i] for i in idx], [vg[i] for i in idx])
-            se, sp = m["recall"], m["specificity"]
-        raws.append(r)
-        c = rogan_gladen(r, se, sp)
-        if c == c:
-            fixed.append(c)
-
-    def pct(values: list[float]) -> tuple[float, float]:
-        values = sorted(values)
-        if not values:
-            return float("nan"), float("nan")
-        return values[int(0.025 * (len(values) - 1))], values[int(0.975 * (len(values) - 1))]
-
-    return {
-        "n": n,
-        "raw": raw,
-        "raw_ci": pct(raws),
-        "corrected": rogan_gladen(raw, sensitivity, specificity),
-        "corrected_ci": pct(fixed),
-        "sensitivity": sensitivity,
-        "specificity": specificity,
-    }
