@@ -144,6 +144,12 @@ def corrected_interval(
     return point, float(lo), float(hi)
 
 
+def corrected_for(spec: str, refused: int, n: int) -> tuple[float, float, float] | None:
+    """:func:`corrected_interval` with judge ``spec``'s recorded error rates (None: none measured)."""
+    rates = load_error_rates(spec)
+    return None if rates is None else corrected_interval(refused, n, rates)
+
+
 def table_from_lomo(rows: Sequence[Any], source: str) -> dict[str, Any]:
     """The error-rates file from leave-one-model-out rows (:class:`.lomo.LomoRow`)."""
     judges: dict[str, Any] = {}

@@ -172,13 +172,12 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
 
 
 def _corrected(raw: Rate | None, spec: str) -> Rate | None:
-    from ..judges.correction import corrected_interval, load_error_rates
+    from ..judges.correction import corrected_for
 
-    rates = load_error_rates(spec) if raw is not None else None
-    if raw is None or rates is None:
+    got = corrected_for(spec, round(raw.value * raw.n), raw.n) if raw is not None else None
+    if raw is None or got is None:
         return None
-    point, lo, hi = corrected_interval(round(raw.value * raw.n), raw.n, rates)
-    return Rate(point, (lo, hi), raw.n)
+    return Rate(got[0], (got[1], got[2]), raw.n)
 
 
 def _rates_from_results(row: Row, results: dict[str, Any], n_samples: dict[str, Any]) -> None:

@@ -6,6 +6,7 @@ Prompts come from the copies shipped inside refusal_eval (offline, reproducible)
 
 from __future__ import annotations
 
+import functools
 import random
 from typing import Any
 
@@ -148,13 +149,23 @@ def _corrected(items: list[tuple[float, str]]) -> tuple[float, float, float]:
     sensitivity/specificity, the interval carrying their between-model spread
     (:func:`refusal_eval.judges.correction.corrected_interval`). Each item carries the spec of the
     judge that scored it; NaN for judges without measured error rates or a mix of judges."""
-    from refusal_eval.judges.correction import corrected_interval, load_error_rates
+    from refusal_eval.judges._base import judge_file
 
     specs = {spec for _, spec in items}
-    rates = load_error_rates(specs.pop()) if len(specs) == 1 else None
-    if rates is None:
+    if len(specs) != 1:
         return float("nan"), float("nan"), float("nan")
-    return corrected_interval(round(sum(v for v, _ in items)), len(items), rates)
+    table = judge_file("error_rates.json")
+    stamp = table.stat().st_mtime_ns if table.is_file() else 0
+    return _corrected_counts(specs.pop(), round(sum(v for v, _ in items)), len(items), str(table), stamp)
+
+
+@functools.lru_cache(maxsize=256)
+def _corrected_counts(spec: str, refused: int, n: int, table: str, stamp: int) -> tuple[float, float, float]:
+    """One interval per (judge, counts, error-rates file version): the point, lower and upper
+    aggregations of a task share it instead of reading the table and drawing three times."""
+    from refusal_eval.judges.correction import corrected_for
+
+    return corrected_for(spec, refused, n) or (float("nan"), float("nan"), float("nan"))
 
 
 def rogan_gladen_mean(items: list[tuple[float, str]]) -> float:
