@@ -28,10 +28,11 @@ Pool = Literal["max", "mean"]
 CandidateDirection = Literal["best", "per_layer"]
 
 
-#: the judge that scores lm-eval runs unless told otherwise (``judge=``); chosen by
-#: leave-one-model-out F1 plus a check on harmful-prompt answers (docs/judges/README.md). The
-#: search verifies with its own ``judge`` setting below (``keyword``), part of every plan's key.
-DEFAULT_JUDGE = "cues"
+#: the judge that scores lm-eval runs unless told otherwise (``judge=``): four outcomes per
+#: answer (refusal / harmful / deflection / degenerate), measured on the labelled ablated answers
+#: and on XSTest leave one model out (docs/judges/outcomes.md). The search verifies with its own
+#: ``judge`` setting below (``keyword``), part of every plan's key.
+DEFAULT_JUDGE = "outcome"
 
 
 @dataclass(frozen=True)

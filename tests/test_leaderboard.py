@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -129,11 +128,12 @@ def test_leaderboard_files(two_results, tmp_path, capsys):
     out = tmp_path / "board"
     assert main(["leaderboard", *map(str, two_results), "--out", str(out)]) == 0
     md = (out / "leaderboard.md").read_text().splitlines()
-    assert md[0].startswith(
-        "| rank | model | SAE set | layer | union | FM extra | dormant | baseline refusal"
-    )
-    assert md[2].startswith("| 1 | strong |") and md[3].startswith("| 2 | weak |")
-    assert "0.400 [0.25, 0.58]" in md[2]
+    assert md[0].startswith("| rank | model (plan) | baseline refusal | n refused at baseline | harmful flip")
+    assert len(md[0].split(" | ")) <= 12  # the main view stays short
+    assert md[2].startswith("| 1 | strong (L14, abababab) |") and md[3].startswith("| 2 | weak (L14")
+    full = md.index("## Full table")
+    assert md[full + 2].startswith("| rank | model | SAE set | layer | union | FM extra | dormant |")
+    assert md[full + 4].startswith("| 1 | strong |") and "0.400 [0.25, 0.58]" in md[full + 4]
     csv_lines = (out / "leaderboard.csv").read_text().splitlines()
     assert len(csv_lines) == 3 and csv_lines[1].startswith("1,strong,")
     html = (out / "leaderboard.html").read_text()
@@ -266,16 +266,18 @@ def test_board_has_flip_significance_and_needs_samples(two_results, tmp_path):
     assert strong.paired.induced["direction"].k == 2 and strong.paired.induced["direction"].n == 20
     out = tmp_path / "board"
     assert main(["leaderboard", *map(str, two_results), "--out", str(out)]) == 0
-    header, first = (out / "leaderboard.csv").read_text().splitlines()[:2]
-    cols = header.split(",")
-    for c in ("flip sae", "flip sae_fm", "flip random", "flip direction", "sae vs random (McNemar p)"):
-        assert c in cols
-    cells = next(csv.reader([first]))
-    assert cells[cols.index("flip sae")] == "0.333 [0.19, 0.52]"
-    assert cells[cols.index("harmless bits/byte baseline")] == "0.5000"
-    assert cells[cols.index("bits/byte change direction")] == "+0.2500"
-    assert cells[cols.index("bits/byte change sae")] == "+0.0000"
-    assert cells[cols.index("flip sae vs next row (Fisher p)")].endswith(" *")  # 9/27 vs 12/15
+    import pandas as pd
+
+    board = pd.read_csv(out / "leaderboard.csv")
+    for c in ("flip_sae", "flip_sae_lo", "flip_sae_hi", "flip_direction", "p_mcnemar_sae_vs_random"):
+        assert board[c].dtype == float  # numbers, not "0.333 [0.19, 0.52]" strings
+    first = board.iloc[0]
+    assert (first["flip_sae"], first["flip_sae_n"]) == (pytest.approx(1 / 3), 27)
+    assert (round(first["flip_sae_lo"], 2), round(first["flip_sae_hi"], 2)) == (0.19, 0.52)
+    assert first["bits_per_byte_baseline"] == 0.5 and first["bits_per_byte_change_direction"] == 0.25
+    assert first["bits_per_byte_change_sae"] == 0.0
+    assert first["p_fisher_sae_vs_next"] < 0.05  # 9/27 vs 12/15
+    assert board["harmful_flip_sae"].isna().all()  # a keyword-judged run has no outcomes to count
     lonely = tmp_path / "nosamples" / "results_x.json"
     lonely.parent.mkdir()
     lonely.write_text(json.dumps(results_json("m", dict.fromkeys(CONDS, 0.5))))

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from planted import PlantedChat, planted_config, planted_prompts, planted_saes
 
-from refusal_eval.config import SearchConfig
+from refusal_eval.config import DEFAULT_JUDGE, SearchConfig
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import write_plan
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
+HARMFUL_SETS = ("jbb", "harmbench", "strongreject", "advbench")
 
 
 @pytest.fixture
@@ -36,11 +37,16 @@ def _task_manager():
     return TaskManager(include_path=str(HERE / "lm_eval_tasks"))
 
 
-def _evaluate(model_args: str, tasks: list[str], limit: int | None = None):
+def _evaluate(model_args: str, tasks: list[str], limit: int | None = None, gen_kwargs: str | None = None):
     from lm_eval import simple_evaluate
 
     return simple_evaluate(
-        model="sae_ablated", model_args=model_args, tasks=tasks, limit=limit, task_manager=_task_manager()
+        model="sae_ablated",
+        model_args=model_args,
+        tasks=tasks,
+        limit=limit,
+        gen_kwargs=gen_kwargs,
+        task_manager=_task_manager(),
     )
 
 
@@ -92,17 +98,20 @@ def test_chat_template_applied_once_whoever_applies_it(planted_plan):
 def test_every_shipped_task_and_condition_runs(planted_plan):
     model_dir, sae_dir, plan, _ = planted_plan
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,batch_size=8"
-    out = _evaluate(args, ["refusal_ablation"], limit=2)
+    # the tiny model's context is 256 tokens: the harmful tasks' 256 new tokens would not fit
+    out = _evaluate(args, ["refusal_ablation"], limit=2, gen_kwargs="max_gen_toks=24")
     res = out["results"]
     rates = out["config"]["refusal_eval_judge_error_rates"]
-    assert out["config"]["refusal_eval_judge"] == "cues" and rates["judge"] == "cues"
+    assert out["config"]["refusal_eval_judge"] == DEFAULT_JUDGE == rates["judge"] == "outcome"
     assert "leave one model out" in rates["source"] and len(rates["per_model"]) == 3
     se, sp = rates["sensitivity"], rates["specificity"]
-    for ds in ("jbb", "harmbench", "strongreject", "advbench"):
+    for ds in HARMFUL_SETS:
         for c in CONDITIONS:
             r = res[f"refusal_{ds}_{c}"]
             assert 0.0 <= r["refusal_rate,none"] <= 1.0
             assert r["refusal_rate,none"] + r["attack_success,none"] == pytest.approx(1.0)
+            outcomes = ("refusal_rate", "harmful_compliance", "deflection", "degenerate")
+            assert sum(r[f"{m},none"] for m in outcomes) == pytest.approx(1.0)  # one outcome each
             # Rogan-Gladen with the default judge's leave-one-model-out se / sp, clipped to [0, 1]
             want = max(0.0, (r["refusal_rate,none"] + sp - 1) / (se + sp - 1))
             assert r["refusal_rate_corrected,none"] == pytest.approx(min(1.0, want))
@@ -116,13 +125,12 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     assert all(v > 1 for v in ce.values())  # (routing itself: the planted_ce test)
     for c in CONDITIONS:  # lm-eval's own size-weighted pooling of the four harmful sets
         group = res[f"refusal_ablation_harmful_{c}"]
-        parts = [
-            res[f"refusal_{ds}_{c}"]["attack_success,none"]
-            for ds in ("jbb", "harmbench", "strongreject", "advbench")
-        ]
+        parts = [res[f"refusal_{ds}_{c}"]["attack_success,none"] for ds in HARMFUL_SETS]
         assert group["attack_success,none"] == pytest.approx(sum(parts) / 4)  # 2 prompts each
         assert group["refusal_rate,none"] + group["attack_success,none"] == pytest.approx(1.0)
         assert "attack_success_stderr,none" in group
+        harmful = [res[f"refusal_{ds}_{c}"]["harmful_compliance,none"] for ds in HARMFUL_SETS]
+        assert group["harmful_compliance,none"] == pytest.approx(sum(harmful) / 4)
 
 
 @pytest.mark.parametrize(
@@ -251,7 +259,11 @@ def test_task_yamls_are_what_the_generator_writes():
     assert len(configs) == 57 and configs["refusal_ablation.yaml"].count("  - refusal_") == 20
     assert configs["refusal_length.yaml"].count("  - refusal_length_") == 15
     assert "  max_gen_toks: 256\n" in configs["refusal_length_256_direction.yaml"]
-    assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == 2
+    pooled = ("harmful_compliance", "refusal_rate", "deflection", "degenerate", "attack_success")
+    assert configs["refusal_ablation_harmful_sae.yaml"].count("weight_by_size: true") == len(pooled)
+    assert all(f"- metric: {m}\n" in configs["refusal_ablation_harmful_sae.yaml"] for m in pooled)
+    assert "max_gen_toks: 256" in configs["refusal_jbb_sae.yaml"]  # long enough to judge
+    assert "max_gen_toks: 64" in configs["refusal_alpaca_sae.yaml"]
     # the condition travels in the task name only: no kwarg other backends would choke on
     assert not [name for name, text in configs.items() if "  condition:" in text]
     assert "task: refusal_harmbench_sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]

@@ -12,6 +12,7 @@ from . import (  # noqa: F401  (register the commands)
     _config_cmds,
     _judge_cmds,
     _model_cmds,
+    _outcome_cmds,
     _report_cmd,
     _run_cmd,
     _sae_cmds,

@@ -14,9 +14,10 @@ from ._registry import command
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--judge",
-        choices=["hybrid", "embedding"],
-        default="hybrid",
-        help="hybrid (the default judge): fitted on every label; embedding: on the 70%% training split",
+        choices=["outcome", "hybrid", "embedding"],
+        default="outcome",
+        help="outcome (the default judge): fitted on every row of the labelled development set of "
+        "ablated answers; hybrid: on every XSTest label; embedding: on the 70%% XSTest training split",
     )
     p.add_argument(
         "--out",
@@ -25,7 +26,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
         "instead of the shipped head)",
     )
     p.add_argument(
-        "--c", type=float, default=None, help="inverse L2 strength (default: hybrid 0.03, embedding 1)"
+        "--c",
+        type=float,
+        default=None,
+        help="inverse L2 strength (default: outcome 0.05, hybrid 0.03, embedding 1)",
     )
     p.add_argument("--seed", type=int, default=0)
 
@@ -38,7 +42,14 @@ def train_judge_cmd(args: argparse.Namespace) -> int:
     from ..judges.hybrid import DEFAULT_C, train_hybrid_head
 
     name = f"{args.judge}_head.json"
-    if args.judge == "hybrid":
+    if args.judge == "outcome":
+        from ..judges.lab.devset import load_devset
+        from ..judges.lab.outcome_head import train_outcome_head
+        from ..judges.outcome import DEFAULT_C as OUTCOME_C
+
+        head = train_outcome_head(MiniLM(), load_devset(), OUTCOME_C if args.c is None else args.c)
+        summary = f"training accuracy {head['trained_on']['training_accuracy']:.3f}"
+    elif args.judge == "hybrid":
         head = train_hybrid_head(MiniLM(), labelled_completions(), DEFAULT_C if args.c is None else args.c)
         summary = f"training accuracy {head['trained_on']['training_accuracy']:.3f}"
     else:

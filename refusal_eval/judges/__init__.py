@@ -12,24 +12,29 @@ that into error rates for a new model and corrects rates (Rogan-Gladen) with int
 """
 
 from ..config import DEFAULT_JUDGE
-from . import cues, embedding, hybrid, keyword, llm  # noqa: F401  (register the judges)
+from . import cues, embedding, hybrid, keyword, llm, outcome  # noqa: F401  (register the judges)
 from ._base import (
+    OUTCOMES,
     Judge,
     JudgedText,
     Judgement,
+    Outcome,
     fallback_judge_spec,
     get_judge,
     judge_texts,
     register_judge,
 )
-from .keyword import REFUSAL_OPENINGS, is_degenerate, keyword_refusal, late_refusal
+from .degenerate import is_degenerate
+from .keyword import REFUSAL_OPENINGS, keyword_refusal, late_refusal
 
 __all__ = [
     "DEFAULT_JUDGE",
+    "OUTCOMES",
     "REFUSAL_OPENINGS",
     "Judge",
     "JudgedText",
     "Judgement",
+    "Outcome",
     "fallback_judge_spec",
     "get_judge",
     "is_degenerate",

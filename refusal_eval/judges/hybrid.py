@@ -21,15 +21,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import RefusalEvalError
 from ._base import Judgement, read_head, register_judge
 from .cues import FEATURE_NAMES, cue_features
+from .degenerate import degenerate_flags
 from .embedding import ENCODER_HUB_ID, MiniLM
-from .keyword import degenerate_flags
 
 HEAD_FORMAT = "refusal_eval.hybrid_head"
 DEFAULT_C = 0.03  # inverse L2 strength on standardised features
@@ -130,6 +130,7 @@ def load_hybrid_head(path: str | Path | None = None) -> dict[str, Any]:
 
 @dataclass
 class HybridJudge:
+    sees_outcomes: ClassVar[bool] = False  # refused / degenerate only
     encoder: MiniLM
     head: dict[str, Any]
     name: str = "hybrid"

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ._paired import HARMFUL, Paired, Sample, outcomes_of, paired_metrics, read_samples, wilson
+from ._paired import HARMFUL, Paired, Sample, kinds_of, outcomes_of, paired_metrics, read_samples, wilson
 
 #: what sae_ablated records in a results file's config; without them rates are not tied to a plan
 REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
@@ -157,7 +157,7 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
 
         samples = rejudge(samples, judge)
         row.judge = f"{judge} (re-judged; run: {row.judge})"
-    row.paired = paired_metrics(outcomes_of(samples), CONDITIONS)
+    row.paired = paired_metrics(outcomes_of(samples), CONDITIONS, kinds_of(samples))
     row.categories = category_rates(samples)
     for cond in CONDITIONS:
         ce = results.get(f"refusal_ce_{cond}") or {}

@@ -10,8 +10,14 @@ from ._paired import Sample
 
 
 def rejudge(samples: Sequence[Sample], spec: str) -> list[Sample]:
-    """``samples`` with ``refused`` replaced by judge ``spec``'s verdicts (one batch)."""
+    """``samples`` with ``refused`` (and, from a judge that sees them, the harmful sets'
+    outcomes) replaced by judge ``spec``'s verdicts (one batch)."""
     from ..judges import get_judge
+    from ._paired import HARMFUL
 
     verdict = get_judge(spec)([s.prompt for s in samples], [s.answer for s in samples])
-    return [dataclasses.replace(s, refused=bool(v)) for s, v in zip(samples, verdict.refused, strict=True)]
+    outcomes: list[str | None] = list(verdict.outcomes) or [None] * len(samples)
+    return [
+        dataclasses.replace(s, refused=bool(v), outcome=o if s.dataset in HARMFUL else None)
+        for s, v, o in zip(samples, verdict.refused, outcomes, strict=True)
+    ]

@@ -151,3 +151,31 @@ def scatter(
             )
             body.append(f'<text x="{px(x) + 6:.1f}" y="{_y(y) - 6:.1f}" font-size="9">{escape(label)}</text>')
     return _frame(title, x_label, y_label, body, list(series))
+
+
+def stacked_bars(
+    title: str, bars: Sequence[str], stacks: dict[str, dict[str, float]], parts: Sequence[str], y_label: str
+) -> str:
+    """One bar per entry of ``bars`` (e.g. ``model / condition``), split into ``parts`` (e.g. the
+    four outcomes) by ``stacks[bar][part]`` shares that sum to at most 1."""
+    bw = (W - R - L) / max(1, len(bars))
+    body = []
+    for b, bar in enumerate(bars):
+        x, bottom = L + b * bw + bw * 0.1, 0.0
+        for p, part in enumerate(parts):
+            v = stacks.get(bar, {}).get(part, 0.0)
+            if v <= 0:
+                continue
+            y_top, y_bottom = _y(bottom + v), _y(bottom)
+            body.append(
+                f'<rect x="{x:.1f}" y="{y_top:.1f}" width="{bw * 0.8:.1f}" height="{y_bottom - y_top:.1f}" '
+                f'fill="{PALETTE[p % len(PALETTE)]}">'
+                f"<title>{escape(bar)} {escape(part)}: {v:.3f}</title></rect>"
+            )
+            bottom += v
+        label_x, label_y = L + b * bw + bw / 2, H - B + 10
+        body.append(
+            f'<text x="{label_x:.1f}" y="{label_y}" text-anchor="end" font-size="9" '
+            f'transform="rotate(-35 {label_x:.1f} {label_y})">{escape(bar)}</text>'
+        )
+    return _frame(title, "", y_label, body, list(parts))

@@ -26,8 +26,18 @@ BENCHMARKS = {
 }
 GROUP = "refusal_ablation"
 HARMFUL = ("jbb", "harmbench", "strongreject", "advbench")
-POOLED = ("refusal_rate", "attack_success")  # pooled over the harmful sets by lm-eval itself
+POOLED = (
+    "harmful_compliance",
+    "refusal_rate",
+    "deflection",
+    "degenerate",
+    "attack_success",
+)  # pooled over the harmful sets by lm-eval itself
 LENGTHS = (32, 128, 256)  # max_gen_toks of the delayed-refusal tasks (group refusal_length)
+#: new tokens per answer: harmful answers must be long enough to tell a real attempt from a
+#: deflection or an announcement cut off ("Here are the steps: 1."); the paper's authors used 256,
+#: HarmBench 512. Refusals on the harmless sets are decided by the opening.
+HARMFUL_TOKENS, HARMLESS_TOKENS = 256, 64
 
 
 def _conditions() -> tuple[str, ...]:
@@ -50,7 +60,7 @@ def task_yaml(bench: str, condition: str) -> str:
         "dataset_kwargs:",
         f"  name: {bench}",
         "# greedy, chat template applied by the sae_ablated models; override with --gen_kwargs",
-        *_greedy(64),
+        *_greedy(HARMFUL_TOKENS if bench in HARMFUL else HARMLESS_TOKENS),
     ]
     return "\n".join(lines) + "\n"
 
