@@ -10,6 +10,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +42,37 @@ def split_args(
             f"use {', '.join(own)}, search_<config key>, or a model arg of lm-eval's backend",
         )
     return search, rest
+
+
+#: the batch size each backend uses when the user did not choose one. HF on CPU: 16, the best of
+#: 1 / 4 / 8 / 16 (8.6 / 19.9 / 29.2 / 33.9 new tokens/s, ``benchmarks/bench_batch_size.py``,
+#: BENCHMARKS.md); on CUDA lm-eval's own probe (``auto``) is cheap and right; vLLM schedules every
+#: request itself (``auto``).
+DEFAULT_BATCH: dict[str, int | str] = {"hf-cpu": 16, "hf-cuda": "auto", "vllm": "auto"}
+_BATCH_FLAGS = ("--batch_size", "--batch-size", "-b")
+
+
+def chosen_batch_size(
+    value: int | str | None, default: int | str, *, cpu: bool = False, argv: list[str] | None = None
+) -> int | str:
+    """``value`` unless it is lm-eval's CLI default of 1 that the user never typed: the CLI
+    always passes ``batch_size=1`` when ``--batch_size`` is absent (its flag is suppressed and
+    the config default is 1), which would generate one answer at a time. On a CPU (``cpu``),
+    ``auto`` means ``default`` too: lm-eval's probe starts at batch 64 x the whole context
+    (11.8 GB and 9.5 minutes before it was stopped). Every other value is kept."""
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    cli = bool(argv) and os.path.basename(argv[0]).replace("-", "_") in ("lm_eval", "__main__.py")
+    typed = any(a in _BATCH_FLAGS or a.startswith(("--batch_size=", "--batch-size=")) for a in argv)
+    if value is None or (str(value) == "1" and cli and not typed):
+        return default
+    if cpu and str(value).startswith("auto"):
+        log.warning(
+            "refusal_eval: --batch_size %s on a CPU means %s (lm-eval's probe never ends)", value, default
+        )
+        return default
+    return value
 
 
 def parse_layers(value: str | int | None) -> list[int] | None:
@@ -86,6 +118,7 @@ class AblationRunner:
     judge_spec: str
     tokenizer: Any
     backend_name: str
+    batch_size_used: int | str | None = None
     _plan: AblationPlan | None = None
 
     @functools.cached_property
@@ -222,6 +255,7 @@ class AblationRunner:
             # the error rates behind every *_corrected metric (None: this judge has none measured)
             "refusal_eval_judge_error_rates": _error_rates(self.judge_spec),
             "refusal_eval_device": device,  # what ran (lm-eval's own "device" is what was asked for)
+            "refusal_eval_batch_size": getattr(self, "batch_size_used", None),
             "refusal_eval_chat_template": {
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
                 "applied_by": sorted(self.template_applied_by) or ["-"],

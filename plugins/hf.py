@@ -33,7 +33,7 @@ from lm_eval.models.huggingface import HFLM
 from refusal_eval.ablation import Ablation, ablate
 from refusal_eval.config import DEFAULT_JUDGE
 
-from ._common import OWN_ARGS, AblationRunner, split_args
+from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         judge: str = DEFAULT_JUDGE,
         dtype: str = "bfloat16",
         device: str | None = None,
-        batch_size: int | str = 8,
+        batch_size: int | str | None = None,
         revision: str | None = None,
         **kwargs: Any,
     ) -> None:
@@ -104,10 +104,14 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
             judge=judge, search_overrides=search_overrides, dtype=dtype, device=_usable(device),
             revision=revision,
         )  # fmt: skip
+        cpu = self.chat.device.type == "cpu"
+        self.batch_size_used = chosen_batch_size(
+            batch_size, DEFAULT_BATCH["hf-cpu" if cpu else "hf-cuda"], cpu=cpu
+        )
         super().__init__(
             pretrained=self.chat.model,
             tokenizer=self.chat.tokenizer,
-            batch_size=batch_size,
+            batch_size=self.batch_size_used,
             device=str(self.chat.device),
             **hf_kwargs,
         )

@@ -47,7 +47,7 @@ from refusal_eval.errors import RefusalEvalError  # noqa: E402
 from refusal_eval.models import load_model  # noqa: E402
 from refusal_eval.search.plan import AblationPlan  # noqa: E402
 
-from ._common import OWN_ARGS, AblationRunner, split_args  # noqa: E402
+from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         dtype: str = "bfloat16",
         revision: str | None = None,
         max_latents: int | str = DEFAULT_MAX_LATENTS,
-        batch_size: int | str = "auto",
+        batch_size: int | str | None = None,
         search_backend: str = "hf",
         **kwargs: Any,
     ) -> None:
@@ -105,12 +105,13 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         if wants_plan and search_backend == "hf":
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
         vllm_kwargs = cpu_defaults(vllm_kwargs)
+        self.batch_size_used = chosen_batch_size(batch_size, DEFAULT_BATCH["vllm"])
         edit = engine_args(self.chat.source, self.saes, max_latents=int(max_latents))
         super().__init__(
             pretrained=self.chat.source,
             dtype=dtype,
             revision=revision if self.chat.source == str(pretrained) else None,
-            batch_size=batch_size,
+            batch_size=self.batch_size_used,
             **edit,
             **vllm_kwargs,
         )

@@ -103,6 +103,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
     res = out["results"]
     rates = out["config"]["refusal_eval_judge_error_rates"]
     assert out["config"]["refusal_eval_judge"] == DEFAULT_JUDGE == rates["judge"] == "outcome"
+    assert out["config"]["refusal_eval_batch_size"] == 8  # model_args batch_size=8, recorded
     assert "leave one model out" in rates["source"] and len(rates["per_model"]) == 3
     se, sp = rates["sensitivity"], rates["specificity"]
     for ds in HARMFUL_SETS:
@@ -388,3 +389,26 @@ def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted
     total = sum(data["n-samples"][t]["effective"] for t in ("planted_baseline", "planted_sae"))
     served = dict(line.split() for line in Path(f"{plan}.served").read_text().splitlines())
     assert sorted(served) == ["0", "1"] and sum(int(n) for n in served.values()) == total >= 8
+
+
+@pytest.mark.parametrize(
+    ("value", "argv", "cpu", "want"),
+    [
+        (1, ["/venv/bin/lm_eval", "run", "--model", "sae_ablated", "--tasks", "t"], True, 16),  # CLI default
+        (1, ["/venv/bin/lm-eval", "--model", "sae_ablated"], True, 16),
+        (1, ["/usr/lib/python3/lm_eval/__main__.py", "--model", "sae_ablated"], True, 16),  # -m lm_eval
+        ("1", ["/venv/bin/lm_eval", "--model", "sae_ablated", "--batch_size", "1"], True, "1"),  # typed
+        (1, ["/venv/bin/lm_eval", "--model", "sae_ablated", "-b", "1"], True, 1),
+        (1, ["/venv/bin/lm_eval", "--model", "sae_ablated", "--batch_size=1"], True, 1),
+        (1, ["/venv/bin/pytest", "tests"], True, 1),  # simple_evaluate(batch_size=1): as asked
+        (None, ["/venv/bin/pytest"], True, 16),  # not given at all
+        ("auto", ["/venv/bin/lm_eval", "--batch_size", "auto"], True, 16),  # lm-eval's probe: not on a CPU
+        ("auto:4", ["/venv/bin/lm_eval", "--batch_size", "auto:4"], False, "auto:4"),  # on a GPU it is
+        (32, ["/venv/bin/lm_eval", "--batch_size", "32"], True, 32),
+    ],
+)
+def test_lm_eval_cli_default_batch_size_is_not_one(value, argv, cpu, want):
+    from refusal_eval.plugins._common import DEFAULT_BATCH, chosen_batch_size
+
+    assert DEFAULT_BATCH["hf-cpu"] == 16
+    assert chosen_batch_size(value, DEFAULT_BATCH["hf-cpu"], cpu=cpu, argv=argv) == want
