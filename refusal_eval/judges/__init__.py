@@ -1,14 +1,19 @@
-"""Refusal judges behind one interface, selected by name from a registry.
+"""Judges behind one interface, selected by name from a registry.
 
-``judge(prompts, responses) -> Judgement`` with one boolean label (refused) and one score in
-[0, 1] per response. Partial refusals count as refusals (the XSTest convention).
+``judge(prompts, responses) -> Judgement`` with one boolean label (refused), one score in [0, 1]
+and, from a judge that sees them (``judge.sees_outcomes``), one of :data:`OUTCOMES` per response:
+refusal / harmful / deflection / degenerate (docs/judges/rubric.md). Partial refusals count as
+refusals (the XSTest convention).
 
-Judges: ``cues`` (default: stock and soft refusal openings plus decline / policy cues in the first
-two sentences), ``keyword`` (stock openings only; what the search verifies with), ``hybrid``
-(MiniLM embeddings + cue features -> logistic head), ``embedding`` (MiniLM -> logistic head),
-``llm:SPEC`` (a causal LM asked whether the answer complied), ``prefix:A|B``.
+Judges: ``outcome`` (default: the four outcomes; refusal cues over the whole answer, a
+bare-answer rule and a head fitted on labelled ablated answers), ``cues`` (stock and soft
+refusal openings plus decline / policy cues in the first two sentences), ``keyword`` (stock
+openings only; what the search verifies with), ``hybrid`` (MiniLM embeddings + cue features ->
+logistic head), ``embedding`` (MiniLM -> logistic head), ``llm:SPEC`` (a causal LM asked whether
+the answer complied), ``prefix:A|B``.
 :mod:`.lomo` measures each leave-one-model-out against human labels, :mod:`.correction` turns
-that into error rates for a new model and corrects rates (Rogan-Gladen) with intervals.
+that into error rates for a new model and corrects rates (Rogan-Gladen) with intervals;
+:mod:`.lab` holds the labelled ablated answers and measures outcome judges against them.
 """
 
 from ..config import DEFAULT_JUDGE

@@ -1,4 +1,4 @@
-"""``hybrid`` (the default judge): one logistic head over what each other judge reads.
+"""``hybrid``: one logistic head over what each other judge reads (refusals only; see docs/judges).
 
 Features of an answer (:func:`hybrid_features`), standardised, then logistic regression:
 

@@ -1,4 +1,4 @@
-"""Keyword judges: a curated refusal-opening list (default) and fixed prefixes."""
+"""Keyword judges: a curated list of refusal openings (``keyword``) and fixed prefixes (``prefix:``)."""
 
 from __future__ import annotations
 
