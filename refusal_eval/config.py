@@ -14,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tomllib
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
-
-import tomllib
 
 from .errors import RefusalEvalError
 

@@ -326,3 +326,16 @@ def test_out_of_fold_never_scores_a_row_it_was_fitted_on_and_counts_flips():
         ("b", "sae", 0.5, 0.5),
     ]
     assert fixed.harmful.f1 == 1.0 and fixed.accuracy == 1.0
+
+
+def test_python_floor_matches_what_the_code_imports():
+    """config.py imports tomllib (3.11+): the declared floor must say so, so that pip refuses a
+    3.10 interpreter at install time instead of an ImportError at run time."""
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    assert cfg["options"]["python_requires"].strip() == ">=3.11"
+    assert "import tomllib" in (root / "refusal_eval" / "config.py").read_text()
