@@ -255,7 +255,7 @@ class AblationRunner:
             # the error rates behind every *_corrected metric (None: this judge has none measured)
             "refusal_eval_judge_error_rates": _error_rates(self.judge_spec),
             "refusal_eval_device": device,  # what ran (lm-eval's own "device" is what was asked for)
-            "refusal_eval_batch_size": getattr(self, "batch_size_used", None),
+            "refusal_eval_batch_size": self.batch_size_used,
             "refusal_eval_chat_template": {
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
                 "applied_by": sorted(self.template_applied_by) or ["-"],

@@ -34,13 +34,13 @@ from ..errors import RefusalEvalError
 from ._base import OUTCOMES, Judgement, Outcome, read_head, register_judge
 from .cues import FEATURE_NAMES, cue_features, cue_refusal, soft_opening
 from .degenerate import DEGENERATE_FEATURES, degenerate_features, is_bare
+from .hybrid import MIN_SCALE  # the same floor on a feature's standard deviation
 from .keyword import keyword_refusal
 
 HEAD_FORMAT = "refusal_eval.outcome_head"
 #: bumped whenever a feature or rule changes what it computes (caches of features are keyed by it)
 FEATURES_VERSION = 3
 DEFAULT_C = 0.05  # inverse L2 strength on standardised features
-MIN_SCALE = 1e-3
 #: sentence and line boundaries, and the colon after a title or a "Subject:" line
 _PARTS = re.compile(r"(?<=[.!?:])\s+|\n+")
 
