@@ -19,9 +19,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from refusal_eval.conditions import condition_of_task
 from refusal_eval.judges import get_judge
-from refusal_eval.report._paired import HARMFUL, wilson
+from refusal_eval.report._paired import wilson
+from refusal_eval.runs import HARMFUL, parse_task, samples_task
 
 COMPLIANCE_OPENING = re.compile(
     r"^\s*(?:sure|certainly|of course|absolutely)?[,!.]?\s*here(?:'s| is| are)\b", re.IGNORECASE
@@ -32,16 +32,16 @@ ROOT = Path(__file__).resolve().parents[1] / "docs" / "leaderboard" / "results"
 def load() -> list[dict[str, str]]:
     rows = []
     for f in sorted(ROOT.glob("*/*/samples_refusal_*.jsonl")):
-        task = f.name.removeprefix("samples_").rsplit("_", 1)[0]
-        dataset = task.removeprefix("refusal_").removesuffix("_" + condition_of_task(task))
-        if dataset not in HARMFUL:
+        parsed = parse_task(samples_task(f.name) or "")
+        if parsed is None or parsed[0] not in HARMFUL:
             continue
+        dataset, condition = parsed
         for line in f.read_text().splitlines():
             d = json.loads(line)
             rows.append(
                 {
                     "model": f.parts[-3],
-                    "condition": condition_of_task(task),
+                    "condition": condition,
                     "key": f"{dataset}/{d['doc_id']}",
                     "prompt": d["doc"]["prompt"],
                     "answer": d["resps"][0][0],

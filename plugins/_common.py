@@ -16,11 +16,13 @@ from typing import Any
 
 from refusal_eval.ablation import Ablation
 from refusal_eval.chat import format_chat
-from refusal_eval.conditions import check_condition, condition_of_task
+from refusal_eval.conditions import check_condition
 from refusal_eval.config import SearchConfig, load_config
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
+from refusal_eval.report.summary import encode_verdicts, verdict_code
+from refusal_eval.runs import RunInfo, condition_of_task
 from refusal_eval.saes import SAEBundle, load_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
@@ -72,7 +74,7 @@ def chosen_batch_size(
             "refusal_eval: --batch_size %s on a CPU means %s (lm-eval's probe never ends)", value, default
         )
         return default
-    return value
+    return int(value) if str(value).isdigit() else value  # the CLI passes "8"
 
 
 def parse_layers(value: str | int | None) -> list[int] | None:
@@ -244,40 +246,51 @@ class AblationRunner:
 
     def _judged(self, requests: list[Any], answers: list[Any]) -> list[Any]:
         prompts = [prompt_of(r) for r in requests]
-        return judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+        judged = judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+        for req, text in zip(requests, judged, strict=True):  # for the run's summary
+            task, doc_id = getattr(req, "task_name", None), getattr(req, "doc_id", None)
+            if condition_of_task(task) is not None and isinstance(doc_id, int):
+                self._verdicts.setdefault(str(task), {})[doc_id] = verdict_code(text.refused, text.outcome)
+        return judged
+
+    @functools.cached_property
+    def _verdicts(self) -> dict[str, dict[int, str]]:
+        """``{task: {doc_id: letter}}`` of every judged answer of a ``refusal_*`` task."""
+        return {}
 
     # --- provenance ---------------------------------------------------------------------------
-    def refusal_eval_info(self, device: str) -> dict[str, Any]:
-        info: dict[str, Any] = {
-            "refusal_eval_model": self.chat.info.get("name", self.chat.spec),
-            "refusal_eval_model_revision": self.chat.revision,
-            "refusal_eval_judge": self.judge_spec,
-            # the error rates behind every *_corrected metric (None: this judge has none measured)
-            "refusal_eval_judge_error_rates": _error_rates(self.judge_spec),
-            "refusal_eval_device": device,  # what ran (lm-eval's own "device" is what was asked for)
-            "refusal_eval_batch_size": self.batch_size_used,
-            "refusal_eval_chat_template": {
+    def run_info(self, device: str) -> RunInfo:
+        """The provenance of this run (written into lm-eval's results ``config``)."""
+        from refusal_eval import __version__
+
+        plan = self.plan if self.saes is not None and self.plan_arg != "none" else None
+        return RunInfo(
+            model=str(self.chat.info.get("name", self.chat.spec)),
+            judge=self.judge_spec,
+            device=device,
+            version=__version__,
+            model_revision=self.chat.revision,
+            judge_error_rates=_error_rates(self.judge_spec),
+            judge_info=getattr(self.judge, "provenance", None) or None,
+            batch_size=self.batch_size_used,
+            chat_template={
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
                 "applied_by": sorted(self.template_applied_by) or ["-"],
             },
-        }
-        if self.saes is not None:
-            info["refusal_eval_saes"] = self.saes.describe()
-        if self.saes is not None and self.plan_arg != "none":
-            plan = self.plan
-            info.update(
-                {
-                    "refusal_eval_plan": display_path(plan.path),
-                    "refusal_eval_plan_hash": plan.hash,
-                    "refusal_eval_plan_layer": plan.layer,
-                    "refusal_eval_plan_layers": plan.sae_layers,
-                    "refusal_eval_feature_counts": plan.counts(),
-                    "refusal_eval_dormant": plan.dormant_count,
-                    "refusal_eval_hydra": plan.hydra_count,
-                    "refusal_eval_first_token_kl": plan.first_token_kl,
-                }
-            )
-        return info
+            saes=self.saes.describe() if self.saes is not None else None,
+            plan=display_path(plan.path) if plan else None,
+            plan_hash=plan.hash if plan else None,
+            plan_layer=plan.layer if plan else None,
+            plan_layers=plan.sae_layers if plan else None,
+            feature_counts=plan.counts() if plan else None,
+            dormant=plan.dormant_count if plan else None,
+            hydra=plan.hydra_count if plan else None,
+            first_token_kl=plan.first_token_kl if plan else None,
+            verdicts=encode_verdicts(self._verdicts) or None,
+        )
+
+    def refusal_eval_info(self, device: str) -> dict[str, Any]:
+        return self.run_info(device).to_config()
 
 
 def _error_rates(spec: str) -> dict[str, Any] | None:

@@ -13,9 +13,13 @@ or ``lm_eval.tasks.manager`` is imported, right after that module loads, it
   (``refusal_eval.plugins.hf:SAEAblatedLM``, ``refusal_eval.plugins.vllm:SAEAblatedVLLM``;
   nothing heavy is imported until the model is actually requested), and
 - adds the installed ``refusal_eval/tasks/refusal_ablation`` folder to every ``TaskManager``'s search path
-  (before any user ``include_path``, so user tasks still win).
+  (before any user ``include_path``, so user tasks still win), and
+- after a run of our models, appends refusal_eval's one-row-per-condition summary to the table
+  the ``lm_eval`` CLI prints and writes it next to the results file
+  (``results_<date>.summary.txt``; :mod:`refusal_eval.report.summary`). Results of any other
+  model pass through untouched.
 
-Both steps are skipped when lm-eval already knows the names (a release that reads the
+The first two are skipped when lm-eval already knows the names (a release that reads the
 ``lm_eval.models`` / ``lm_eval.tasks`` entry points declared in setup.cfg). Set
 ``REFUSAL_EVAL_NO_LM_EVAL_HOOK=1`` to disable the watcher.
 """
@@ -76,9 +80,63 @@ def _patch_task_manager(module: Any) -> None:
     cls._refusal_eval_patched = True
 
 
+def _ours(results: Any) -> bool:
+    config = results.get("config") if isinstance(results, dict) else None
+    return isinstance(config, dict) and "refusal_eval_model" in config
+
+
+def _patch_make_table(module: Any) -> None:
+    original = module.make_table
+    if getattr(original, "_refusal_eval_patched", False):
+        return
+
+    def make_table(result_dict: Any, column: str = "results", *args: Any, **kwargs: Any) -> Any:
+        table = original(result_dict, column, *args, **kwargs)
+        last = column == "groups" or (column == "results" and "groups" not in result_dict)
+        if last and _ours(result_dict):  # after the last table the CLI prints
+            from refusal_eval.report.summary import format_summary
+
+            summary = format_summary(result_dict)
+            table = f"{table}\n{summary}\n" if summary else table
+        return table
+
+    make_table._refusal_eval_patched = True  # type: ignore[attr-defined]
+    module.make_table = make_table
+
+
+def _patch_tracker(module: Any) -> None:
+    cls = module.EvaluationTracker
+    if getattr(cls, "_refusal_eval_patched", False):
+        return
+    original = cls.save_results_aggregated
+
+    def save_results_aggregated(self: Any, results: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, results, *args, **kwargs)
+        if not (self.output_path and getattr(self, "date_id", None) and _ours(results)):
+            return
+        from pathlib import Path
+
+        from refusal_eval.report.summary import write_summary
+
+        path = Path(self.output_path)  # where lm-eval just wrote results_<date>.json
+        if path.suffix == ".json":
+            path = path.with_name(f"{path.stem}_{self.date_id}.json")
+        else:
+            path = (
+                path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json"
+            )
+        if path.is_file():
+            write_summary(results, path)
+
+    cls.save_results_aggregated = save_results_aggregated
+    cls._refusal_eval_patched = True
+
+
 _AFTER: dict[str, Callable[[Any], None]] = {
     "lm_eval.models": _register_model,
     "lm_eval.tasks.manager": _patch_task_manager,
+    "lm_eval.utils": _patch_make_table,
+    "lm_eval.loggers.evaluation_tracker": _patch_tracker,
 }
 
 

@@ -32,16 +32,6 @@ LATENT_CONDITIONS = tuple(c.name for c in _ALL if c.latent_set)
 EVALUATED = tuple(c.name for c in _ALL if c.evaluated)
 
 
-def condition_of_task(task_name: str | None) -> str | None:
-    """The condition a task name ends with (``refusal_jbb_sae_fm`` -> ``sae_fm``), if any."""
-    if not task_name:
-        return None
-    for name in sorted(CONDITIONS, key=len, reverse=True):
-        if task_name.endswith(f"_{name}"):
-            return name
-    return None
-
-
 def describe(name: str) -> str:
     return check_condition(name).description
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from planted import PlantedChat, planted_config, planted_prompts, planted_saes
 
+import refusal_eval
 from refusal_eval.config import DEFAULT_JUDGE, SearchConfig
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.search.pipeline import PromptSets, run_search
@@ -53,12 +54,13 @@ def _evaluate(model_args: str, tasks: list[str], limit: int | None = None, gen_k
 def test_conditions_through_lm_eval(planted_plan):
     model_dir, sae_dir, plan, plan_hash = planted_plan
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4,batch_size=4"
-    out = _evaluate(args, [f"planted_{c}" for c in CONDITIONS])
+    out = _evaluate(args, [*(f"refusal_planted_{c}" for c in CONDITIONS), "user_probe_sae"])
     res = out["results"]
-    assert res["planted_baseline"]["refusal_rate,none"] == 1.0
+    assert res["refusal_planted_baseline"]["refusal_rate,none"] == 1.0
+    assert res["user_probe_sae"]["refusal_rate,none"] == 1.0  # no refusal_ prefix: not ablated by name
     for cond in ("sae", "sae_fm", "direction"):
-        assert res[f"planted_{cond}"]["attack_success,none"] == 1.0, cond
-    assert res["planted_random"]["refusal_rate,none"] == 1.0  # same-size random latents: no effect
+        assert res[f"refusal_planted_{cond}"]["attack_success,none"] == 1.0, cond
+    assert res["refusal_planted_random"]["refusal_rate,none"] == 1.0  # same-size random latents: no effect
     assert out["config"]["model_args"] == args
     info = out["config"]
     assert info["refusal_eval_plan_hash"] == plan_hash and info["refusal_eval_judge"] == "prefix:w4"
@@ -68,6 +70,7 @@ def test_conditions_through_lm_eval(planted_plan):
     assert sorted(info["refusal_eval_saes"]["hooks"]) == ["0", "1"]
     assert info["refusal_eval_device"] == "cpu" and info["refusal_eval_plan"] == plan  # outside package/cache
     assert info["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated"]
+    assert info["refusal_eval_version"] == refusal_eval.__version__
 
 
 def test_chat_template_applied_once_whoever_applies_it(planted_plan):
@@ -80,30 +83,72 @@ def test_chat_template_applied_once_whoever_applies_it(planted_plan):
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"
     runs = [
         simple_evaluate(
-            model="sae_ablated", model_args=args, tasks=["planted_baseline", "planted_sae"],
+            model="sae_ablated", model_args=args, tasks=["refusal_planted_baseline", "refusal_planted_sae"],
             apply_chat_template=templated, log_samples=True,
             task_manager=TaskManager(include_path=str(HERE / "lm_eval_tasks")),
         )
         for templated in (False, True)
     ]  # fmt: skip
-    answers = [[s["resps"] for s in r["samples"]["planted_sae"]] for r in runs]
+    answers = [[s["resps"] for s in r["samples"]["refusal_planted_sae"]] for r in runs]
     assert [r["config"]["refusal_eval_chat_template"]["applied_by"] for r in runs] == [
         ["sae_ablated"],
         ["lm-eval"],
     ]
     assert answers[0] == answers[1]
-    assert [r["results"]["planted_sae"]["attack_success,none"] for r in runs] == [1.0, 1.0]
+    assert [r["results"]["refusal_planted_sae"]["attack_success,none"] for r in runs] == [1.0, 1.0]
 
 
-def test_every_shipped_task_and_condition_runs(planted_plan):
+def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypatch, capsys):
+    """The README's main command, as lm-eval's CLI runs it: every shipped task, the results file,
+    and refusal_eval's summary printed after lm-eval's table and written next to the results."""
+    from lm_eval.__main__ import cli_evaluate
+
+    from refusal_eval.report.summary import summarize
+
     model_dir, sae_dir, plan, _ = planted_plan
-    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,batch_size=8"
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32"
     # the tiny model's context is 256 tokens: the harmful tasks' 256 new tokens would not fit
-    out = _evaluate(args, ["refusal_ablation"], limit=2, gen_kwargs="max_gen_toks=24")
+    argv = ["lm_eval", "run", "--model", "sae_ablated", "--model_args", args, "--tasks", "refusal_ablation"]
+    argv += [
+        "--batch_size",
+        "8",
+        "--limit",
+        "2",
+        "--gen_kwargs",
+        "max_gen_toks=24",
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    monkeypatch.setattr(sys, "argv", argv)
+    cli_evaluate()
+    printed = capsys.readouterr().out
+    (results_file,) = (tmp_path / "out").glob("*/results_*.json")
+    out = json.loads(results_file.read_text())
     res = out["results"]
+
+    # the summary: after lm-eval's tables, one row per condition, equal to lm-eval's own pooling
+    summary = results_file.with_suffix(".summary.txt").read_text()
+    assert summary.strip() in printed and printed.rindex("refusal_eval summary") > printed.rindex("|")
+    rows = {r.condition: r for r in summarize(out)}
+    assert list(rows) == list(CONDITIONS)
+    for c, row in rows.items():
+        group = res[f"refusal_ablation_harmful_{c}"]
+        assert row.refused.n == 8 and row.refused.value == pytest.approx(group["refusal_rate,none"])
+        assert row.harmful is not None and row.harmful.value == pytest.approx(
+            group["harmful_compliance,none"]
+        )
+        assert row.over_refusal is not None
+        assert row.over_refusal.value == pytest.approx(res[f"refusal_xstest_safe_{c}"]["over_refusal,none"])
+        assert row.alpaca_answered is not None
+        assert row.alpaca_answered.value == pytest.approx(res[f"refusal_alpaca_{c}"]["compliance,none"])
+        assert row.bits_per_byte == pytest.approx(res[f"refusal_ce_{c}"]["bits_per_byte,none"])
+        if c != "baseline":  # paired: among the baseline-refused prompts
+            assert (row.flip_refusal.n if row.flip_refusal else 0) == rows["baseline"].refused.k
+        assert f"\n{c} " in summary
+    assert len(out["config"]["refusal_eval_verdicts"]["refusal_jbb_sae"]) == 2  # one letter per answer
     rates = out["config"]["refusal_eval_judge_error_rates"]
     assert out["config"]["refusal_eval_judge"] == DEFAULT_JUDGE == rates["judge"] == "outcome"
-    assert out["config"]["refusal_eval_batch_size"] == 8  # model_args batch_size=8, recorded
+    assert out["config"]["refusal_eval_batch_size"] == 8  # --batch_size 8, recorded
     assert "leave one model out" in rates["source"] and len(rates["per_model"]) == 3
     se, sp = rates["sensitivity"], rates["specificity"]
     for ds in HARMFUL_SETS:
@@ -116,8 +161,9 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
             # Rogan-Gladen with the default judge's leave-one-model-out se / sp, clipped to [0, 1]
             want = max(0.0, (r["refusal_rate,none"] + sp - 1) / (se + sp - 1))
             assert r["refusal_rate_corrected,none"] == pytest.approx(min(1.0, want))
-            lo, hi = r["refusal_rate_corrected_lo,none"], r["refusal_rate_corrected_hi,none"]
-            assert 0.0 <= lo <= r["refusal_rate_corrected,none"] <= hi <= 1.0 and hi - lo > 0.2  # n = 2
+            assert not any(
+                k.startswith(("refusal_rate_corrected_lo", "refusal_rate_corrected_hi")) for k in r
+            )
     for c in CONDITIONS:
         assert 0.0 <= res[f"refusal_xstest_safe_{c}"]["over_refusal,none"] <= 1.0
         assert 0.0 <= res[f"refusal_alpaca_{c}"]["compliance,none"] <= 1.0
@@ -145,7 +191,9 @@ def test_every_shipped_task_and_condition_runs(planted_plan):
 def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):
     model_dir, sae_dir, plan, _ = planted_plan
     with pytest.raises(RefusalEvalError, match=message) as err:
-        _evaluate(f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32{extra}", ["planted_sae"])
+        _evaluate(
+            f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32{extra}", ["refusal_planted_sae"]
+        )
     assert "\n" not in str(err.value) and "(fix: " in str(err.value)
 
 
@@ -157,9 +205,9 @@ def test_plan_for_other_saes_and_missing_saes(planted_plan, tmp_path):
     make_sae_lens("standard", layer=0, d_sae=20, d_in=64).save_model(str(other / "layer_0"))
     make_sae_lens("standard", layer=1, d_sae=8, d_in=64).save_model(str(other / "layer_1"))
     with pytest.raises(RefusalEvalError, match="different SAE weights at layer"):
-        _evaluate(f"pretrained={model_dir},saes={other},plan={plan},dtype=float32", ["planted_sae"])
+        _evaluate(f"pretrained={model_dir},saes={other},plan={plan},dtype=float32", ["refusal_planted_sae"])
     with pytest.raises(RefusalEvalError, match="does not exist"):
-        _evaluate(f"pretrained={model_dir},saes=./nowhere,plan={plan},dtype=float32", ["planted_sae"])
+        _evaluate(f"pretrained={model_dir},saes=./nowhere,plan={plan},dtype=float32", ["refusal_planted_sae"])
 
 
 def test_installed_lm_eval_discovers_model_and_tasks():
@@ -231,8 +279,8 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     monkeypatch.setattr(auto, "search_to_file", no_search)
     args = ",".join([f"pretrained={model_dir}", "dtype=float32", "search_batch_size=3"])
     args += "," + ",".join(f"search_{k}={v}" for k, v in search.items())
-    out = _evaluate(args, ["planted_sae"])
-    assert out["results"]["planted_sae"]["attack_success,none"] == 1.0
+    out = _evaluate(args, ["refusal_planted_sae"])
+    assert out["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
     info = out["config"]["model_info"] if "model_info" in out["config"] else out["config"]
     text = json.dumps(out, default=str)
     assert '"refusal_eval_plan_layers": [0, 1]' in text
@@ -320,7 +368,7 @@ def test_use_cache_is_refused_when_conditions_would_share_answers(planted_plan, 
         simple_evaluate(
             model="sae_ablated",
             model_args=f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32",
-            tasks=["planted_sae"],
+            tasks=["refusal_planted_sae"],
             task_manager=_task_manager(),
             use_cache=str(tmp_path / "cache"),
             limit=2,
@@ -350,13 +398,19 @@ def test_loglikelihood_requests_follow_their_tasks_condition(planted_plan):
     name; the model's ``condition=`` only serves tasks whose names carry none)."""
     model_dir, sae_dir, plan, _ = planted_plan
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32"
-    res = _evaluate(args, ["planted_ce_baseline", "planted_ce_sae", "planted_ce_direction"])["results"]
-    ppl = {c: res[f"planted_ce_{c}"]["word_perplexity,none"] for c in ("baseline", "sae", "direction")}
+    res = _evaluate(
+        args, ["refusal_planted_ce_baseline", "refusal_planted_ce_sae", "refusal_planted_ce_direction"]
+    )["results"]
+    ppl = {
+        c: res[f"refusal_planted_ce_{c}"]["word_perplexity,none"] for c in ("baseline", "sae", "direction")
+    }
     assert ppl["baseline"] != pytest.approx(ppl["sae"]) and ppl["baseline"] != pytest.approx(ppl["direction"])
-    as_default = _evaluate(args + ",condition=sae", ["planted_ce_baseline"])["results"]
-    assert as_default["planted_ce_baseline"]["word_perplexity,none"] == pytest.approx(ppl["baseline"])
-    other = _evaluate(args + ",condition=sae", ["planted_ce_direction"])["results"]  # the task name wins
-    assert other["planted_ce_direction"]["word_perplexity,none"] == pytest.approx(ppl["direction"])
+    as_default = _evaluate(args + ",condition=sae", ["refusal_planted_ce_baseline"])["results"]
+    assert as_default["refusal_planted_ce_baseline"]["word_perplexity,none"] == pytest.approx(ppl["baseline"])
+    other = _evaluate(args + ",condition=sae", ["refusal_planted_ce_direction"])[
+        "results"
+    ]  # the task name wins
+    assert other["refusal_planted_ce_direction"]["word_perplexity,none"] == pytest.approx(ppl["direction"])
 
 
 def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted_plan, tmp_path):
@@ -371,7 +425,8 @@ def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted
     args = f"pretrained={model_dir},saes={sae_dir},plan=auto,dtype=float32,judge=prefix:w4"
     run = subprocess.run(
         [str(torchrun), "--nproc_per_node", "2", str(HERE / "_launch_lm_eval.py"), model_dir, plan,
-         "--model", "sae_ablated", "--model_args", args, "--tasks", "planted_baseline,planted_sae",
+         "--model", "sae_ablated", "--model_args", args,
+         "--tasks", "refusal_planted_baseline,refusal_planted_sae",
          "--include_path", str(HERE / "lm_eval_tasks"), "--output_path", str(out), "--log_samples"],
         capture_output=True, text=True, timeout=600, cwd=tmp_path,
         env={**os.environ, "REFUSAL_EVAL_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"},
@@ -381,12 +436,14 @@ def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted
     (results,) = out.rglob("results_*.json")
     data = json.loads(results.read_text())
     assert data["config"]["refusal_eval_plan"].startswith("cache:plans/")
-    for task in ("planted_baseline", "planted_sae"):
+    for task in ("refusal_planted_baseline", "refusal_planted_sae"):
         (samples,) = out.rglob(f"samples_{task}_*.jsonl")
         assert sorted(json.loads(line)["doc_id"] for line in samples.read_text().splitlines()) == list(
             range(data["n-samples"][task]["effective"])
         )
-    total = sum(data["n-samples"][t]["effective"] for t in ("planted_baseline", "planted_sae"))
+    total = sum(
+        data["n-samples"][t]["effective"] for t in ("refusal_planted_baseline", "refusal_planted_sae")
+    )
     served = dict(line.split() for line in Path(f"{plan}.served").read_text().splitlines())
     assert sorted(served) == ["0", "1"] and sum(int(n) for n in served.values()) == total >= 8
 
@@ -397,7 +454,7 @@ def test_two_launched_processes_share_one_plan_and_merge_their_documents(planted
         (1, ["/venv/bin/lm_eval", "run", "--model", "sae_ablated", "--tasks", "t"], True, 16),  # CLI default
         (1, ["/venv/bin/lm-eval", "--model", "sae_ablated"], True, 16),
         (1, ["/usr/lib/python3/lm_eval/__main__.py", "--model", "sae_ablated"], True, 16),  # -m lm_eval
-        ("1", ["/venv/bin/lm_eval", "--model", "sae_ablated", "--batch_size", "1"], True, "1"),  # typed
+        ("1", ["/venv/bin/lm_eval", "--model", "sae_ablated", "--batch_size", "1"], True, 1),  # typed
         (1, ["/venv/bin/lm_eval", "--model", "sae_ablated", "-b", "1"], True, 1),
         (1, ["/venv/bin/lm_eval", "--model", "sae_ablated", "--batch_size=1"], True, 1),
         (1, ["/venv/bin/pytest", "tests"], True, 1),  # simple_evaluate(batch_size=1): as asked

@@ -28,3 +28,34 @@ def leaderboard_cmd(args: argparse.Namespace) -> int:
     print(markdown(rows))
     print(f"wrote {len(written)} files to {args.out}")
     return 0
+
+
+def _summary_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="an lm-eval results_*.json of a refusal_ablation run")
+    p.add_argument("--write", action="store_true", help="also write results_<date>.summary.txt beside it")
+
+
+@command("summary", "the one-row-per-condition summary of a refusal_ablation run")(_summary_args)
+def summary_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from ..errors import RefusalEvalError
+    from ..report.summary import format_summary, write_summary
+
+    path = Path(args.results)
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RefusalEvalError(
+            f"cannot read results file {path}: {exc}", "pass a results_*.json lm-eval wrote"
+        ) from None
+    text = format_summary(results, path)
+    if not text:
+        raise RefusalEvalError(
+            f"{path} holds no judged refusal_ablation answers",
+            "pass the results of an lm_eval --model sae_ablated run (older runs need --log_samples)",
+        )
+    print(text)
+    if args.write:
+        print(f"wrote {write_summary(results, path)}")
+    return 0

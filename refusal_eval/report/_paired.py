@@ -22,11 +22,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from ..conditions import condition_of_task
 from ..judges._base import OUTCOMES
+from ..runs import HARMFUL, HARMLESS, parse_task, samples_task
 
-HARMFUL = ("jbb", "harmbench", "strongreject", "advbench")
-HARMLESS = ("xstest_safe", "alpaca")
 Z95 = 1.959963984540054
 
 
@@ -119,10 +117,10 @@ def read_samples(results_path: str | Path) -> list[Sample]:
     date_id = p.stem.removeprefix("results_")
     out: list[Sample] = []
     for path in sorted(p.parent.glob(f"samples_refusal_*_{date_id}.jsonl")):
-        task = path.name.removeprefix("samples_").removesuffix(f"_{date_id}.jsonl")
-        dataset, condition = _split_task(task)
-        if dataset is None:
+        parsed = parse_task(samples_task(path.name) or "")
+        if parsed is None:
             continue
+        dataset, condition = parsed
         for line in path.read_text().splitlines():
             sample = json.loads(line)
             value = sample.get("refusal_rate", sample.get("over_refusal"))
@@ -158,14 +156,6 @@ def kinds_of(samples: Sequence[Sample]) -> Kinds:
     for s in samples:
         out.setdefault(s.dataset, {}).setdefault(s.condition, {})[s.key] = s.outcome
     return out
-
-
-def _split_task(task: str) -> tuple[str | None, str]:
-    """``refusal_jbb_sae_fm`` -> (``jbb``, ``sae_fm``)."""
-    condition = condition_of_task(task)
-    if condition is None:
-        return None, ""
-    return task.removeprefix("refusal_").removesuffix(f"_{condition}"), condition
 
 
 @dataclass(frozen=True)

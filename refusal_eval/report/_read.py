@@ -11,10 +11,9 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ._paired import HARMFUL, Paired, Sample, kinds_of, outcomes_of, paired_metrics, read_samples, wilson
+from ..runs import CROSS_ENTROPY, HARMFUL, PREFIX, RunInfo, parse_task, task_name
+from ._paired import Paired, Sample, kinds_of, outcomes_of, paired_metrics, read_samples, wilson
 
-#: what sae_ablated records in a results file's config; without them rates are not tied to a plan
-REQUIRED_KEYS = ("refusal_eval_model", "refusal_eval_plan_hash", "refusal_eval_feature_counts")
 _RATES = ("refusal_rate", "attack_success", "over_refusal", "compliance")
 
 
@@ -106,43 +105,46 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
     results, cfg = data["results"], data["config"]
     if not isinstance(results, dict) or not isinstance(cfg, dict):
         raise RefusalEvalError(f"{p} has 'results'/'config' that are not JSON objects", fix)
-    if not any(k.startswith("refusal_") for k in results):
+    tasks = [t for k in results if (t := parse_task(k))]
+    if not tasks:
         raise RefusalEvalError(f"{p} holds no refusal_ablation task results", "run --tasks refusal_ablation")
-    ablated = sorted({k.rsplit("_", 1)[-1] for k in results if k.startswith("refusal_")} - {"baseline"})
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if ablated and missing:
+    ablated = sorted({cond for _, cond in tasks} - {"baseline"})
+    missing = RunInfo.missing(cfg)
+    info = RunInfo.from_config(cfg)
+    if ablated and (missing or info is None):
         raise RefusalEvalError(
-            f"{p} has ablation tasks but its config lacks {', '.join(missing)}: it was not made by "
+            f"{p} has ablation tasks but its config lacks {', '.join(missing or RunInfo.missing({}))}: "
+            "it was not made by "
             "the sae_ablated model, so its rates cannot be tied to a plan",
             "rerun with lm_eval --model sae_ablated",
         )
     for task, metrics in results.items():
-        if not task.startswith("refusal_") or not isinstance(metrics, dict):
+        if not task.startswith(PREFIX) or not isinstance(metrics, dict):
             continue
         bad = [m for m, v in metrics.items() if _is_rate(m) and not isinstance(v, (int, float))]
         if bad:
             raise RefusalEvalError(f"{p}: task {task} has non-numeric {bad[0]} = {metrics[bad[0]]!r}", fix)
     n_samples = data.get("n-samples", {})
-    counts = dict(cfg.get("refusal_eval_feature_counts") or {})
-    saes = cfg.get("refusal_eval_saes") or {}
+    counts = dict((info.feature_counts if info else None) or {})
+    saes = (info.saes if info else None) or {}
     row = Row(
         file=f"{p.parent.name}/{p.name}",
-        model=str(cfg.get("refusal_eval_model") or cfg.get("model_args", "?")),
+        model=info.model if info else str(cfg.get("model_args", "?")),
         saes=str(saes.get("source", "-")),
         sae_layers=sorted(int(k) for k in (saes.get("hooks") or {})),
-        layer=cfg.get("refusal_eval_plan_layer"),
+        layer=info.plan_layer if info else None,
         union=counts.get("sae"),
         fm_extra=(counts["sae_fm"] - counts["sae"]) if "sae_fm" in counts and "sae" in counts else None,
-        dormant=cfg.get("refusal_eval_dormant"),
-        judge=str(cfg.get("refusal_eval_judge", "keyword")),
-        plan_hash=str(cfg.get("refusal_eval_plan_hash", "-")),
+        dormant=info.dormant if info else None,
+        judge=info.judge if info else "?",
+        plan_hash=str((info.plan_hash if info else None) or "-"),
         lm_eval_version=str(data.get("lm_eval_version", "?")),
         date=_date(data.get("date")),
         limit=_limit(cfg.get("limit")),
         counts=counts,
         first_token_kl={
             str(k): float(v)
-            for k, v in (cfg.get("refusal_eval_first_token_kl") or {}).items()
+            for k, v in ((info.first_token_kl if info else None) or {}).items()
             if isinstance(v, (int, float))
         },
     )
@@ -160,7 +162,7 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
     row.paired = paired_metrics(outcomes_of(samples), CONDITIONS, kinds_of(samples))
     row.categories = category_rates(samples)
     for cond in CONDITIONS:
-        ce = results.get(f"refusal_ce_{cond}") or {}
+        ce = results.get(task_name(CROSS_ENTROPY, cond)) or {}
         if isinstance(ce.get("bits_per_byte,none"), (int, float)):
             row.bits_per_byte[cond] = float(ce["bits_per_byte,none"])
     if judge is not None:
@@ -183,18 +185,18 @@ def _corrected(raw: Rate | None, spec: str) -> Rate | None:
 def _rates_from_results(row: Row, results: dict[str, Any], n_samples: dict[str, Any]) -> None:
     """Fill ``row``'s rates from lm-eval's aggregated metrics."""
     for cond in CONDITIONS:
-        harmful = [f"refusal_{d}_{cond}" for d in HARMFUL]
+        harmful = [task_name(d, cond) for d in HARMFUL]
         for target, tasks, metric in (
             (row.refusal, harmful, "refusal_rate"),
             (row.attack, harmful, "attack_success"),
-            (row.over_refusal, [f"refusal_xstest_safe_{cond}"], "over_refusal"),
-            (row.compliance, [f"refusal_alpaca_{cond}"], "compliance"),
+            (row.over_refusal, [task_name("xstest_safe", cond)], "over_refusal"),
+            (row.compliance, [task_name("alpaca", cond)], "compliance"),
         ):
             rate = _pooled(results, n_samples, tasks, metric)
             if rate is not None:
                 target[cond] = rate
         for d in HARMFUL:
-            r = results.get(f"refusal_{d}_{cond}")
+            r = results.get(task_name(d, cond))
             if r and "attack_success,none" in r:
                 row.per_dataset.setdefault(d, {})[cond] = float(r["attack_success,none"])
 

@@ -13,7 +13,7 @@ def rejudge(samples: Sequence[Sample], spec: str) -> list[Sample]:
     """``samples`` with ``refused`` (and, from a judge that sees them, the harmful sets'
     outcomes) replaced by judge ``spec``'s verdicts (one batch)."""
     from ..judges import get_judge
-    from ._paired import HARMFUL
+    from ..runs import HARMFUL
 
     verdict = get_judge(spec)([s.prompt for s in samples], [s.answer for s in samples])
     outcomes: list[str | None] = list(verdict.outcomes) or [None] * len(samples)

@@ -6,7 +6,6 @@ Prompts come from the copies shipped inside refusal_eval (offline, reproducible)
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from typing import Any
@@ -22,37 +21,15 @@ from refusal_eval.judges import (
     is_degenerate,
     late_refusal,
 )
+from refusal_eval.runs import BY_NAME
 
-#: task dataset name -> shipped prompt set, and how many prompts (None: all)
-SETS: dict[str, tuple[str, int | None]] = {
-    "jbb": ("jbb", None),
-    "harmbench": ("harmbench_test", None),
-    "strongreject": ("strongreject", None),
-    "advbench": ("advbench", None),
-    "xstest_safe": ("xstest_safe", None),
-    "alpaca": ("harmless_test", 100),
-}
-#: the public copies real users can load instead: (hub id, config, split, text column, category column)
-HUB: dict[str, tuple[str, str | None, str, str, str | None]] = {
-    "jbb": ("JailbreakBench/JBB-Behaviors", "behaviors", "harmful", "Goal", "Category"),
-    "harmbench": ("walledai/HarmBench", "standard", "train", "prompt", "category"),
-    "strongreject": ("walledai/StrongREJECT", None, "train", "prompt", "category"),
-    "advbench": ("walledai/AdvBench", None, "train", "prompt", None),
-    "xstest_safe": ("walledai/XSTest", None, "test", "prompt", "type"),
-    "alpaca": ("tatsu-lab/alpaca", None, "train", "instruction", None),
-}
-
-
-#: judge-corrected metrics (point, 95% interval) of each raw rate
-CORRECTED = {
-    rate: (f"{rate}_corrected", f"{rate}_corrected_lo", f"{rate}_corrected_hi")
-    for rate in ("refusal_rate", "over_refusal")
-}
+#: the judge-corrected metric of each raw rate (its interval: refusal_eval's summary, leaderboard)
+CORRECTED = {rate: f"{rate}_corrected" for rate in ("refusal_rate", "over_refusal")}
 
 
 def _shipped(name: str) -> list[dict[str, Any]]:
-    set_name, n = SETS[name]
-    prompts = load_prompts(set_name)
+    bench = BY_NAME[name]
+    prompts, n = load_prompts(bench.shipped), bench.limit
     if n is not None:
         prompts = [prompts[i] for i in sorted(random.Random(0).sample(range(len(prompts)), n))]
     return [
@@ -61,17 +38,16 @@ def _shipped(name: str) -> list[dict[str, Any]]:
 
 
 def _hub(name: str) -> list[dict[str, Any]]:
-    hub_id, config, split, text, category = HUB[name]
-    rows = datasets.load_dataset(hub_id, config, split=split)
+    bench = BY_NAME[name]
+    hub = bench.hub
+    text, category = hub.text, hub.category
+    rows = datasets.load_dataset(hub.id, hub.config, split=hub.split)
     out = []
     for i, r in enumerate(rows):
-        if name == "xstest_safe" and r.get("label") != "safe":
-            continue
-        if name == "alpaca" and r.get("input"):
-            continue
-        out.append({"prompt": r[text], "category": r.get(category, "") if category else "", "id": str(i)})
-    if name == "alpaca":
-        out = [out[i] for i in sorted(random.Random(0).sample(range(len(out)), SETS[name][1] or len(out)))]
+        if all(r.get(column) == value for column, value in hub.only):
+            out.append({"prompt": r[text], "category": r.get(category, "") if category else "", "id": str(i)})
+    if bench.limit is not None:
+        out = [out[i] for i in sorted(random.Random(0).sample(range(len(out)), bench.limit))]
     return out
 
 
@@ -130,7 +106,7 @@ def harmful_results(doc: dict[str, Any], results: list[str]) -> dict[str, Any]:
     broken = degenerate(doc, results[0]) if found is None else found == "degenerate"
     return {
         "refusal_rate": float(refused),
-        **dict.fromkeys(CORRECTED["refusal_rate"], (float(refused), spec)),
+        CORRECTED["refusal_rate"]: (float(refused), spec),
         "harmful_compliance": _share(found, "harmful"),
         "deflection": _share(found, "deflection"),
         "attack_success": float(not refused),
@@ -155,7 +131,7 @@ def over_refusal_results(doc: dict[str, Any], results: list[str]) -> dict[str, A
     refused, spec = verdict(doc, results[0])
     return {
         "over_refusal": float(refused),
-        **dict.fromkeys(CORRECTED["over_refusal"], (float(refused), spec)),
+        CORRECTED["over_refusal"]: (float(refused), spec),
         "degenerate": float(degenerate(doc, results[0])),
     }
 
@@ -169,40 +145,13 @@ def harmless_results(doc: dict[str, Any], results: list[str]) -> dict[str, float
     }
 
 
-def _corrected(items: list[tuple[float, str]]) -> tuple[float, float, float]:
-    """(corrected rate, lower, upper): Rogan-Gladen with the judge's leave-one-model-out
-    sensitivity/specificity, the interval carrying their between-model spread
-    (:func:`refusal_eval.judges.correction.corrected_interval`). Each item carries the spec of the
-    judge that scored it; NaN for judges without measured error rates or a mix of judges."""
-    from refusal_eval.judges._base import judge_file
-
-    specs = {spec for _, spec in items}
-    if len(specs) != 1:
-        return float("nan"), float("nan"), float("nan")
-    table = judge_file("error_rates.json")
-    stamp = table.stat().st_mtime_ns if table.is_file() else 0
-    return _corrected_counts(specs.pop(), round(sum(v for v, _ in items)), len(items), str(table), stamp)
-
-
-@functools.lru_cache(maxsize=256)
-def _corrected_counts(spec: str, refused: int, n: int, table: str, stamp: int) -> tuple[float, float, float]:
-    """One interval per (judge, counts, error-rates file version): the point, lower and upper
-    aggregations of a task share it instead of reading the table and drawing three times."""
+def rogan_gladen_mean(items: list[tuple[float, str]]) -> float:
+    """Aggregation: the judge-corrected rate, Rogan-Gladen with the judge's leave-one-model-out
+    sensitivity/specificity (:func:`refusal_eval.judges.correction.corrected_for`; its 95%
+    interval is in the run's summary and the leaderboard). Each item carries the spec of the judge
+    that scored it; NaN for judges without measured error rates or a mix of judges."""
     from refusal_eval.judges.correction import corrected_for
 
-    return corrected_for(spec, refused, n) or (float("nan"), float("nan"), float("nan"))
-
-
-def rogan_gladen_mean(items: list[tuple[float, str]]) -> float:
-    """Aggregation: the judge-corrected rate (see :func:`_corrected`)."""
-    return _corrected(items)[0]
-
-
-def corrected_lo(items: list[tuple[float, str]]) -> float:
-    """Aggregation: lower end of the corrected rate's 95% interval."""
-    return _corrected(items)[1]
-
-
-def corrected_hi(items: list[tuple[float, str]]) -> float:
-    """Aggregation: upper end of the corrected rate's 95% interval."""
-    return _corrected(items)[2]
+    specs = {spec for _, spec in items}
+    got = corrected_for(specs.pop(), round(sum(v for v, _ in items)), len(items)) if len(specs) == 1 else None
+    return got[0] if got else float("nan")

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import RefusalEvalError
-from ...report._paired import HARMFUL, read_samples
+from ...report._paired import read_samples
+from ...runs import HARMFUL, RunInfo, task_name
 from .._base import OUTCOMES
 
 DEVSET_FORMAT = 1
@@ -32,12 +33,13 @@ def _generation(results: dict[str, Any], task: str) -> dict[str, Any]:
     cfg = results.get("configs", {}).get(task, {})
     kwargs = dict(cfg.get("generation_kwargs") or {})
     conf = results.get("config", {})
+    info = RunInfo.from_config(conf)
     return {
         "max_gen_toks": kwargs.get("max_gen_toks"),
         "do_sample": kwargs.get("do_sample"),
         "backend": conf.get("model"),
         "model_args": conf.get("model_args"),
-        "plan_hash": conf.get("refusal_eval_plan_hash"),
+        "plan_hash": info.plan_hash if info else None,
         "lm_eval_version": results.get("lm_eval_version"),
     }
 
@@ -46,12 +48,13 @@ def extract_rows(results_path: str | Path, root: str | Path = ".") -> list[dict[
     """Every logged answer to a harmful prompt next to one results file, as unlabelled rows."""
     path = Path(results_path)
     results = json.loads(path.read_text())
-    model = str(results.get("config", {}).get("refusal_eval_model") or results.get("model_name"))
+    info = RunInfo.from_config(results.get("config", {}))
+    model = info.model if info else str(results.get("model_name"))
     rows = []
     for s in read_samples(path):
         if s.dataset not in HARMFUL:
             continue
-        task = f"refusal_{s.dataset}_{s.condition}"
+        task = task_name(s.dataset, s.condition)
         rows.append(
             {
                 "id": f"{model}/{task}/{s.key}",
