@@ -10,14 +10,16 @@ bare-answer rule and a head fitted on labelled ablated answers), ``cues`` (stock
 refusal openings plus decline / policy cues in the first two sentences), ``keyword`` (stock
 openings only; what the search verifies with), ``hybrid`` (MiniLM embeddings + cue features ->
 logistic head), ``embedding`` (MiniLM -> logistic head), ``llm:SPEC`` (a causal LM asked whether
-the answer complied), ``prefix:A|B``.
+the answer complied), ``prefix:A|B``; and for users with the hub and a GPU the standard
+classifiers ``harmbench``, ``strongreject``, ``llamaguard`` (through judgezoo) and ``qwen3guard``
+(:mod:`.zoo`).
 :mod:`.lomo` measures each leave-one-model-out against human labels, :mod:`.correction` turns
 that into error rates for a new model and corrects rates (Rogan-Gladen) with intervals;
 :mod:`.lab` holds the labelled ablated answers and measures outcome judges against them.
 """
 
 from ..config import DEFAULT_JUDGE
-from . import cues, embedding, hybrid, keyword, llm, outcome  # noqa: F401  (register the judges)
+from . import cues, embedding, hybrid, keyword, llm, outcome, zoo  # noqa: F401  (register the judges)
 from ._base import (
     OUTCOMES,
     Judge,
