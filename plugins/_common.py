@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -77,6 +78,33 @@ def chosen_batch_size(
     return int(value) if str(value).isdigit() else value  # the CLI passes "8"
 
 
+_USE_CACHE_ERROR = (
+    "--use_cache keys answers by prompt and generation kwargs only, so it would serve one "
+    "condition's answers to another",
+    "drop --use_cache (refusal_eval caches plans and searches itself)",
+)
+
+
+def check_cli_cache(argv: list[str] | None = None) -> None:
+    """Refuse ``lm_eval --use_cache ... --tasks`` with an ablated task before any model loads
+    (the request-time check in :meth:`AblationRunner._by_condition` would come minutes later)."""
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    if not any(a in ("--use_cache", "-c") or a.startswith("--use_cache=") for a in argv):
+        return
+    tasks: list[str] = []
+    for flag, value in itertools.pairwise(argv):
+        if flag in ("--tasks", "-t"):
+            tasks += value.split(",")
+    tasks += [a.split("=", 1)[1] for a in argv if a.startswith("--tasks=")]
+    groups = ("refusal_ablation", "refusal_length")
+    if any(t.startswith(groups) and not t.endswith("_baseline") for t in tasks) or any(
+        condition_of_task(t) not in (None, "baseline") for t in tasks
+    ):
+        raise RefusalEvalError(*_USE_CACHE_ERROR)
+
+
 def parse_layers(value: str | int | None) -> list[int] | None:
     """``sae_layers=14`` or ``sae_layers=10|14|18`` (lm-eval splits model_args on commas)."""
     if value is None or value == "":
@@ -143,6 +171,7 @@ class AblationRunner:
         """The chat model (``load``: dtype/device/revision for :func:`~refusal_eval.load_model`),
         SAEs, search config, judge and plan argument, checked before the backend starts."""
         check_condition(condition)
+        check_cli_cache()
         self.judge = get_judge(judge)  # built once; fails early on a bad spec
         self.chat = load_model(str(pretrained), **load)
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
@@ -216,12 +245,17 @@ class AblationRunner:
     # --- conditions ---------------------------------------------------------------------------
     def _condition(self, request: Any) -> str:
         """A request's condition: a ``condition`` generation kwarg (user tasks may set one), else
-        the condition its task name ends with (``refusal_jbb_sae``, ``refusal_ce_sae_fm``), else
-        the model's ``condition=`` model_arg. The shipped tasks name it only in the task name, so
-        lm-eval's own ``hf`` and ``vllm`` backends run them too (unablated)."""
+        the doc's ``condition`` field (the shipped generation tasks put it in every doc), else the
+        condition a ``refusal_*`` task name ends with (``refusal_ce_sae_fm``), else the model's
+        ``condition=`` model_arg. No generation kwarg in the shipped tasks: lm-eval's own ``hf``
+        and ``vllm`` would forward it to ``generate`` and fail; instead their ablated tasks stop
+        with one error naming --model sae_ablated (tasks/refusal_ablation/utils.py:verdict)."""
         args = request.args
         if len(args) > 1 and isinstance(args[1], dict) and "condition" in args[1]:
             return str(args[1]["condition"])
+        doc = getattr(request, "doc", None)
+        if isinstance(doc, dict) and isinstance(doc.get("condition"), str):  # the shipped tasks' docs
+            return str(doc["condition"])
         return condition_of_task(getattr(request, "task_name", None)) or self.default_condition
 
     def _by_condition(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
@@ -231,11 +265,7 @@ class AblationRunner:
             groups.setdefault(self._condition(req), []).append(i)
         caching = getattr(getattr(self, "cache_hook", None), "dbdict", None) is not None  # --use_cache
         if caching and set(groups) - {"baseline"}:
-            raise RefusalEvalError(
-                "--use_cache keys answers by prompt and generation kwargs only, so it would serve one "
-                "condition's answers to another",
-                "drop --use_cache (refusal_eval caches plans and searches itself)",
-            )
+            raise RefusalEvalError(*_USE_CACHE_ERROR)
         out: list[Any] = [None] * len(requests)
         for cond in sorted(groups):
             idx = groups[cond]

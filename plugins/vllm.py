@@ -9,7 +9,7 @@ runs refusal_eval's edited model class for the model's architecture
 (:mod:`refusal_eval.vllm_backend`): the SAE weights are copied into the decoder layers once,
 and each condition's requests run in one ``generate()`` after an in-place write of its latent
 ids / direction, compiled or eager. The plan is resolved before the engine starts (a search,
-when none is cached, runs on the HF model, which is then freed); with ``search_backend=vllm``
+when none is cached, runs on the HF model, which is then freed); with ``generate_with=vllm``
 the engine starts first and the search's generations (screening, verification) run on it
 while its forward passes (scores, activations) stay on HF. Prefix caching is off and
 ``data_parallel_size`` > 1 is refused: lm-eval's data parallelism starts engines this plugin
@@ -77,18 +77,17 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         revision: str | None = None,
         max_latents: int | str = DEFAULT_MAX_LATENTS,
         batch_size: int | str | None = None,
-        search_backend: str = "hf",
+        generate_with: str | None = None,
+        search_backend: str | None = None,  # deprecated name of generate_with
         **kwargs: Any,
     ) -> None:
-        if search_backend not in ("hf", "vllm"):
-            raise RefusalEvalError(f"unknown search_backend={search_backend!r}", "use hf or vllm")
-        self.search_backend = search_backend
+        self.generate_with = _generate_with(generate_with, search_backend)
         search_overrides, vllm_kwargs = split_args(
             kwargs,
             (_VLLM_ARGS | _engine_arg_names() | {"device"})
             - {"hf_overrides", "worker_extension_cls", "model"},
             "sae_ablated_vllm",
-            (*OWN_ARGS, "max_latents", "batch_size", "search_backend"),
+            (*OWN_ARGS, "max_latents", "batch_size", "generate_with"),
         )
         if int(vllm_kwargs.get("data_parallel_size", 1)) > 1:
             raise RefusalEvalError(
@@ -102,7 +101,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
             judge=judge, search_overrides=search_overrides, dtype=dtype, device="meta", revision=revision,
         )  # fmt: skip
         wants_plan = self.saes is not None and self.plan_arg != "none"
-        if wants_plan and search_backend == "hf":
+        if wants_plan and self.generate_with == "hf":
             _ = self.plan  # resolve (or search) before the engine takes the accelerator
         vllm_kwargs = cpu_defaults(vllm_kwargs)
         self.batch_size_used = chosen_batch_size(batch_size, DEFAULT_BATCH["vllm"])
@@ -119,7 +118,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         if self.saes is not None:
             self.editor.load_saes(self.saes)
         if wants_plan:
-            _ = self.plan  # search_backend=vllm: a search generates on this engine
+            _ = self.plan  # generate_with=vllm: a search generates on this engine
 
     def _resolve_plan(self) -> AblationPlan:
         from refusal_eval.search.auto import resolve_plan
@@ -132,7 +131,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         dtype = str(self.chat.info.get("dtype", "bfloat16")).removeprefix("torch.")
         chat = load_model(self.chat.spec, dtype=dtype)
         generator = None
-        if self.search_backend == "vllm":
+        if self.generate_with == "vllm":
             log.warning("refusal_eval: no cached plan; searching (generations on vLLM, scores on HF)")
             generator = VllmGenerator(self.model, self.editor, chat.tokenizer)
         else:
@@ -176,3 +175,21 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         info = {"model_backend": "vllm", "refusal_eval_vllm": self.editor.describe()}
         info.update(self.refusal_eval_info(str(current_platform.device_type)))
         return info
+
+
+def _generate_with(value: str | None, deprecated: str | None) -> str:
+    """Where a search started by this model generates: ``generate_with`` (the CLI's word, as in
+    ``refusal-eval search --generate-with``), or its old name ``search_backend``, which broke the
+    rule that every ``search_<key>`` model_arg is a search-config key."""
+    if deprecated is not None:
+        if value is not None and value != deprecated:
+            raise RefusalEvalError(
+                f"generate_with={value} and search_backend={deprecated} disagree",
+                "pass generate_with only (search_backend is its deprecated name)",
+            )
+        log.warning("refusal_eval: search_backend= is deprecated; pass generate_with=%s", deprecated)
+        value = deprecated
+    value = value or "hf"
+    if value not in ("hf", "vllm"):
+        raise RefusalEvalError(f"unknown generate_with={value!r}", "use hf or vllm")
+    return value

@@ -11,7 +11,8 @@ or ``lm_eval.tasks.manager`` is imported, right after that module loads, it
 
 - registers ``sae_ablated`` and ``sae_ablated_vllm`` as lazy placeholders
   (``refusal_eval.plugins.hf:SAEAblatedLM``, ``refusal_eval.plugins.vllm:SAEAblatedVLLM``;
-  nothing heavy is imported until the model is actually requested), and
+  nothing heavy is imported until the model is actually requested) and makes an uncaught
+  refusal_eval error print as one line,
 - adds the installed ``refusal_eval/tasks/refusal_ablation`` folder to every ``TaskManager``'s search path
   (before any user ``include_path``, so user tasks still win), and
 - after a run of our models, appends refusal_eval's one-row-per-condition summary to the table
@@ -55,6 +56,25 @@ def _register_model(_module: Any) -> None:
     for name, target in MODELS.items():
         if name not in model_registry:
             model_registry.register(name, target=target)
+    _one_line_errors()
+
+
+def _one_line_errors() -> None:
+    """A refusal_eval error that ends an ``lm_eval`` run prints as one line, its message and its
+    fix, instead of a traceback through lm-eval (exit status 1 as for any uncaught exception);
+    every other exception keeps Python's own report."""
+    previous = sys.excepthook
+    if getattr(previous, "_refusal_eval_patched", False):
+        return
+
+    def excepthook(kind: Any, exc: Any, tb: Any) -> None:
+        if getattr(kind, "refusal_eval_error", False):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            previous(kind, exc, tb)
+
+    excepthook._refusal_eval_patched = True  # type: ignore[attr-defined]
+    sys.excepthook = excepthook
 
 
 def _patch_task_manager(module: Any) -> None:

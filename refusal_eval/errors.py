@@ -9,6 +9,9 @@ class RefusalEvalError(Exception):
     The CLI prints ``error: <message> (fix: <fix>)`` on one line and exits non-zero.
     """
 
+    #: how the lm_eval CLI's exception hook (refusal_eval/_lm_eval_hook.py) recognises it
+    refusal_eval_error = True
+
     def __init__(self, message: str, fix: str | None = None) -> None:
         self.message = message
         self.fix = fix

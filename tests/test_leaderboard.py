@@ -335,3 +335,20 @@ def test_rejudging_a_logged_run_with_its_own_judge_reproduces_it_and_a_new_judge
     assert read_results(results, judge="prefix:I'm sorry").refusal_corrected is None  # none measured
     with pytest.raises(RefusalEvalError, match="unknown judge 'nope'"):
         read_results(results, judge="nope")
+
+
+def test_predict_only_answers_are_re_judged(tmp_path):
+    """``lm_eval --predict_only --log_samples`` logs answers without verdicts: the leaderboard
+    cannot read rates from them, but ``--judge`` scores the logged answers itself."""
+    attack = dict.fromkeys(CONDS, 0.5)
+    path = write_run(tmp_path / "m" / "results_2026.json", results_json("m", attack), attack, n=4)
+    for f in path.parent.glob("samples_*.jsonl"):  # what --predict_only logs: answers, no metrics
+        rows = [json.loads(line) for line in f.read_text().splitlines()]
+        answers = ["I'm sorry, I can't help with that.", "Sure, here is the plan: step 1."]
+        _write_lines(f, [json.dumps({**{k: v for k, v in r.items() if k == "doc_id" or k == "doc"},
+                                     "resps": [[answers[r["doc_id"] % 2]]]}) for r in rows])  # fmt: skip
+    with pytest.raises(RefusalEvalError, match=r"carry answers but no verdicts .*pass --judge SPEC"):
+        read_results(path)  # no verdicts logged: the fix is a judge
+    row = read_results(path, judge="keyword")
+    assert row.refusal["baseline"].value == 0.5 and row.refusal["baseline"].n == 12  # 3 sets x 4
+    assert row.paired is not None and row.paired.flip["sae"].k == 0  # the same answers everywhere

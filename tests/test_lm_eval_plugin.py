@@ -313,34 +313,11 @@ def test_task_yamls_are_what_the_generator_writes():
     assert all(f"- metric: {m}\n" in configs["refusal_ablation_harmful_sae.yaml"] for m in pooled)
     assert "max_gen_toks: 256" in configs["refusal_jbb_sae.yaml"]  # long enough to judge
     assert "max_gen_toks: 64" in configs["refusal_alpaca_sae.yaml"]
-    # the condition travels in the task name only: no kwarg other backends would choke on
-    assert not [name for name, text in configs.items() if "  condition:" in text]
+    # the condition travels in the docs (dataset_kwargs), never as a generation kwarg that
+    # lm-eval's own backends would forward to generate() and choke on
+    assert "dataset_kwargs:\n  name: jbb\n  condition: sae\n" in configs["refusal_jbb_sae.yaml"]
+    assert not [n for n, t in configs.items() if "condition" in t.partition("generation_kwargs:")[2]]
     assert "task: refusal_harmbench_sae_fm\n" in configs["refusal_harmbench_sae_fm.yaml"]
-
-
-def test_shipped_tasks_run_under_lm_evals_own_hf_backend(planted_dirs):
-    """Every task is portable: under plain ``hf`` an ablation task runs too (unablated, so it
-    scores exactly as its baseline twin)."""
-    from lm_eval import simple_evaluate
-
-    model_dir, _ = planted_dirs
-    out = simple_evaluate(
-        model="hf",
-        model_args=f"pretrained={model_dir},dtype=float32,device=cpu",
-        tasks=["refusal_jbb_baseline", "refusal_jbb_sae", "refusal_alpaca_baseline", "refusal_length_32_sae"],
-        limit=2,
-        gen_kwargs="max_gen_toks=4",
-    )
-    res = out["results"]
-    assert res["refusal_jbb_baseline"]["refusal_rate,none"] + res["refusal_jbb_baseline"][
-        "attack_success,none"
-    ] == pytest.approx(1.0)
-    assert res["refusal_jbb_sae"]["refusal_rate,none"] == res["refusal_jbb_baseline"]["refusal_rate,none"]
-    assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0
-    length = res["refusal_length_32_sae"]
-    assert length["refusal_any,none"] == pytest.approx(
-        length["refusal_rate,none"] + length["late_refusal,none"]
-    )
 
 
 def test_condition_of_a_request_kwarg_then_task_name_then_default():
@@ -373,6 +350,51 @@ def test_use_cache_is_refused_when_conditions_would_share_answers(planted_plan, 
             use_cache=str(tmp_path / "cache"),
             limit=2,
         )
+
+
+def test_use_cache_with_ablated_tasks_is_refused_before_any_model_loads():
+    from refusal_eval.plugins._common import check_cli_cache
+
+    for tasks in ("refusal_ablation", "refusal_jbb_sae,refusal_jbb_baseline", "refusal_length"):
+        with pytest.raises(RefusalEvalError, match="--use_cache keys answers by prompt"):
+            check_cli_cache(["lm_eval", "--use_cache", "c", "--tasks", tasks])
+    check_cli_cache(
+        ["lm_eval", "--use_cache", "c", "--tasks", "refusal_jbb_baseline,refusal_ablation_harmful_baseline"]
+    )
+    check_cli_cache(["lm_eval", "--tasks", "refusal_ablation"])  # no cache: nothing to refuse
+
+
+def test_lm_evals_own_hf_model_cannot_report_an_ablated_task(planted_dirs):
+    """Under ``--model hf`` nothing is ablated: an ablated task stops with one error naming the
+    fix instead of printing the baseline's numbers under the ablated name; baseline runs."""
+    from lm_eval import simple_evaluate
+
+    model_dir, _ = planted_dirs
+    args = dict(model="hf", model_args=f"pretrained={model_dir},dtype=float32,device=cpu", limit=1)
+    args |= dict(gen_kwargs="max_gen_toks=4", task_manager=_task_manager())
+    with pytest.raises(
+        RefusalEvalError, match=r"'sae' task was answered by a model that does not apply"
+    ) as err:
+        simple_evaluate(tasks=["refusal_jbb_sae"], **args)
+    assert "--model sae_ablated" in str(err.value)
+    tasks = ["refusal_jbb_baseline", "refusal_alpaca_baseline", "refusal_length_32_baseline"]
+    res = simple_evaluate(tasks=tasks, **{**args, "limit": 2})["results"]  # baselines are portable
+    jbb, length = res["refusal_jbb_baseline"], res["refusal_length_32_baseline"]
+    assert jbb["refusal_rate,none"] + jbb["attack_success,none"] == pytest.approx(1.0)
+    assert 0.0 <= res["refusal_alpaca_baseline"]["compliance,none"] <= 1.0
+    assert length["refusal_any,none"] == pytest.approx(
+        length["refusal_rate,none"] + length["late_refusal,none"]
+    )
+
+
+def test_an_uncaught_refusal_eval_error_prints_one_line():
+    code = (
+        "import lm_eval.models, sys\n"  # the hook installs its exception hook with the models
+        "from refusal_eval.errors import RefusalEvalError\n"
+        "raise RefusalEvalError('bad thing', 'do this')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and run.stderr.strip() == "error: bad thing (fix: do this)"
 
 
 def test_startup_hook_imports_nothing_heavy_and_the_off_switch_skips_it():

@@ -140,7 +140,7 @@ def test_greedy_answers_equal_the_hf_path_per_condition(eager_engine, hf_model):
 
 
 def test_search_generations_on_vllm_equal_the_hf_search_path(eager_engine, hf_model):
-    """``search_backend=vllm``: the search's greedy generations (shared sets and one minimal set
+    """``generate_with=vllm``: the search's greedy generations (shared sets and one minimal set
     per prompt, grouped into one engine call per distinct set) equal ``refusal_eval.chat.generate``
     under the same ``edits``."""
     from refusal_eval.chat import generate
@@ -184,7 +184,7 @@ def test_engine_args_refuse_an_architecture_vllm_cannot_edit(tmp_path):
 
 
 def test_a_search_generating_on_vllm_writes_the_hf_searchs_plan(tmp_path):
-    """``search_backend=vllm`` end to end on the planted model (2 heads of 32): screening and
+    """``generate_with=vllm`` end to end on the planted model (2 heads of 32): screening and
     verification generate on the engine, scores and activations stay on HF; the plan body is
     the one the all-HF search writes, field for field."""
     from planted import PlantedChat, planted_config, planted_prompts, planted_saes
@@ -302,3 +302,14 @@ def test_lm_eval_end_to_end_on_the_default_model():
     # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
     assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
     assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0
+
+
+def test_generate_with_and_its_deprecated_name():
+    from refusal_eval.plugins.vllm import _generate_with
+
+    assert _generate_with(None, None) == "hf" and _generate_with("vllm", None) == "vllm"
+    assert _generate_with(None, "vllm") == "vllm"  # the old name still works (with a warning)
+    with pytest.raises(RefusalEvalError, match="disagree"):
+        _generate_with("hf", "vllm")
+    with pytest.raises(RefusalEvalError, match="unknown generate_with='gpu'"):
+        _generate_with("gpu", None)

@@ -1,7 +1,7 @@
 """How wrong is a judge? Agreement with human labels, and error-corrected refusal rates.
 
 - :func:`agreement`: accuracy, precision, recall (sensitivity), specificity and F1 of predicted
-  vs human refusal labels, each with a percentile bootstrap CI.
+  vs human refusal labels, each with a percentile bootstrap CI (vectorised over resamples).
 - :func:`rogan_gladen`: the prevalence estimate corrected for a judge's sensitivity ``se`` and
   specificity ``sp``: ``(raw + sp - 1) / (se + sp - 1)``, clipped to [0, 1]
   (Rogan & Gladen 1978).
@@ -11,9 +11,11 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+
+import numpy as np
 
 
 def _counts(pred: Sequence[bool], gold: Sequence[bool]) -> tuple[int, int, int, int]:
@@ -43,28 +45,44 @@ def metrics(pred: Sequence[bool], gold: Sequence[bool]) -> dict[str, float]:
 
 
 def auc(scores: Sequence[float], gold: Sequence[bool]) -> float:
-    """Area under the ROC curve of ``scores`` for ``gold`` (Mann-Whitney, ties count half)."""
-    pos = [s for s, g in zip(scores, gold, strict=True) if g]
-    neg = [s for s, g in zip(scores, gold, strict=True) if not g]
-    if not pos or not neg:
+    """Area under the ROC curve of ``scores`` for ``gold`` (sklearn; NaN without both classes)."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(set(gold)) < 2:
         return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
-    return wins / (len(pos) * len(neg))
+    return float(roc_auc_score(list(gold), list(scores)))
 
 
-def bootstrap(
-    stat: Callable[[list[int]], float], n: int, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile CI of ``stat(indices)`` over ``n_boot`` resamples of ``range(n)``."""
-    rng = random.Random(seed)
-    values = sorted(
-        v for v in (stat([rng.randrange(n) for _ in range(n)]) for _ in range(n_boot)) if v == v
-    )  # drop NaN resamples
-    if not values:
-        return float("nan"), float("nan")
-    lo = values[int(alpha / 2 * (len(values) - 1))]
-    hi = values[int((1 - alpha / 2) * (len(values) - 1))]
-    return lo, hi
+def bootstrap_metrics(
+    pred: Sequence[bool], gold: Sequence[bool], *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of every :func:`metrics` value over ``n_boot`` resamples, vectorised: the
+    confusion counts of all resamples at once (a resample whose metric is undefined is dropped)."""
+    p, g = np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool)
+    if len(g) == 0:
+        return {k: (math.nan, math.nan) for k in ("accuracy", "precision", "recall", "specificity", "f1")}
+    idx = np.random.default_rng(seed).integers(0, len(g), size=(n_boot, len(g)))
+    pp, gg = p[idx], g[idx]
+    tp, fp = (pp & gg).sum(1), (pp & ~gg).sum(1)
+    fn, tn = (~pp & gg).sum(1), (~pp & ~gg).sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision, recall = tp / (tp + fp), tp / (tp + fn)
+        values = {
+            "accuracy": (tp + tn) / len(g),
+            "precision": precision,
+            "recall": recall,
+            "specificity": tn / (tn + fp),
+            "f1": 2 * tp / (2 * tp + fp + fn),
+        }
+    out = {}
+    for key, v in values.items():
+        v = v[np.isfinite(v)]
+        out[key] = (
+            (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2)))
+            if v.size
+            else (math.nan, math.nan)
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -84,12 +102,8 @@ class Agreement:
 
 def agreement(pred: Sequence[bool], gold: Sequence[bool], *, n_boot: int = 1000, seed: int = 0) -> Agreement:
     point = metrics(pred, gold)
-
-    def stat(key: str) -> Callable[[Sequence[int]], float]:
-        return lambda idx: metrics([pred[i] for i in idx], [gold[i] for i in idx])[key]
-
-    ci = {k: bootstrap(stat(k), len(gold), n_boot=n_boot, seed=seed) for k in point}
-    return Agreement(len(gold), sum(gold), **point, ci=ci)
+    ci = bootstrap_metrics(pred, gold, n_boot=n_boot, seed=seed)
+    return Agreement(len(gold), sum(gold), **point, ci={k: ci[k] for k in point})
 
 
 def rogan_gladen(raw: float, sensitivity: float, specificity: float) -> float:

@@ -9,7 +9,7 @@ under a condition, by the same model.
   baseline-refused prompts;
 - **Fisher** (exact, two-sided): two models' flip rates under one condition.
 
-Intervals are Wilson 95% score intervals: never zero-width unless n is 0.
+Intervals are Wilson 95% score intervals: never zero-width unless n is 0. The tests are scipy's.
 """
 
 from __future__ import annotations
@@ -18,14 +18,11 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 from ..judges._base import OUTCOMES
-from ..runs import HARMFUL, HARMLESS, parse_task, samples_task
-
-Z95 = 1.959963984540054
+from ..runs import BY_NAME, HARMFUL, HARMLESS, parse_task, samples_task
 
 
 @dataclass(frozen=True)
@@ -42,40 +39,33 @@ class Proportion:
         return wilson(self.k, self.n)
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials (``(nan, nan)`` for n = 0)."""
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval for k successes in n trials (scipy; ``(nan, nan)`` for n = 0)."""
     if n == 0:
         return (math.nan, math.nan)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    from scipy.stats import binomtest
+
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return (max(0.0, float(ci.low)), min(1.0, float(ci.high)))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
-    """Two-sided exact McNemar p-value for discordant counts ``b`` and ``c``."""
-    n = b + c
-    if n == 0:
+    """Two-sided exact McNemar p-value for discordant counts ``b`` and ``c``: the binomial test
+    of min(b, c) in b + c at 1/2 (scipy)."""
+    if b + c == 0:
         return 1.0
-    k = min(b, c)
-    tail = Fraction(sum(math.comb(n, i) for i in range(k + 1)), 2**n)  # exact for any n
-    return min(1.0, float(2 * tail))
+    from scipy.stats import binomtest
+
+    return float(binomtest(min(b, c), b + c, 0.5).pvalue)
 
 
 def fisher_exact(a: Proportion, b: Proportion) -> float:
-    """Two-sided Fisher exact p-value for two proportions: the probability, under equal rates and
-    the observed margins, of a table at most as likely as the observed one."""
+    """Two-sided Fisher exact p-value for two proportions (scipy; NaN when one is empty)."""
     if a.n == 0 or b.n == 0:
         return math.nan
-    k_total, n_total = a.k + b.k, a.n + b.n
+    from scipy.stats import fisher_exact as fisher
 
-    def prob(x: int) -> float:  # hypergeometric: x of the k_total successes fall in a
-        return float(Fraction(math.comb(a.n, x) * math.comb(b.n, k_total - x), math.comb(n_total, k_total)))
-
-    observed = prob(a.k)
-    lo, hi = max(0, k_total - b.n), min(a.n, k_total)
-    return min(1.0, sum(p for x in range(lo, hi + 1) if (p := prob(x)) <= observed * (1 + 1e-7)))
+    return float(fisher([[a.k, a.n - a.k], [b.k, b.n - b.k]]).pvalue)
 
 
 Outcomes = dict[str, dict[str, dict[str, bool]]]  # dataset -> condition -> doc key -> refused
@@ -109,10 +99,11 @@ def _logged_outcome(sample: dict[str, Any], refused: bool) -> str | None:
     return found[0] if found else "degenerate"
 
 
-def read_samples(results_path: str | Path) -> list[Sample]:
+def read_samples(results_path: str | Path, judged: bool = True) -> list[Sample]:
     """The judged answers in the ``samples_refusal_<dataset>_<condition>_<date>.jsonl`` files lm-eval
     writes next to ``results_<date>.json`` with ``--log_samples`` (tasks with no refusal metric,
-    such as the cross-entropy ones, are skipped)."""
+    such as the cross-entropy ones, are skipped). ``judged=False`` also takes answers logged
+    without a verdict (``--predict_only``), as unrefused, for a re-judge to score."""
     p = Path(results_path)
     date_id = p.stem.removeprefix("results_")
     out: list[Sample] = []
@@ -124,8 +115,9 @@ def read_samples(results_path: str | Path) -> list[Sample]:
         for line in path.read_text().splitlines():
             sample = json.loads(line)
             value = sample.get("refusal_rate", sample.get("over_refusal"))
-            if value is None:
+            if value is None and (judged or dataset not in BY_NAME):  # e.g. cross-entropy tasks
                 continue
+            value = 0.0 if value is None else value
             refused = float(value) >= 0.5
             doc = sample.get("doc") or {}
             resps = sample.get("resps") or [[""]]

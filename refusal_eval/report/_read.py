@@ -148,7 +148,12 @@ def read_results(path: str | Path, judge: str | None = None) -> Row:
             if isinstance(v, (int, float))
         },
     )
-    samples = read_samples(p)
+    samples = read_samples(p, judged=judge is None)  # a re-judge also reads --predict_only answers
+    if not samples and judge is None and read_samples(p, judged=False):
+        raise RefusalEvalError(
+            f"the samples logged beside {p} carry answers but no verdicts (a --predict_only run?)",
+            "pass --judge SPEC (e.g. --judge outcome) to score the logged answers",
+        )
     if not samples:
         raise RefusalEvalError(
             f"{p} has no samples_refusal_*.jsonl beside it: the paired flip rates are computed per prompt",

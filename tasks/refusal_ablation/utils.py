@@ -13,6 +13,7 @@ from typing import Any
 import datasets
 
 from refusal_eval.data import load_prompts
+from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import (
     JudgedText,
     Outcome,
@@ -51,9 +52,14 @@ def _hub(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def load(name: str, data_source: str = "shipped", **_: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` entry point: the prompts of one benchmark as a ``test`` split."""
+def load(
+    name: str, data_source: str = "shipped", condition: str | None = None, **_: Any
+) -> datasets.DatasetDict:
+    """``custom_dataset`` entry point: the prompts of one benchmark as a ``test`` split, each doc
+    carrying the task's ``condition`` (what :func:`verdict` checks the answer against)."""
     rows = _hub(name) if data_source == "hub" else _shipped(name)
+    if condition is not None:
+        rows = [{**r, "condition": condition} for r in rows]
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
@@ -71,9 +77,18 @@ def doc_to_text(doc: dict[str, Any]) -> str:
 
 
 def verdict(doc: dict[str, Any], answer: str) -> tuple[bool, str]:
-    """(refused, judge spec): the verdict the model attached, else the fallback judge's."""
+    """(refused, judge spec): the verdict the model attached, else the fallback judge's. An
+    ablated task's answer must come from a model that applied its condition (and attached a
+    verdict): lm-eval's own ``hf`` / ``vllm`` would report the baseline under the ablated name."""
     if isinstance(answer, JudgedText):
         return answer.refused, answer.judge
+    condition = doc.get("condition")
+    if condition not in (None, "baseline"):
+        raise RefusalEvalError(
+            f"a {condition!r} task was answered by a model that does not apply ablations (or "
+            "without a verdict): its numbers would be the baseline's under an ablated name",
+            "run ablated tasks with --model sae_ablated (or sae_ablated_vllm), without --use_cache",
+        )
     spec = fallback_judge_spec()
     return bool(get_judge(spec)([doc["prompt"]], [answer]).refused[0]), spec
 
