@@ -6,7 +6,6 @@ under a list of ablations (hooks for HF, in-place buffers for vLLM)."""
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import hashlib
 import itertools
@@ -103,6 +102,28 @@ def check_cli_cache(argv: list[str] | None = None) -> None:
         condition_of_task(t) not in (None, "baseline") for t in tasks
     ):
         raise RefusalEvalError(*_USE_CACHE_ERROR)
+
+
+def cli_flag(flag: str, argv: list[str] | None = None) -> str | None:
+    """The value the ``lm_eval`` command line gave ``flag`` (``--flag V`` or ``--flag=V``)."""
+    import sys
+
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == flag and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _templated_prompt(tokenizer: Any, context: str, system: str | None) -> str:
+    """``context`` in the chat template. Without ``--apply_chat_template`` lm-eval prepends a
+    ``--system_instruction`` to the text; it goes back into a system turn (replacing the
+    template's default one) instead of riding inside the user turn."""
+    if system and context.startswith(system):
+        return format_chat(tokenizer, [context[len(system) :].lstrip()], system=system)[0]
+    return format_chat(tokenizer, [context])[0]
 
 
 def parse_layers(value: str | int | None) -> list[int] | None:
@@ -229,18 +250,16 @@ class AblationRunner:
         return bool(self._generation_suffix.strip()) and context.endswith(self._generation_suffix)
 
     def _chat_formatted(self, requests: list[Any]) -> list[Any]:
-        """The requests with the chat template applied where lm-eval did not apply it."""
-        prepared = []
+        """The requests with the chat template applied where lm-eval did not apply it, in place:
+        lm-eval's ``--log_samples`` then records the prompt the model actually saw."""
+        system = cli_flag("--system_instruction")
         for req in requests:
             context, gen_kwargs = req.args
             templated = self._templated(context)
             self.template_applied_by.add("lm-eval" if templated else self.backend_name)
             if not templated:  # the tasks expect the chat template; apply it if not yet
-                req = dataclasses.replace(
-                    req, arguments=(format_chat(self.tokenizer, [context])[0], gen_kwargs)
-                )
-            prepared.append(req)
-        return prepared
+                req.arguments = (_templated_prompt(self.tokenizer, context, system), gen_kwargs)
+        return requests
 
     # --- conditions ---------------------------------------------------------------------------
     def _condition(self, request: Any) -> str:
@@ -320,7 +339,13 @@ class AblationRunner:
         )
 
     def refusal_eval_info(self, device: str) -> dict[str, Any]:
-        return self.run_info(device).to_config()
+        """Our provenance keys, and lm-eval's ``model_sha`` made true (the GGUF's sha256 for the
+        offline models, not ``""``). lm-eval writes its ``device`` (what was asked for) after
+        this, so the device that ran is ``refusal_eval_device``."""
+        return {
+            "model_sha": self.chat.revision or "",
+            **self.run_info(device).to_config(),
+        }
 
 
 def _error_rates(spec: str) -> dict[str, Any] | None:

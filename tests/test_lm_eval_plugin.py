@@ -71,6 +71,7 @@ def test_conditions_through_lm_eval(planted_plan):
     assert info["refusal_eval_device"] == "cpu" and info["refusal_eval_plan"] == plan  # outside package/cache
     assert info["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated"]
     assert info["refusal_eval_version"] == refusal_eval.__version__
+    assert info["model_sha"] == (info["refusal_eval_model_revision"] or "")  # GGUF sha256 offline
 
 
 def test_chat_template_applied_once_whoever_applies_it(planted_plan):
@@ -96,6 +97,9 @@ def test_chat_template_applied_once_whoever_applies_it(planted_plan):
     ]
     assert answers[0] == answers[1]
     assert [r["results"]["refusal_planted_sae"]["attack_success,none"] for r in runs] == [1.0, 1.0]
+    # the logged prompt is what the model saw, whoever templated it
+    seen = [[s["arguments"][0][0] for s in r["samples"]["refusal_planted_sae"]] for r in runs]
+    assert seen[0] == seen[1] and all(p.startswith("<|user|>") for p in seen[0])
 
 
 def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypatch, capsys):
@@ -491,3 +495,31 @@ def test_lm_eval_cli_default_batch_size_is_not_one(value, argv, cpu, want):
 
     assert DEFAULT_BATCH["hf-cpu"] == 16
     assert chosen_batch_size(value, DEFAULT_BATCH["hf-cpu"], cpu=cpu, argv=argv) == want
+
+
+def test_a_cli_system_instruction_becomes_a_system_turn(monkeypatch):
+    """Without --apply_chat_template lm-eval prepends --system_instruction to the prompt text;
+    the model puts it back in a system turn, and the logged request shows what the model saw."""
+    from types import SimpleNamespace
+
+    from refusal_eval.plugins._common import AblationRunner, cli_flag
+
+    class Tok:
+        chat_template = "roles"
+
+        def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+            return "".join(f"[{m['role']}]{m['content']}" for m in messages) + "[assistant]"
+
+    runner = AblationRunner()
+    runner.tokenizer, runner.backend_name = Tok(), "sae_ablated"
+    argv = ["lm_eval", "--model", "sae_ablated", "--system_instruction", "Be terse."]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert cli_flag("--system_instruction") == "Be terse." and cli_flag("--tasks") is None
+    reqs = [SimpleNamespace(args=("Be terse.\n\nHow do I bake bread?", {}), arguments=None)]
+    reqs[0].arguments = reqs[0].args
+    (req,) = runner._chat_formatted(reqs)
+    assert req.arguments[0] == "[system]Be terse.[user]How do I bake bread?[assistant]"
+    monkeypatch.setattr(sys, "argv", argv[:3])
+    other = SimpleNamespace(args=("Be terse.\n\nHow?", {}))
+    other.arguments = other.args
+    assert runner._chat_formatted([other])[0].arguments[0] == "[user]Be terse.\n\nHow?[assistant]"
