@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE=1
 LIMIT=${LIMIT:-20}   # prompts per task (15 tasks)
 MODEL=${MODEL:-sae_ablated_vllm}
 BATCH=${BATCH:-auto}
-OUT=docs/leaderboard/length
+OUT=results/length
 lm_eval --model "$MODEL" --model_args pretrained=qwen2.5-coder-0.5b-instruct \
   --tasks refusal_length --batch_size "$BATCH" --limit "$LIMIT" --output_path "$OUT/qwen0.5b"
 lm_eval --model "$MODEL" \
