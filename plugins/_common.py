@@ -261,6 +261,26 @@ class AblationRunner:
                 req.arguments = (_templated_prompt(self.tokenizer, context, system), gen_kwargs)
         return requests
 
+    # --- lm-eval entry points (one implementation for every backend) ---------------------------
+    def _lm_evals(self, name: str) -> Callable[..., Any]:
+        """The backend's own ``name`` (lm-eval's ``HFLM`` / ``VLLM``: the class after this mixin
+        in the model's bases), which runs one group of requests under the current scope."""
+        return getattr(super(), name)  # type: ignore[no-any-return]
+
+    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        generate = self._lm_evals("generate_until")
+        return self._by_condition(
+            self._chat_formatted(requests), lambda reqs: self._judged(reqs, generate(reqs, disable_tqdm))
+        )
+
+    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        score = self._lm_evals("loglikelihood")
+        return self._by_condition(requests, lambda reqs: score(reqs, disable_tqdm))
+
+    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
+        score = self._lm_evals("loglikelihood_rolling")
+        return self._by_condition(requests, lambda reqs: score(reqs, disable_tqdm))
+
     # --- conditions ---------------------------------------------------------------------------
     def _condition(self, request: Any) -> str:
         """A request's condition: a ``condition`` generation kwarg (user tasks may set one), else

@@ -120,28 +120,11 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
         return ablate(self.model, ablations)
 
-    # --- lm-eval entry points ------------------------------------------------------------------
-    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        def run(reqs: list[Any]) -> list[Any]:
-            return self._judged(reqs, super(SAEAblatedLM, self).generate_until(reqs, disable_tqdm))
-
-        return self._by_condition(self._chat_formatted(requests), run)
-
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
     ) -> Any:
         generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
         return super()._model_generate(context, max_length, stop, **generation_kwargs)
-
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        return self._by_condition(
-            requests, lambda reqs: super(SAEAblatedLM, self).loglikelihood(reqs, disable_tqdm)
-        )
-
-    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        return self._by_condition(
-            requests, lambda reqs: super(SAEAblatedLM, self).loglikelihood_rolling(reqs, disable_tqdm)
-        )
 
     def get_model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().get_model_info()

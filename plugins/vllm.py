@@ -147,27 +147,10 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         self.editor.set(ablations)
         yield
 
-    # --- lm-eval entry points ------------------------------------------------------------------
-    def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
-        def run(reqs: list[Any]) -> list[Any]:
-            return self._judged(reqs, super(SAEAblatedVLLM, self).generate_until(reqs, disable_tqdm))
-
-        return self._by_condition(self._chat_formatted(requests), run)
-
     @staticmethod
     def modify_gen_kwargs(gen_kwargs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         gen_kwargs = {k: v for k, v in gen_kwargs.items() if k != "condition"}  # consumed above
         return VLLM.modify_gen_kwargs(gen_kwargs, *args, **kwargs)
-
-    def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
-        return self._by_condition(
-            requests, lambda reqs: super(SAEAblatedVLLM, self).loglikelihood(reqs, disable_tqdm)
-        )
-
-    def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
-        return self._by_condition(
-            requests, lambda reqs: super(SAEAblatedVLLM, self).loglikelihood_rolling(reqs, disable_tqdm)
-        )
 
     def get_model_info(self) -> dict[str, Any]:
         from vllm.platforms import current_platform
