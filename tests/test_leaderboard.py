@@ -302,11 +302,11 @@ def test_svg_error_bars_heat_map_and_full_legend_names():
     assert 'fill="rgb(255,255,255)"' in grid and 'fill="rgb(255,75,55)"' in grid  # 0 white, 1 dark
 
 
-COMMITTED = Path(__file__).resolve().parents[1] / "docs" / "leaderboard" / "results"
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "leaderboard-64tok"  # keyword, 64 tokens
 
 
 def test_rejudging_a_logged_run_with_its_own_judge_reproduces_it_and_a_new_judge_changes_it():
-    """The committed 0.5B run was judged by `keyword`: re-judging its logged answers with keyword
+    """The old committed 0.5B run was judged by `keyword`: re-judging its logged answers with keyword
     gives every rate lm-eval aggregated; `cues` reads the disclaimer-led answers as refusals."""
     results = next(COMMITTED.glob("qwen0.5b/*/results_*.json"))
     run, same = read_results(results), read_results(results, judge="keyword")
