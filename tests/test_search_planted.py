@@ -134,6 +134,10 @@ def test_verification_attack_success_per_condition(planted_run):
     assert v["search"]["direction"]["attack_success"] == 1.0
     assert v["search"]["random"]["attack_success"] == 0.0  # same-size random latents do nothing
     assert v["validation"]["sae"]["attack_success"] == 1.0
+    # harmful compliance by the default outcome judge, beside the search judge's refusals
+    for split in ("search", "validation"):
+        for cond, got in v[split].items():
+            assert isinstance(got["harmful"], int) and 0 <= got["harmful"] <= got["n"], (split, cond)
     assert v["validation"]["sae"]["n"] == 6
     assert "minimal" not in v["validation"]
 
@@ -239,6 +243,7 @@ def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache
     text = capsys.readouterr().out
     assert "union 4" in text and "dormant 12" in text and "direction layer" in text
     assert "attack success on validation (6 refused prompts)" in text
+    assert "harmful compliance on validation (outcome judge): " in text
     plan = AblationPlan.load(out)
     assert plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
     assert plan.body.data["harmful"].name == str(files["harmful"])

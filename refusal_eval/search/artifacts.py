@@ -351,6 +351,9 @@ class Verified(_Json):
     attack_success: float | None
     complied: tuple[int, ...]
     examples: tuple[str, ...] | None = field(default=None, metadata={"omit_none": True})
+    #: answers the default outcome judge calls harmful (None: not measured, e.g. older plans);
+    #: read off the verification's short answers, a floor on what longer answers would show
+    harmful: int | None = field(default=None, metadata={"omit_none": True})
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> Verified:
@@ -361,6 +364,7 @@ class Verified(_Json):
             _opt_float(d["attack_success"]),
             _ints(d["complied"]),
             None if ex is None else tuple(str(e) for e in ex),
+            None if d.get("harmful") is None else int(d["harmful"]),
         )
 
 

@@ -300,6 +300,9 @@ def summary(body: PlanBody, plan_hash: str | None = None) -> str:
         ]
         n = next((v.n for v in conds.values() if v.n), 0)
         lines.append(f"attack success on {split} ({n} refused prompts): " + ", ".join(parts))
+        harmful = [f"{c} {v.harmful / v.n:.2f}" for c, v in conds.items() if v.n and v.harmful is not None]
+        if harmful:
+            lines.append(f"harmful compliance on {split} (outcome judge): " + ", ".join(harmful))
     if body.side_effects:
         kl = ", ".join(f"{c} {v.first_token_kl:.3f}" for c, v in body.side_effects.items())
         n = next(iter(body.side_effects.values())).n

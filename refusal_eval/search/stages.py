@@ -374,8 +374,11 @@ def run_verification(
     sets: Mapping[str, Sequence[Latent]],
     directions: Tensor,
 ) -> Verification:
-    """Generate with each condition on the refused search and validation prompts and judge."""
+    """Generate with each condition on the refused search and validation prompts and judge: refusal
+    by the search's own judge (``judge``, part of the plan key), harmful compliance by the default
+    outcome judge when it can be built (its encoder ships with the ``models`` extra)."""
     judge = get_judge(ctx.cfg.judge)
+    outcomes = _outcome_judge()
     direction: list[Ablation] = [DirectionAblation(directions[stage1.layer])]
     splits = {
         "search": ctx.refused(screen),
@@ -409,17 +412,30 @@ def run_verification(
                     return Verified(0, 0, None, ()).to_json()
                 answers = _generate(ctx, prompts, edits=edits)
                 refused = judge(prompts, answers).refused
+                found = outcomes(prompts, answers).outcomes if outcomes is not None else []
                 return Verified(
                     n=len(prompts),
                     refused=sum(refused),
                     attack_success=1 - sum(refused) / len(prompts),
                     complied=tuple(i for i, r in enumerate(refused) if not r),
                     examples=tuple(a[:160] for a in answers[:3]),
+                    harmful=sum(o == "harmful" for o in found) if found else None,
                 ).to_json()
 
             results[name] = Verified.from_json(ctx.cache.cached(f"verify_{split_name}_{name}", compute))
         out[split_name] = results
     return out
+
+
+def _outcome_judge() -> Any:
+    """The default outcome judge, or None where it cannot be built (no encoder installed)."""
+    from ..config import DEFAULT_JUDGE
+
+    try:
+        judge = get_judge(DEFAULT_JUDGE)
+    except RefusalEvalError:
+        return None
+    return judge if judge.sees_outcomes else None
 
 
 def run_side_effects(
