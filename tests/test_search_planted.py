@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import torch
 from planted import (
     BACKUP,
     HYDRA,
@@ -16,6 +17,7 @@ from planted import (
     planted_saes,
 )
 
+from refusal_eval.errors import RefusalEvalError
 from refusal_eval.search import pipeline
 from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import AblationPlan, write_plan
@@ -341,3 +343,21 @@ def test_plan_verifies_its_content_and_does_not_depend_on_its_file_name(planted_
     assert "\n" not in str(err.value)
     with pytest.raises(RefusalEvalError, match="is malformed"):
         AblationPlan.load(rewritten(lambda b: b.pop("stage2"), "nosection"))
+
+
+def test_a_plans_latents_on_sae_lens_saes(planted_run, tmp_path):
+    """One call from a plan to sae-lens SAE objects and the latent ids to look at."""
+    import sae_lens
+
+    body, tensors = planted_run
+    write_plan(body, tensors, tmp_path / "plan.json")
+    plan, saes = AblationPlan.load(tmp_path / "plan.json"), planted_saes()
+    got = plan.sae_lens_saes(saes, "sae")
+    assert (
+        {layer: ids for layer, (_, ids) in got.items()} == plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
+    )
+    sae, ids = got[0]
+    assert isinstance(sae, sae_lens.SAE) and sae.cfg.d_sae == saes[0].d_sae
+    assert torch.equal(sae.W_dec.detach()[ids], saes[0].W_dec[ids])  # the same weights
+    with pytest.raises(RefusalEvalError, match=r"uses layer\(s\) \[1\] but no SAE is loaded"):
+        plan.sae_lens_saes({0: saes[0]}, "sae")

@@ -210,6 +210,22 @@ class AblationPlan:
     def counts(self) -> dict[str, int]:
         return {c: len(self.body.sets[c]) for c in LATENT_CONDITIONS if c in self.body.sets}
 
+    def sae_lens_saes(
+        self, saes: Mapping[int, SparseCoder], condition: str = "sae"
+    ) -> dict[int, tuple[Any, list[int]]]:
+        """``{layer: (sae_lens.SAE, latent ids)}`` of one condition: the plan's latents on sae-lens
+        SAE objects with the loaded weights (for sae-lens / SAEDashboard / Neuronpedia tooling)."""
+        from ..saes import to_sae_lens
+
+        sets = self.latent_sets(condition)
+        missing = sorted(set(sets) - set(saes))
+        if missing:
+            raise RefusalEvalError(
+                f"the plan's {condition!r} set uses layer(s) {missing} but no SAE is loaded there",
+                f"load the plan's SAEs: {self.sae_source}",
+            )
+        return {layer: (to_sae_lens(saes[layer]), ids) for layer, ids in sets.items()}
+
     def ablations(self, saes: Mapping[int, SparseCoder], condition: str = "sae") -> list[Ablation]:
         """The ablations of one condition (``baseline`` -> none)."""
         check_condition(condition)
