@@ -253,7 +253,11 @@ class AblationRunner:
         """The requests with the chat template applied where lm-eval did not apply it, in place:
         lm-eval's ``--log_samples`` then records the prompt the model actually saw."""
         system = cli_flag("--system_instruction")
+        seen: set[int] = set()
         for req in requests:
+            if id(req) in seen:  # lm-eval passes a repeated request's Instance `repeats` times
+                continue
+            seen.add(id(req))
             context, gen_kwargs = req.args
             templated = self._templated(context)
             self.template_applied_by.add("lm-eval" if templated else self.backend_name)
@@ -324,7 +328,8 @@ class AblationRunner:
 
     @functools.cached_property
     def _verdicts(self) -> dict[str, dict[int, str]]:
-        """``{task: {doc_id: letter}}`` of every judged answer of a ``refusal_*`` task."""
+        """``{task: {doc_id: letter}}`` of every judged answer of a ``refusal_*`` task (a task
+        with ``repeats`` keeps its last answer's letter; the shipped tasks answer once)."""
         return {}
 
     # --- provenance ---------------------------------------------------------------------------
@@ -355,7 +360,9 @@ class AblationRunner:
             dormant=plan.dormant_count if plan else None,
             hydra=plan.hydra_count if plan else None,
             first_token_kl=plan.first_token_kl if plan else None,
-            verdicts=encode_verdicts(self._verdicts) or None,
+            # one process's verdicts are the whole run's only without data parallelism (lm-eval
+            # asks rank 0 alone for this record): else the report reads --log_samples
+            verdicts=(encode_verdicts(self._verdicts) or None) if _world_size(self) == 1 else None,
         )
 
     def refusal_eval_info(self, device: str) -> dict[str, Any]:
@@ -366,6 +373,13 @@ class AblationRunner:
             "model_sha": self.chat.revision or "",
             **self.run_info(device).to_config(),
         }
+
+
+def _world_size(lm: Any) -> int:
+    try:
+        return int(getattr(lm, "world_size", 1) or 1)
+    except (TypeError, ValueError):
+        return 1
 
 
 def _error_rates(spec: str) -> dict[str, Any] | None:

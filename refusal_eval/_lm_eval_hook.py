@@ -114,9 +114,13 @@ def _patch_make_table(module: Any) -> None:
         table = original(result_dict, column, *args, **kwargs)
         last = column == "groups" or (column == "results" and "groups" not in result_dict)
         if last and _ours(result_dict):  # after the last table the CLI prints
-            from refusal_eval.report.summary import format_summary
+            try:
+                from refusal_eval.report.summary import format_summary
 
-            summary = format_summary(result_dict)
+                summary = format_summary(result_dict)
+            except Exception as exc:  # the table must print whatever happens to the summary
+                print(f"refusal_eval: no summary ({type(exc).__name__}: {exc})", file=sys.stderr)
+                summary = ""
             table = f"{table}\n{summary}\n" if summary else table
         return table
 
@@ -145,8 +149,11 @@ def _patch_tracker(module: Any) -> None:
             path = (
                 path / str(self.general_config_tracker.model_name_sanitized) / f"results_{self.date_id}.json"
             )
-        if path.is_file():
-            write_summary(results, path)
+        try:  # lm-eval writes the samples files after this returns: never stop it here
+            if path.is_file():
+                write_summary(results, path)
+        except Exception as exc:
+            print(f"refusal_eval: summary not written ({type(exc).__name__}: {exc})", file=sys.stderr)
 
     cls.save_results_aggregated = save_results_aggregated
     cls._refusal_eval_patched = True

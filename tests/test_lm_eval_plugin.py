@@ -519,6 +519,16 @@ def test_a_cli_system_instruction_becomes_a_system_turn(monkeypatch):
     reqs[0].arguments = reqs[0].args
     (req,) = runner._chat_formatted(reqs)
     assert req.arguments[0] == "[system]Be terse.[user]How do I bake bread?[assistant]"
+
+    # a task with repeats passes one Instance several times: templated once, provenance true
+    class Instance:  # like lm-eval's: args reads the (mutable) arguments
+        arguments = ("Hi", {})
+        args = property(lambda self: self.arguments)
+
+    twice = Instance()
+    runner._chat_formatted([twice, twice])
+    assert twice.arguments[0] == "[user]Hi[assistant]"  # not templated a second time
+    assert runner.template_applied_by == {"sae_ablated"}
     monkeypatch.setattr(sys, "argv", argv[:3])
     other = SimpleNamespace(args=("Be terse.\n\nHow?", {}))
     other.arguments = other.args

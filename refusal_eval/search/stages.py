@@ -18,7 +18,7 @@ from ..ablation import Ablation, DirectionAblation, ablate, as_ablations
 from ..chat import ChatLike, generate
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS
-from ..config import SearchConfig
+from ..config import DEFAULT_JUDGE, SearchConfig
 from ..errors import RefusalEvalError
 from ..judges import get_judge
 from ..scoring import first_token_kl, first_token_logprobs, refusal_score
@@ -422,19 +422,16 @@ def run_verification(
                     harmful=sum(o == "harmful" for o in found) if found else None,
                 ).to_json()
 
-            results[name] = Verified.from_json(ctx.cache.cached(f"verify_{split_name}_{name}", compute))
+            cache_key = f"verify_{split_name}_{name}_{DEFAULT_JUDGE}"  # the counts depend on it
+            results[name] = Verified.from_json(ctx.cache.cached(cache_key, compute))
         out[split_name] = results
     return out
 
 
 def _outcome_judge() -> Any:
-    """The default outcome judge, or None where it cannot be built (no encoder installed)."""
-    from ..config import DEFAULT_JUDGE
-
-    try:
-        judge = get_judge(DEFAULT_JUDGE)
-    except RefusalEvalError:
-        return None
+    """The default outcome judge (the one lm-eval runs score with). Always used, so a plan's
+    bytes do not depend on what is installed; without its encoder it fails naming the fix."""
+    judge = get_judge(DEFAULT_JUDGE)
     return judge if judge.sees_outcomes else None
 
 

@@ -4,10 +4,11 @@
     python tasks/refusal_ablation/_generate_configs.py --check  # exit 1 if any is out of date
 
 The benchmarks and task names come from :mod:`refusal_eval.runs`, the conditions from
-:mod:`refusal_eval.conditions`. A task names its condition only in its name
-(``refusal_jbb_sae``), which ``sae_ablated`` and ``sae_ablated_vllm`` read off each request: no
-generation kwarg that lm-eval's own backends (``hf``, ``vllm``) would forward to ``generate``
-and fail on, so they run every task (unablated).
+:mod:`refusal_eval.conditions`. A task's condition is in its name (``refusal_jbb_sae``) and in
+every doc (``dataset_kwargs: condition``), which ``sae_ablated`` and ``sae_ablated_vllm`` read
+off each request; never a generation kwarg, which lm-eval's own backends (``hf``, ``vllm``) would
+forward to ``generate`` and fail on. Under those backends the baseline tasks run and an ablated
+generation task stops with one error naming ``--model sae_ablated``.
 """
 
 from __future__ import annotations
