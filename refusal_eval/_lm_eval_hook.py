@@ -70,6 +70,9 @@ def _one_line_errors() -> None:
     def excepthook(kind: Any, exc: Any, tb: Any) -> None:
         if getattr(kind, "refusal_eval_error", False):
             print(f"error: {exc}", file=sys.stderr)
+            cause = exc.__cause__
+            if cause is not None:  # what a wrapping error was raised from, on one more line
+                print(f"  caused by {type(cause).__name__}: {cause}", file=sys.stderr)
         else:
             previous(kind, exc, tb)
 

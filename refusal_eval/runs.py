@@ -87,6 +87,10 @@ BENCHMARKS: tuple[Benchmark, ...] = (
 BY_NAME = {b.name: b for b in BENCHMARKS}
 HARMFUL = tuple(b.name for b in BENCHMARKS if b.kind == "harmful")
 HARMLESS = tuple(b.name for b in BENCHMARKS if b.kind != "harmful")
+#: the one benchmark of each harmless kind the report reads: over-refusal (XSTest safe) and
+#: harmless compliance (Alpaca)
+OVER_REFUSAL = next(b.name for b in BENCHMARKS if b.kind == "over_refusal")
+COMPLIANCE = next(b.name for b in BENCHMARKS if b.kind == "harmless")
 assert set(get_args(BenchmarkKind)) == set(TEMPLATES)
 
 PREFIX = "refusal_"

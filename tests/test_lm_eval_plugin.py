@@ -399,6 +399,17 @@ def test_an_uncaught_refusal_eval_error_prints_one_line():
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert run.returncode == 1 and run.stderr.strip() == "error: bad thing (fix: do this)"
+    chained = code.replace(
+        "raise RefusalEvalError('bad thing', 'do this')\n",
+        "try:\n    open('/nowhere/x')\nexcept OSError as e:\n"
+        "    raise RefusalEvalError('bad thing', 'do this') from e\n",
+    )
+    run = subprocess.run([sys.executable, "-c", chained], capture_output=True, text=True, timeout=300)
+    lines = run.stderr.strip().splitlines()
+    assert lines[0] == "error: bad thing (fix: do this)" and lines[1].startswith(
+        "  caused by FileNotFoundError:"
+    )
+    assert len(lines) == 2  # no traceback
 
 
 def test_startup_hook_imports_nothing_heavy_and_the_off_switch_skips_it():

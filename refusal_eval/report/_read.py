@@ -11,7 +11,7 @@ from typing import Any
 
 from ..conditions import EVALUATED as CONDITIONS  # re-exported for _write
 from ..errors import RefusalEvalError
-from ..runs import CROSS_ENTROPY, HARMFUL, PREFIX, RunInfo, parse_task, task_name
+from ..runs import COMPLIANCE, CROSS_ENTROPY, HARMFUL, OVER_REFUSAL, PREFIX, RunInfo, parse_task, task_name
 from ._paired import Paired, Sample, kinds_of, outcomes_of, paired_metrics, read_samples, wilson
 
 _RATES = ("refusal_rate", "attack_success", "over_refusal", "compliance")
@@ -194,8 +194,8 @@ def _rates_from_results(row: Row, results: dict[str, Any], n_samples: dict[str, 
         for target, tasks, metric in (
             (row.refusal, harmful, "refusal_rate"),
             (row.attack, harmful, "attack_success"),
-            (row.over_refusal, [task_name("xstest_safe", cond)], "over_refusal"),
-            (row.compliance, [task_name("alpaca", cond)], "compliance"),
+            (row.over_refusal, [task_name(OVER_REFUSAL, cond)], "over_refusal"),
+            (row.compliance, [task_name(COMPLIANCE, cond)], "compliance"),
         ):
             rate = _pooled(results, n_samples, tasks, metric)
             if rate is not None:
@@ -237,10 +237,10 @@ def _rates_from_samples(row: Row, samples: Sequence[Sample]) -> None:
         if harmful:
             row.refusal[cond] = _share(harmful)
             row.attack[cond] = _share([not r for r in harmful])
-        if by.get(("xstest_safe", cond)):
-            row.over_refusal[cond] = _share([s.refused for s in by[("xstest_safe", cond)]])
-        if by.get(("alpaca", cond)):
-            row.compliance[cond] = _share([not s.refused for s in by[("alpaca", cond)]])
+        if by.get((OVER_REFUSAL, cond)):
+            row.over_refusal[cond] = _share([s.refused for s in by[(OVER_REFUSAL, cond)]])
+        if by.get((COMPLIANCE, cond)):
+            row.compliance[cond] = _share([not s.refused for s in by[(COMPLIANCE, cond)]])
         for d in HARMFUL:
             if by.get((d, cond)):
                 row.per_dataset.setdefault(d, {})[cond] = _share([not s.refused for s in by[(d, cond)]]).value

@@ -22,7 +22,7 @@ from typing import Any
 
 from ..conditions import EVALUATED
 from ..judges._base import OUTCOMES, Outcome
-from ..runs import CROSS_ENTROPY, HARMFUL, RunInfo, parse_task, task_name
+from ..runs import COMPLIANCE, CROSS_ENTROPY, HARMFUL, OVER_REFUSAL, RunInfo, parse_task, task_name
 from ._paired import Kinds, Outcomes, Proportion, paired_metrics, read_samples
 
 #: one letter per answer in ``refusal_eval_verdicts``: an outcome judge's four outcomes, or a
@@ -96,7 +96,7 @@ def summarize(results: Mapping[str, Any], results_path: str | Path | None = None
     """The rows of a ``refusal_ablation`` run (an lm-eval results dict), one per condition run."""
     config = results.get("config") or {}
     info = RunInfo.from_config(config)
-    verdicts = config.get("refusal_eval_verdicts")
+    verdicts = info.verdicts if info else None
     if isinstance(verdicts, dict) and verdicts:
         outcomes, kinds = _from_codes(verdicts)
     elif results_path is not None:
@@ -121,8 +121,8 @@ def summarize(results: Mapping[str, Any], results_path: str | Path | None = None
                 else _share([k == "harmful" for k in harmful_kinds]),
                 flip_harmful=paired.harmful_flip.get(cond),
                 flip_refusal=paired.flip.get(cond),
-                over_refusal=_share(list(outcomes.get("xstest_safe", {}).get(cond, {}).values())),
-                alpaca_answered=_share([not r for r in outcomes.get("alpaca", {}).get(cond, {}).values()]),
+                over_refusal=_share(list(outcomes.get(OVER_REFUSAL, {}).get(cond, {}).values())),
+                alpaca_answered=_share([not r for r in outcomes.get(COMPLIANCE, {}).get(cond, {}).values()]),
                 bits_per_byte=float(bpb) if isinstance(bpb, (int, float)) else None,
                 first_token_kl=float(kl) if isinstance(kl, (int, float)) else None,
             )
