@@ -22,7 +22,7 @@ from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
 from refusal_eval.report.summary import encode_verdicts, verdict_code
-from refusal_eval.runs import RunInfo, condition_of_task
+from refusal_eval.runs import RunInfo, Scored, condition_of_task
 from refusal_eval.saes import SAEBundle, load_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
@@ -283,7 +283,11 @@ class AblationRunner:
 
     def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         score = self._lm_evals("loglikelihood_rolling")
-        return self._by_condition(requests, lambda reqs: score(reqs, disable_tqdm))
+
+        def run(reqs: list[Any]) -> list[Any]:  # one group shares one condition
+            return [Scored(v, self._condition(reqs[0])) for v in score(reqs, disable_tqdm)]
+
+        return self._by_condition(requests, run)
 
     # --- conditions ---------------------------------------------------------------------------
     def _condition(self, request: Any) -> str:

@@ -140,6 +140,21 @@ def samples_task(filename: str) -> str | None:
     return filename.removeprefix("samples_").rsplit("_", 1)[0]
 
 
+class Scored(float):
+    """A log-likelihood the ``sae_ablated`` models computed under ``condition``: the cross-entropy
+    tasks check it, as the generation tasks check an answer's verdict."""
+
+    condition: str
+
+    def __new__(cls, value: float, condition: str) -> Scored:
+        obj = super().__new__(cls, value)
+        obj.condition = condition
+        return obj
+
+    def __reduce__(self) -> tuple[type[Scored], tuple[float, str]]:  # survives lm-eval's gathers
+        return (Scored, (float(self), self.condition))
+
+
 # --- provenance -----------------------------------------------------------------------------
 KEY = "refusal_eval_"  # every provenance key in lm-eval's results["config"] starts so
 

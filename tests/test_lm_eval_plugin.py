@@ -381,7 +381,10 @@ def test_lm_evals_own_hf_model_cannot_report_an_ablated_task(planted_dirs):
     ) as err:
         simple_evaluate(tasks=["refusal_jbb_sae"], **args)
     assert "--model sae_ablated" in str(err.value)
+    with pytest.raises(RefusalEvalError, match=r"'direction' cross-entropy task was scored by a model"):
+        simple_evaluate(tasks=["refusal_ce_direction"], **args)
     tasks = ["refusal_jbb_baseline", "refusal_alpaca_baseline", "refusal_length_32_baseline"]
+    tasks += ["refusal_ce_baseline"]
     res = simple_evaluate(tasks=tasks, **{**args, "limit": 2})["results"]  # baselines are portable
     jbb, length = res["refusal_jbb_baseline"], res["refusal_length_32_baseline"]
     assert jbb["refusal_rate,none"] + jbb["attack_success,none"] == pytest.approx(1.0)
@@ -389,6 +392,8 @@ def test_lm_evals_own_hf_model_cannot_report_an_ablated_task(planted_dirs):
     assert length["refusal_any,none"] == pytest.approx(
         length["refusal_rate,none"] + length["late_refusal,none"]
     )
+    ce = res["refusal_ce_baseline"]  # our process_results: lm-eval's own three metrics
+    assert ce["word_perplexity,none"] > 1 and ce["bits_per_byte,none"] > 0
 
 
 def test_an_uncaught_refusal_eval_error_prints_one_line():

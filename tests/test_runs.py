@@ -114,3 +114,29 @@ def test_run_info_round_trips_through_a_results_config() -> None:
     old = RunInfo.from_config({"refusal_eval_model": "m"})  # a run from before judge/device were kept
     assert old is not None and (old.judge, old.device, old.version) == ("?", "?", "?")
     assert {f.name for f in dataclasses.fields(RunInfo)} >= {"model", "judge", "plan_hash", "version"}
+
+
+def test_cross_entropy_results_are_lm_evals_counts_and_check_the_condition() -> None:
+    import pickle
+
+    from lm_eval.api.task import ConfigurableTask
+
+    import tasks.refusal_ablation.utils as utils  # type: ignore[import-not-found]
+    from refusal_eval.errors import RefusalEvalError
+    from refusal_eval.runs import Scored
+
+    text = "a  b\nc déjà vu"
+    words, size = ConfigurableTask.count_words(text), ConfigurableTask.count_bytes(text)
+    got = utils.ce_results({"text": text, "condition": "sae"}, [Scored(-3.0, "sae")])
+    assert got == {
+        "word_perplexity": (-3.0, words),
+        "byte_perplexity": (-3.0, size),
+        "bits_per_byte": (-3.0, size),
+    }
+    with pytest.raises(RefusalEvalError, match="'sae' cross-entropy task was scored by a model"):
+        utils.ce_results({"text": text, "condition": "sae"}, [-3.0])  # a plain float: not ablated
+    with pytest.raises(RefusalEvalError):
+        utils.ce_results({"text": text, "condition": "sae"}, [Scored(-3.0, "direction")])
+    assert utils.ce_results({"text": "x", "condition": "baseline"}, [-1.0])["bits_per_byte"] == (-1.0, 1)
+    back = pickle.loads(pickle.dumps(Scored(-2.5, "sae_fm")))
+    assert (float(back), back.condition) == (-2.5, "sae_fm")

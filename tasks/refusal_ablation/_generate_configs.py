@@ -69,6 +69,8 @@ def ce_yaml(condition: str) -> str:
         "include: _ce_template_yaml",
         f"task: {task_name(CROSS_ENTROPY, condition)}",
         f"tag: {GROUP}_{condition}",
+        "dataset_kwargs:",
+        f"  condition: {condition}",
     ]
     return "\n".join(lines) + "\n"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Any
 
 import datasets
@@ -63,13 +64,31 @@ def load(
     return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
 
 
-def load_text(n: int | None = 100, **_: Any) -> datasets.DatasetDict:
-    """``custom_dataset`` of the cross-entropy tasks: harmless answers (XSTest safe, CC BY 4.0)."""
+def load_text(n: int | None = 100, condition: str | None = None, **_: Any) -> datasets.DatasetDict:
+    """``custom_dataset`` of the cross-entropy tasks: harmless answers (XSTest safe, CC BY 4.0),
+    each doc carrying the task's ``condition`` (what :func:`ce_results` checks)."""
     from refusal_eval.data import harmless_answers
 
-    return datasets.DatasetDict(
-        {"test": datasets.Dataset.from_list([{"text": t} for t in harmless_answers(n)])}
-    )
+    rows = [{"text": t, **({"condition": condition} if condition else {})} for t in harmless_answers(n)]
+    return datasets.DatasetDict({"test": datasets.Dataset.from_list(rows)})
+
+
+def ce_results(doc: dict[str, Any], results: list[float]) -> dict[str, Any]:
+    """lm-eval's own rolling-loglikelihood metrics (word / byte perplexity, bits per byte: the
+    same counts as its default), after checking that an ablated task's score was computed under
+    its condition: lm-eval's own ``hf`` / ``vllm`` would report the baseline under the ablated name."""
+    (loglikelihood,) = results
+    condition = doc.get("condition")
+    if condition not in (None, "baseline") and getattr(loglikelihood, "condition", None) != condition:
+        raise RefusalEvalError(
+            f"a {condition!r} cross-entropy task was scored by a model that does not apply ablations: "
+            "its numbers would be the baseline's under an ablated name",
+            "run ablated tasks with --model sae_ablated (or sae_ablated_vllm), without --use_cache",
+        )
+    text = str(doc["text"])
+    words, size = len(re.split(r"\s+", text)), len(text.encode("utf-8"))
+    ll = float(loglikelihood)
+    return {"word_perplexity": (ll, words), "byte_perplexity": (ll, size), "bits_per_byte": (ll, size)}
 
 
 def doc_to_text(doc: dict[str, Any]) -> str:
