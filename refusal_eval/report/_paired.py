@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..judges._base import OUTCOMES
-from ..runs import BY_NAME, HARMFUL, HARMLESS, parse_task, samples_task
+from ..runs import BY_NAME, HARMFUL, HARMLESS, PREFIX, parse_task, samples_task
 
 
 @dataclass(frozen=True)
@@ -107,7 +107,7 @@ def read_samples(results_path: str | Path, judged: bool = True) -> list[Sample]:
     p = Path(results_path)
     date_id = p.stem.removeprefix("results_")
     out: list[Sample] = []
-    for path in sorted(p.parent.glob(f"samples_refusal_*_{date_id}.jsonl")):
+    for path in sorted(p.parent.glob(f"samples_{PREFIX}*_{date_id}.jsonl")):
         parsed = parse_task(samples_task(path.name) or "")
         if parsed is None:
             continue
