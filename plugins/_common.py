@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import itertools
 import logging
 import os
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
 from refusal_eval.report.summary import encode_verdicts, verdict_code
-from refusal_eval.runs import RunInfo, Scored, condition_of_task
+from refusal_eval.runs import GROUP, PREFIX, RunInfo, Scored, condition_of_task
 from refusal_eval.saes import SAEBundle, load_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
@@ -92,12 +91,8 @@ def check_cli_cache(argv: list[str] | None = None) -> None:
     argv = sys.argv if argv is None else argv
     if not any(a in ("--use_cache", "-c") or a.startswith("--use_cache=") for a in argv):
         return
-    tasks: list[str] = []
-    for flag, value in itertools.pairwise(argv):
-        if flag in ("--tasks", "-t"):
-            tasks += value.split(",")
-    tasks += [a.split("=", 1)[1] for a in argv if a.startswith("--tasks=")]
-    groups = ("refusal_ablation", "refusal_length")
+    tasks = (cli_flag("--tasks", argv) or cli_flag("-t", argv) or "").split(",")
+    groups = (GROUP, f"{PREFIX}length")  # refusal_ablation*, refusal_length*: ablated unless _baseline
     if any(t.startswith(groups) and not t.endswith("_baseline") for t in tasks) or any(
         condition_of_task(t) not in (None, "baseline") for t in tasks
     ):
@@ -342,6 +337,20 @@ class AblationRunner:
         from refusal_eval import __version__
 
         plan = self.plan if self.saes is not None and self.plan_arg != "none" else None
+        plan_fields: dict[str, Any] = (
+            {
+                "plan": display_path(plan.path),
+                "plan_hash": plan.hash,
+                "plan_layer": plan.layer,
+                "plan_layers": plan.sae_layers,
+                "feature_counts": plan.counts(),
+                "dormant": plan.dormant_count,
+                "hydra": plan.hydra_count,
+                "first_token_kl": plan.first_token_kl,
+            }
+            if plan
+            else {}
+        )
         return RunInfo(
             model=str(self.chat.info.get("name", self.chat.spec)),
             judge=self.judge_spec,
@@ -356,14 +365,7 @@ class AblationRunner:
                 "applied_by": sorted(self.template_applied_by) or ["-"],
             },
             saes=self.saes.describe() if self.saes is not None else None,
-            plan=display_path(plan.path) if plan else None,
-            plan_hash=plan.hash if plan else None,
-            plan_layer=plan.layer if plan else None,
-            plan_layers=plan.sae_layers if plan else None,
-            feature_counts=plan.counts() if plan else None,
-            dormant=plan.dormant_count if plan else None,
-            hydra=plan.hydra_count if plan else None,
-            first_token_kl=plan.first_token_kl if plan else None,
+            **plan_fields,
             # one process's verdicts are the whole run's only without data parallelism (lm-eval
             # asks rank 0 alone for this record): else the report reads --log_samples
             verdicts=(encode_verdicts(self._verdicts) or None) if _world_size(self) == 1 else None,

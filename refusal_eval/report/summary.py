@@ -23,7 +23,7 @@ from typing import Any
 from ..conditions import EVALUATED
 from ..judges._base import OUTCOMES, Outcome
 from ..runs import COMPLIANCE, CROSS_ENTROPY, HARMFUL, OVER_REFUSAL, RunInfo, parse_task, task_name
-from ._paired import Kinds, Outcomes, Proportion, paired_metrics, read_samples
+from ._paired import Kinds, Outcomes, Proportion, kinds_of, outcomes_of, paired_metrics, read_samples
 
 #: one letter per answer in ``refusal_eval_verdicts``: an outcome judge's four outcomes, or a
 #: refusal-only judge's refused / answered; "." marks a doc id that was not run
@@ -79,15 +79,6 @@ def _from_codes(verdicts: Mapping[str, str]) -> tuple[Outcomes, Kinds]:
     return outcomes, kinds
 
 
-def _from_samples(results_path: Path) -> tuple[Outcomes, Kinds]:
-    outcomes: Outcomes = {}
-    kinds: Kinds = {}
-    for s in read_samples(results_path):
-        outcomes.setdefault(s.dataset, {}).setdefault(s.condition, {})[s.key] = s.refused
-        kinds.setdefault(s.dataset, {}).setdefault(s.condition, {})[s.key] = s.outcome
-    return outcomes, kinds
-
-
 def _share(values: Sequence[bool]) -> Proportion | None:
     return Proportion(sum(values), len(values)) if values else None
 
@@ -100,7 +91,8 @@ def summarize(results: Mapping[str, Any], results_path: str | Path | None = None
     if isinstance(verdicts, dict) and verdicts:
         outcomes, kinds = _from_codes(verdicts)
     elif results_path is not None:
-        outcomes, kinds = _from_samples(Path(results_path))
+        samples = read_samples(Path(results_path))
+        outcomes, kinds = outcomes_of(samples), kinds_of(samples)
     else:
         return []
     conditions = [c for c in EVALUATED if any(c in outcomes.get(d, {}) for d in HARMFUL)]
