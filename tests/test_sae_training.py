@@ -61,6 +61,8 @@ def test_bad_train_arguments(tmp_path):
         check_train_args(TrainConfig(layer=0, width=0), 3, tmp_path)
     with pytest.raises(RefusalEvalError, match="--checkpoints must be >= 0, got -1"):
         check_train_args(TrainConfig(layer=0, n_checkpoints=-1), 3, tmp_path)
+    with pytest.raises(RefusalEvalError, match=r"--aux-coef must be >= 0, got -1.0"):
+        check_train_args(TrainConfig(layer=0, aux_coefficient=-1.0), 3, tmp_path)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(RefusalEvalError, match="cannot write to"):

@@ -86,6 +86,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--dead-window", type=int, default=10, help="steps before a silent latent counts as dead")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--aux-coef", type=float, default=1.0, help="TopK aux-loss weight")
     p.add_argument("--batch-tokens", type=int, default=2048, help="tokens per training step")
     p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
     p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
@@ -103,7 +104,7 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
     cfg = TrainConfig(
         layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
         dead_feature_window=args.dead_window, lr=args.lr, batch_tokens=args.batch_tokens,
-        n_checkpoints=args.checkpoints,
+        n_checkpoints=args.checkpoints, aux_coefficient=args.aux_coef,
     )  # fmt: skip
     out = Path(args.out)
     chat = load_cli_model(args)

@@ -33,4 +33,6 @@ class TrainConfig:
     batch_tokens: int = 2048
     seed: int = 42
     dead_feature_window: int = 10  # steps without firing before a latent counts as dead
+    # TopK's auxiliary loss (dead latents reconstruct the residual error); 1.0 is sae-lens' default
+    aux_coefficient: float = 1.0
     n_checkpoints: int = 4  # full trainer checkpoints during the run (only the newest is kept)

@@ -87,7 +87,7 @@ def _sae_config(cfg: TrainConfig, d_in: int) -> Any:
 
     common = {"d_in": d_in, "d_sae": cfg.width}
     if cfg.arch == "topk":
-        return sae_lens.TopKTrainingSAEConfig(k=cfg.k, **common)
+        return sae_lens.TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_coefficient, **common)
     if cfg.arch == "jumprelu":
         return sae_lens.JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l0_coefficient, **common)
     return sae_lens.StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
@@ -96,6 +96,10 @@ def _sae_config(cfg: TrainConfig, d_in: int) -> Any:
 def check_train_args(cfg: TrainConfig, n_layers: int, out: Path) -> None:
     if cfg.width < 1:
         raise RefusalEvalError(f"--width must be at least 1, got {cfg.width}", "pass e.g. --width 4096")
+    if cfg.aux_coefficient < 0:
+        raise RefusalEvalError(
+            f"--aux-coef must be >= 0, got {cfg.aux_coefficient}", "pass e.g. --aux-coef 1.0"
+        )
     if cfg.n_checkpoints < 0:
         raise RefusalEvalError(
             f"--checkpoints must be >= 0, got {cfg.n_checkpoints}", "pass e.g. --checkpoints 4"
