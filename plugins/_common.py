@@ -27,7 +27,12 @@ from refusal_eval.search.plan import AblationPlan, display_path
 
 log = logging.getLogger(__name__)
 
-OWN_ARGS = ("pretrained", "saes", "sae_layers", "plan", "condition", "judge", "dtype", "revision")
+OWN_ARGS = (
+    "pretrained", "saes", "sae_layers", "sae_latents", "plan", "condition", "judge", "dtype", "revision",
+)  # fmt: skip
+#: ``sae_latents=``: hold only the latents the plan ablates (when the plan is known without a
+#: search), or every latent of every SAE
+SAE_LATENTS = ("plan", "all")
 
 
 def split_args(
@@ -182,23 +187,51 @@ class AblationRunner:
         condition: str,
         judge: str,
         search_overrides: dict[str, Any],
+        sae_latents: str = "plan",
         **load: Any,
     ) -> None:
         """The chat model (``load``: dtype/device/revision for :func:`~refusal_eval.load_model`),
         SAEs, search config, judge and plan argument, checked before the backend starts."""
         check_condition(condition)
         check_cli_cache()
+        if sae_latents not in SAE_LATENTS:
+            raise RefusalEvalError(
+                f"sae_latents={sae_latents!r} is not one of {list(SAE_LATENTS)}",
+                "pass sae_latents=plan (hold the plan's latents only) or sae_latents=all",
+            )
         self.judge = get_judge(judge)  # built once; fails early on a bad spec
         self.chat = load_model(str(pretrained), **load)
-        sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        self.saes = (
-            load_saes(sae_source, layers=parse_layers(sae_layers), model=self.chat) if sae_source else None
-        )
         self.search_config = load_config(overrides=search_overrides)
+        sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
+        layers = parse_layers(sae_layers)
+        held = self._plan_latents(sae_source, layers, str(plan)) if sae_latents == "plan" else None
+        self.saes = (
+            load_saes(sae_source, layers=layers, latents=held, model=self.chat) if sae_source else None
+        )
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan = None
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
+
+    def _plan_latents(
+        self, source: str | None, layers: list[int] | None, plan: str
+    ) -> dict[int, list[int]] | None:
+        """The latents the plan ablates, when the plan is known before any search: a plan file,
+        or ``plan=auto`` with a cached or shipped plan for these SAEs (its key is computed from
+        SAEs that hold no latents: their fingerprints are all it needs). None: hold everything
+        (no SAEs or plan, or a search is still to come, which reads every latent)."""
+        if source is None or plan == "none":
+            return None
+        from refusal_eval.search.auto import find_plan
+        from refusal_eval.search.pipeline import search_inputs
+
+        if plan == "auto":
+            headers = load_saes(source, layers=layers, latents={}, model=self.chat)
+            found = find_plan(search_inputs(self.chat, headers, self.search_config).key)
+            if found is None:
+                return None
+            plan = str(found)
+        return AblationPlan.load(plan).held_latents()
 
     # --- supplied by the backend --------------------------------------------------------------
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:

@@ -87,6 +87,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         pretrained: str = "default",
         saes: str | None = None,
         sae_layers: str | int | None = None,
+        sae_latents: str = "plan",
         plan: str = "auto",
         condition: str = "baseline",
         judge: str = DEFAULT_JUDGE,
@@ -100,9 +101,9 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
             kwargs, _HFLM_ARGS, "sae_ablated", (*OWN_ARGS, "device", "batch_size")
         )
         self._setup(
-            pretrained=pretrained, saes=saes, sae_layers=sae_layers, plan=plan, condition=condition,
-            judge=judge, search_overrides=search_overrides, dtype=dtype, device=_usable(device),
-            revision=revision,
+            pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, plan=plan,
+            condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
+            device=_usable(device), revision=revision,
         )  # fmt: skip
         cpu = self.chat.device.type == "cpu"
         self.batch_size_used = chosen_batch_size(

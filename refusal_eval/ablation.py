@@ -129,13 +129,16 @@ def validate(model: nn.Module, ablations: Sequence[Ablation]) -> None:
                 f"latent ids {bad[:5]} are out of range for SAE {coder.source} (d_sae={coder.d_sae})",
                 f"latent ids must be in 0..{coder.d_sae - 1}",
             )
+        coder.positions(ab.union)  # a held coder names the fix if a latent is not held
 
 
 # --- the math, shared by every backend (HF hooks here, vLLM decoder layers in refusal_eval.vllm) ---
 def ablate_latents(coder: SparseCoder, x: Tensor, idx: Tensor, mask: Tensor | None = None) -> Tensor:
-    """``x`` with the latents ``idx`` of ``coder`` zero-ablated, the SAE error term kept: the
-    sparse delta ``x - sum_i mask_i f_i(x) W_dec[i]``. ``mask`` (1 ablate, 0 keep; broadcast
-    against ``(..., len(idx))``) lets a fixed-size, padded ``idx`` carry any latent set."""
+    """``x`` with the latents at columns ``idx`` of ``coder`` zero-ablated, the SAE error term
+    kept: the sparse delta ``x - sum_i mask_i f_i(x) W_dec[i]``. ``idx`` indexes the held
+    tensors (``coder.positions(latent_ids)``; the ids themselves for a whole coder). ``mask``
+    (1 ablate, 0 keep; broadcast against ``(..., len(idx))``) lets a fixed-size, padded ``idx``
+    carry any latent set."""
     acts = coder.encode_latents(x, idx)
     if mask is not None:
         acts = acts * mask
@@ -165,7 +168,7 @@ class _LatentEdit:
         self.coder = ab.coder.to(device=device)
         union = ab.union
         pos = {latent: j for j, latent in enumerate(union)}
-        self.idx = torch.tensor(union, dtype=torch.long, device=device)
+        self.idx = torch.tensor(self.coder.positions(union), dtype=torch.long, device=device)
         self.n_rows = len(ab.rows)
         mask = torch.zeros(self.n_rows, len(union), dtype=self.coder.W_dec.dtype, device=device)
         for r, row in enumerate(ab.rows):

@@ -14,7 +14,7 @@ import refusal_eval
 from refusal_eval.config import DEFAULT_JUDGE, SearchConfig
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.search.pipeline import PromptSets, run_search
-from refusal_eval.search.plan import write_plan
+from refusal_eval.search.plan import AblationPlan, write_plan
 
 HERE = Path(__file__).resolve().parent
 CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
@@ -68,10 +68,24 @@ def test_conditions_through_lm_eval(planted_plan):
     assert info["refusal_eval_plan_layers"] == [0, 1] and info["refusal_eval_dormant"] == 8
     assert info["refusal_eval_feature_counts"]["sae"] == 4 and info["refusal_eval_hydra"] == 8
     assert sorted(info["refusal_eval_saes"]["hooks"]) == ["0", "1"]
+    # the SAEs hold only the latents some condition of the plan ablates (sae, sae_fm, random)
+    held = {str(k): len(v) for k, v in AblationPlan.load(plan).held_latents().items()}
+    assert info["refusal_eval_saes"]["held"] == held
+    assert all(n < info["refusal_eval_saes"]["d_sae"][k] for k, n in held.items())  # a true subset
     assert info["refusal_eval_device"] == "cpu" and info["refusal_eval_plan"] == plan  # outside package/cache
     assert info["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated"]
     assert info["refusal_eval_version"] == refusal_eval.__version__
     assert info["model_sha"] == (info["refusal_eval_model_revision"] or "")  # GGUF sha256 offline
+
+
+def test_holding_every_latent_answers_the_same(planted_plan):
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"
+    tasks = ["refusal_planted_sae", "refusal_planted_random"]
+    held, whole = _evaluate(args, tasks), _evaluate(args + ",sae_latents=all", tasks)
+    assert whole["config"]["refusal_eval_saes"]["held"] == {"0": "all", "1": "all"}
+    for task in tasks:
+        assert held["results"][task] == whole["results"][task], task
 
 
 def test_chat_template_applied_once_whoever_applies_it(planted_plan):
@@ -190,6 +204,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypat
         (",colour=blue", r"unknown sae_ablated model_args \['colour'\]"),
         (",condition=sideways", "unknown condition 'sideways'"),
         (",search_tau=lots", "tau='lots' is not a valid"),
+        (",sae_latents=some", r"sae_latents='some' is not one of \['plan', 'all'\]"),
     ],
 )
 def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):
@@ -289,6 +304,8 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     text = json.dumps(out, default=str)
     assert '"refusal_eval_plan_layers": [0, 1]' in text
     assert '"refusal_eval_hydra": 8' in text and info
+    held = {str(k): len(v) for k, v in AblationPlan.load(shipped).held_latents().items()}
+    assert out["config"]["refusal_eval_saes"]["held"] == held  # the found plan's latents only
 
 
 def test_registered_models_name_their_default_release():

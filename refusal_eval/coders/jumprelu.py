@@ -22,3 +22,7 @@ class JumpReLUCoder(SparseCoder):
     @classmethod
     def tensor_fields(cls) -> tuple[str, ...]:
         return (*super().tensor_fields(), "threshold")
+
+    @classmethod
+    def latent_fields(cls) -> tuple[str, ...]:
+        return (*super().latent_fields(), "threshold")

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ import torch
 from ..coders import SparseCoder, coder_class
 from ..errors import RefusalEvalError
 from ..hooks import HookPoint
+from ._slices import read_latents, sae_lens_cfg
+
+log = logging.getLogger(__name__)
 
 #: sae-lens releases whose ids follow a per-layer template (add releases here, not if-chains).
 RELEASE_ID_TEMPLATES: dict[str, str] = {
@@ -62,6 +66,10 @@ class SAEBundle(Mapping[int, SparseCoder]):
             "hooks": {str(k): c.hook.tl_name for k, c in sorted(self.coders.items())},
             "d_sae": {str(k): c.d_sae for k, c in sorted(self.coders.items())},
             "architecture": {str(k): c.architecture for k, c in sorted(self.coders.items())},
+            # latents whose weights are in memory: "all", or how many of d_sae (load_saes latents=)
+            "held": {
+                str(k): "all" if c.held is None else len(c.held) for k, c in sorted(self.coders.items())
+            },
         }
 
 
@@ -78,7 +86,13 @@ def hook_of(metadata: Any) -> HookPoint:
 
 def from_sae_lens(sae: Any, source: str, dtype: torch.dtype = torch.float32) -> SparseCoder:
     """Convert a sae-lens SAE object (weights copied) into a SparseCoder."""
-    cfg = sae.cfg
+    cls = coder_class(_checked(sae.cfg, source).architecture())
+    tensors = {name: getattr(sae, name).detach().to(dtype).clone() for name in cls.tensor_fields()}
+    return _coder(sae.cfg, tensors, source)
+
+
+def _checked(cfg: Any, source: str) -> Any:
+    """``cfg`` if it describes a residual-stream SAE refusal_eval can run unchanged."""
     if getattr(cfg, "normalize_activations", "none") not in ("none", None):
         raise RefusalEvalError(
             f"SAE {source} uses normalize_activations={cfg.normalize_activations!r}",
@@ -88,16 +102,20 @@ def from_sae_lens(sae: Any, source: str, dtype: torch.dtype = torch.float32) -> 
         raise RefusalEvalError(
             f"SAE {source} is not a residual-stream SAE", "use SAEs on resid_post / model.layers.L"
         )
-    cls = coder_class(cfg.architecture())
-    tensors = {name: getattr(sae, name).detach().to(dtype).clone() for name in cls.tensor_fields()}
+    return cfg
+
+
+def _coder(cfg: Any, tensors: dict[str, Any], source: str, **held: Any) -> SparseCoder:
+    """A SparseCoder from a sae-lens config and its tensors (``held``: the subset fields)."""
     extra: dict[str, Any] = {}
     if hasattr(cfg, "k"):
         extra["k"] = int(cfg.k)
     if hasattr(cfg, "rescale_acts_by_decoder_norm"):
         extra["rescale_acts_by_decoder_norm"] = bool(cfg.rescale_acts_by_decoder_norm)
-    return cls(
+    return coder_class(cfg.architecture())(
         **tensors,
         **extra,
+        **held,
         hook=hook_of(cfg.metadata),
         apply_b_dec_to_input=bool(cfg.apply_b_dec_to_input),
         source=source,
@@ -113,9 +131,23 @@ def shipped_releases() -> dict[str, Path]:
     return {p.name: Path(str(p)) for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
 
 
-def _load_dir(path: Path, device: str, dtype: torch.dtype) -> SparseCoder:
+def _load_dir(
+    path: Path, device: str, dtype: torch.dtype, latents: Sequence[int] | None = None
+) -> SparseCoder:
     from sae_lens import SAE
     from safetensors import SafetensorError
+
+    if latents is not None:
+        cfg = _checked(sae_lens_cfg(path), str(path))
+        cls = coder_class(cfg.architecture())
+        if cls.separable:
+            ids = sorted({int(i) for i in latents})
+            tensors, sha = read_latents(
+                path, cfg, cls.tensor_fields(), cls.latent_fields(), ids, dtype, device
+            )
+            d_sae = int(cfg.d_sae)
+            return _coder(cfg, tensors, str(path), held=tuple(ids), full_d_sae=d_sae, full_sha256=sha)
+        log.warning("%s: a %s SAE is held whole (its encoder reads every latent)", path, cls.architecture)
 
     cfg_file = path / "cfg.json"
     try:
@@ -222,6 +254,7 @@ def _load_release(
     ids: Sequence[str] | None,
     device: str,
     dtype: torch.dtype,
+    latents: Mapping[int, Sequence[int]] | None = None,
 ) -> tuple[dict[int, SparseCoder], dict[int, str]]:
     from sae_lens import SAE
 
@@ -239,6 +272,11 @@ def _load_release(
                 "local SAE directory",
             ) from exc
         coder = from_sae_lens(sae, f"{release}/{sae_id}", dtype)
+        del sae
+        if latents is not None and coder.separable:
+            # sae-lens' hub loaders read whole files (Gemma Scope ships .npz): hold one layer's
+            # SAE whole at a time and keep only the requested latents' rows
+            coder = coder.subset(latents.get(coder.layer, ()))
         coders[coder.layer] = coder
         id_map[coder.layer] = sae_id
     return coders, id_map
@@ -249,11 +287,21 @@ def load_saes(
     layers: Sequence[int] | None = None,
     ids: Sequence[str] | None = None,
     *,
+    latents: Mapping[int, Sequence[int]] | None = None,
     model: Any | None = None,
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
 ) -> SAEBundle:
-    """Load SAEs for ``layers`` (all available if None) and check them against ``model``."""
+    """Load SAEs for ``layers`` (all available if None) and check them against ``model``.
+
+    ``latents={layer: [ids]}`` holds only those latents of each loaded layer (none for a loaded
+    layer it does not name: that SAE keeps ``b_dec``, its shape and its fingerprint): memory
+    O(|S| x d_in) instead of the SAE's width. Local directories are read from safetensors
+    slices, never whole; hub releases are loaded whole one layer at a time and shrunk. TopK
+    SAEs are always held whole (a latent's activation depends on every other latent's
+    pre-activation)."""
+    if latents is not None:
+        latents = {int(k): [int(i) for i in v] for k, v in latents.items()}
     shipped = shipped_releases()
     path = shipped.get(source) or Path(source).expanduser()
     available: list[int] | None = None
@@ -262,15 +310,16 @@ def load_saes(
         id_map: dict[int, str] = {}
         available = []
         for d in _sae_dirs(path):
-            coder = _load_dir(d, device, dtype)
-            available.append(coder.layer)
-            if layers is None or coder.layer in layers:
-                coders[coder.layer] = coder
-                id_map[coder.layer] = d.name
+            layer = hook_of(sae_lens_cfg(d).metadata).layer  # read the cfg before any weights
+            available.append(layer)
+            if layers is None or layer in layers:
+                held = None if latents is None else latents.get(layer, ())
+                coders[layer] = _load_dir(d, device, dtype, held)
+                id_map[layer] = d.name
     elif source.startswith((".", "/", "~")):
         raise RefusalEvalError(f"SAE path {source} does not exist", "pass an existing sae-lens SAE directory")
     else:
-        coders, id_map = _load_release(source, layers, ids, device, dtype)
+        coders, id_map = _load_release(source, layers, ids, device, dtype, latents)
     if layers is not None:
         missing = sorted(set(layers) - set(coders))
         if missing:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from .._cache import atomic_write
@@ -207,6 +206,15 @@ class AblationPlan:
             )
         return by_layer(self.body.sets[condition])
 
+    def held_latents(self) -> dict[int, list[int]]:
+        """``{layer: latents}`` that any of the plan's latent conditions ablates: all an SAE must
+        hold to run every condition (``load_saes(..., latents=plan.held_latents())``)."""
+        union: dict[int, set[int]] = {}
+        for condition in LATENT_CONDITIONS:
+            for layer, ids in by_layer(self.body.sets.get(condition, ())).items():
+                union.setdefault(layer, set()).update(ids)
+        return {layer: sorted(ids) for layer, ids in sorted(union.items())}
+
     def counts(self) -> dict[str, int]:
         return {c: len(self.body.sets[c]) for c in LATENT_CONDITIONS if c in self.body.sets}
 
@@ -280,10 +288,5 @@ class _Condition:
 
 
 def sae_weights_hash(coder: SparseCoder) -> str:
-    digest = hashlib.sha256()
-    for name in coder.tensor_fields():
-        t = getattr(coder, name)
-        if t is not None:
-            digest.update(name.encode())
-            digest.update(t.detach().cpu().to(torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    """The whole SAE's weight fingerprint (held coders carry it from their loader)."""
+    return coder.weights_sha256()

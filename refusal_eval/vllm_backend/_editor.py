@@ -96,7 +96,7 @@ def edit_state(ablations: Sequence[Ablation]) -> EditState:
             raise RefusalEvalError(
                 f"two latent ablations at layer {ab.coder.layer}", "merge them into one latent set"
             )
-        latents[ab.coder.layer] = list(ab.union)
+        latents[ab.coder.layer] = ab.coder.positions(ab.union)  # the slot holds the coder's columns
     return EditState(latents, direction, direction_layers)
 
 

@@ -41,7 +41,7 @@ class SaeSlot:
             site=coder.hook.site,
             architecture=coder.architecture,
             d_in=coder.d_in,
-            d_sae=coder.d_sae,
+            d_sae=coder.n_held,  # the slot's width: a held coder's columns, not the SAE's
             dtype=str(coder.W_enc.dtype).removeprefix("torch."),
             apply_b_dec_to_input=coder.apply_b_dec_to_input,
             k=int(getattr(coder, "k", 0)),
