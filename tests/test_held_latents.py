@@ -7,6 +7,8 @@ generations equal those of the whole SAE, bit for bit.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from conftest import D_MODEL, make_coder, make_sae_lens
@@ -49,6 +51,9 @@ def test_held_coder_holds_only_the_requested_rows(wide_dir):
     assert sizes == {
         "W_enc": (D_MODEL, 6), "b_enc": (6,), "W_dec": (6, D_MODEL), "b_dec": (D_MODEL,), "threshold": (6,),
     }  # fmt: skip
+    # own memory: one kept view into the memory-mapped file would keep all of it mapped
+    mapped = [line for line in Path("/proc/self/maps").read_text().splitlines() if str(wide_dir) in line]
+    assert mapped == []
     held_bytes = sum(getattr(c, n).numel() * 4 for n in c.tensor_fields())
     assert held_bytes == (2 * 6 * D_MODEL + 2 * 6 + D_MODEL) * 4  # 3.4 KB of the whole SAE's 33.8 MB
     assert held.describe()["held"] == {"1": 6, "2": 1}
