@@ -98,11 +98,11 @@ def _held_sets(args: argparse.Namespace) -> dict[int, list[int]] | None:
     }
 
 
-def _load(args: argparse.Namespace) -> tuple[torch.nn.Module, object, dict[str, float]]:
+def _load(args: argparse.Namespace) -> tuple[torch.nn.Module | None, object, dict[str, float]]:
     from refusal_eval import load_saes
 
     t0 = time.perf_counter()
-    model = _model(args.model, args.model_layers)
+    model = None if args.no_model else _model(args.model, args.model_layers)
     t_model = time.perf_counter() - t0
     t0 = time.perf_counter()
     root = Path(args.root) / f"{args.model}-{args.width}"
@@ -119,16 +119,23 @@ def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
+def _rss_now_gb() -> dict[str, float]:
+    """Resident now: all, anonymous (tensors) and file-backed (mapped files) pages."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    return {f"{k}_gb": int(status[k].split()[0]) / 2**20 for k in ("VmRSS", "RssAnon", "RssFile")}
+
+
 def load(args: argparse.Namespace) -> None:
     _, saes, stats = _load(args)
     held = saes.describe()["held"]["0"]  # type: ignore[attr-defined]
-    print(json.dumps({**vars(args), **stats, "peak_rss_gb": _peak_rss_gb(), "held": held}))
+    print(json.dumps({**vars(args), **stats, "peak_rss_gb": _peak_rss_gb(), **_rss_now_gb(), "held": held}))
 
 
 def forward(args: argparse.Namespace) -> None:
     from refusal_eval import ablate
 
     model, saes, stats = _load(args)
+    assert model is not None, "forward needs the model (drop --no-model)"
     sets = _held_sets(args) or {layer: list(range(args.held)) for layer in range(args.layers)}
     ids = torch.randint(10, 30_000, (args.batch, args.seq), generator=torch.Generator().manual_seed(2))
     out: dict[str, float] = {}
@@ -156,6 +163,7 @@ def main() -> None:
     ap.add_argument("--model-layers", type=int, default=None, help="cut the model to N layers")
     ap.add_argument("--held", type=int, default=20, help="latents held (and ablated) per layer")
     ap.add_argument("--whole", action="store_true", help="hold every latent")
+    ap.add_argument("--no-model", action="store_true", help="load the SAEs only")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=8)

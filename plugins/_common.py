@@ -203,35 +203,37 @@ class AblationRunner:
         self.chat = load_model(str(pretrained), **load)
         self.search_config = load_config(overrides=search_overrides)
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        layers = parse_layers(sae_layers)
-        held = self._plan_latents(sae_source, layers, str(plan)) if sae_latents == "plan" else None
-        self.saes = (
-            load_saes(sae_source, layers=layers, latents=held, model=self.chat) if sae_source else None
-        )
+        self.saes = self._load_saes(sae_source, parse_layers(sae_layers), str(plan), sae_latents)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan = None
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
 
-    def _plan_latents(
-        self, source: str | None, layers: list[int] | None, plan: str
-    ) -> dict[int, list[int]] | None:
-        """The latents the plan ablates, when the plan is known before any search: a plan file,
-        or ``plan=auto`` with a cached or shipped plan for these SAEs (its key is computed from
-        SAEs that hold no latents: their fingerprints are all it needs). None: hold everything
-        (no SAEs or plan, or a search is still to come, which reads every latent)."""
-        if source is None or plan == "none":
+    def _load_saes(
+        self, source: str | None, layers: list[int] | None, plan: str, sae_latents: str
+    ) -> SAEBundle | None:
+        """The SAEs, holding only the latents the plan ablates when the plan is known before any
+        search: a plan file, or ``plan=auto`` with a cached or shipped plan for these SAEs (its
+        key needs only the SAEs' fingerprints, so they are first loaded holding no latents).
+        Held whole: ``sae_latents=all``, TopK SAEs, and a search still to come (it reads every
+        latent)."""
+        if source is None:
             return None
-        from refusal_eval.search.auto import find_plan
-        from refusal_eval.search.pipeline import search_inputs
-
+        if sae_latents == "all" or plan == "none":
+            return load_saes(source, layers=layers, model=self.chat)
         if plan == "auto":
+            from refusal_eval.search.auto import find_plan
+            from refusal_eval.search.pipeline import search_inputs
+
             headers = load_saes(source, layers=layers, latents={}, model=self.chat)
+            if all(c.held is None for c in headers.values()):
+                return headers  # TopK: held whole already
             found = find_plan(search_inputs(self.chat, headers, self.search_config).key)
             if found is None:
-                return None
+                return load_saes(source, layers=layers, model=self.chat)
             plan = str(found)
-        return AblationPlan.load(plan).held_latents()
+        held = AblationPlan.load(plan).held_latents()
+        return load_saes(source, layers=layers, latents=held, model=self.chat)
 
     # --- supplied by the backend --------------------------------------------------------------
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:

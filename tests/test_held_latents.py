@@ -130,7 +130,7 @@ def test_a_latent_that_is_not_held_names_the_fix(wide_dir, qwen_tiny):
 
 def test_topk_is_held_whole_and_says_so(tmp_path, caplog):
     make_sae_lens("topk", d_sae=512, layer=1, k=8).save_model(str(tmp_path / "topk"))
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         saes = load_saes(str(tmp_path / "topk"), latents={1: [1, 2]})
     assert saes[1].held is None and saes[1].n_held == 512
     assert saes.describe()["held"] == {"1": "all"}

@@ -147,7 +147,7 @@ def _load_dir(
             )
             d_sae = int(cfg.d_sae)
             return _coder(cfg, tensors, str(path), held=tuple(ids), full_d_sae=d_sae, full_sha256=sha)
-        log.warning("%s: a %s SAE is held whole (its encoder reads every latent)", path, cls.architecture)
+        log.info("%s: a %s SAE is held whole (its encoder reads every latent)", path, cls.architecture)
 
     cfg_file = path / "cfg.json"
     try:
