@@ -29,13 +29,30 @@ from ._slices import read_latents, sae_lens_cfg
 log = logging.getLogger(__name__)
 
 #: sae-lens releases whose ids follow a per-layer template (add releases here, not if-chains).
+#: Keys are release names or fnmatch patterns (the first match wins, so specific ones go first).
 RELEASE_ID_TEMPLATES: dict[str, str] = {
     "gemma-scope-2b-pt-res-canonical": "layer_{layer}/width_16k/canonical",
     "gemma-scope-2b-pt-res": "layer_{layer}/width_16k/average_l0_71",
     "gemma-scope-9b-pt-res-canonical": "layer_{layer}/width_16k/canonical",
     "llama_scope_lxr_8x": "l{layer}r_8x",
     "llama_scope_lxr_32x": "l{layer}r_32x",
+    # Gemma Scope 2 (Gemma 3, -pt and -it): every layer in -all (small/big L0), a few in -res
+    "gemma-scope-2-*-res-all": "layer_{layer}_width_16k_l0_small",
+    "gemma-scope-2-*-res": "layer_{layer}_width_16k_l0_medium",
+    # SAEs trained on chat models: andyrdt's (dictionary_learning BatchTopK -> JumpReLU), Goodfire's
+    "*-andyrdt": "resid_post_layer_{layer}_trainer_1",
+    "goodfire-*": "layer_{layer}",
 }
+_WIDTH_IN_ID = re.compile(r"width_(\w+?)(?=[/_]|$)")
+
+
+def release_template(release: str) -> str:
+    """The id template of a release ("" if none is listed)."""
+    import fnmatch
+
+    return next(
+        (t for pattern, t in RELEASE_ID_TEMPLATES.items() if fnmatch.fnmatchcase(release, pattern)), ""
+    )
 
 
 @dataclass
@@ -227,14 +244,14 @@ def resolve_release_ids(
             f"release {release!r} has no SAE for layer(s) {missing} (it has {sorted(by_layer)})",
             "pick layers the release covers",
         )
-    template = RELEASE_ID_TEMPLATES.get(release, "")
-    width = next((part for part in template.split("/") if part.startswith("width_")), None)
+    template = release_template(release)
+    width = m.group(1) if (m := _WIDTH_IN_ID.search(template)) else None
     want_l0 = int(m.group(1)) if (m := _L0_IN_ID.search(template)) else None
     out: dict[int, str] = {}
     for layer in layers:
         ids = sorted(by_layer[layer])
         exact = template.format(layer=layer) if template else None
-        same_width = [i for i in ids if width is None or f"/{width}/" in f"/{i}/"] or ids
+        same_width = [i for i in ids if width is None or _width_of(i) == width] or ids
         canonical = [i for i in same_width if i.endswith("canonical")]
         if exact in ids:
             out[layer] = exact
@@ -246,6 +263,11 @@ def resolve_release_ids(
         else:
             out[layer] = same_width[0]
     return out
+
+
+def _width_of(sae_id: str) -> str | None:
+    m = _WIDTH_IN_ID.search(sae_id)
+    return m.group(1) if m else None
 
 
 def _load_release(
