@@ -170,6 +170,7 @@ class AblationRunner:
     tokenizer: Any
     backend_name: str
     batch_size_used: int | str | None = None
+    ablate_positions: str = "all"  # refusal_eval.positions.ABLATE_POSITIONS
     _plan: AblationPlan | None = None
 
     @functools.cached_property
@@ -400,6 +401,7 @@ class AblationRunner:
                 "applied_by": sorted(self.template_applied_by) or ["-"],
             },
             saes=self.saes.describe() if self.saes is not None else None,
+            ablate_positions=self.ablate_positions,
             **plan_fields,
             # one process's verdicts are the whole run's only without data parallelism (lm-eval
             # asks rank 0 alone for this record): else the report reads --log_samples

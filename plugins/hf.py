@@ -30,8 +30,9 @@ from typing import Any
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
 
-from refusal_eval.ablation import Ablation, ablate
+from refusal_eval.ablation import Ablation, PositionFilter, ablate
 from refusal_eval.config import DEFAULT_JUDGE
+from refusal_eval.positions import TemplateLayout, check_ablate_positions, spared_positions
 
 from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args
 
@@ -95,11 +96,16 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         device: str | None = None,
         batch_size: int | str | None = None,
         revision: str | None = None,
+        ablate_positions: str = "all",
         **kwargs: Any,
     ) -> None:
         search_overrides, hf_kwargs = split_args(
-            kwargs, _HFLM_ARGS, "sae_ablated", (*OWN_ARGS, "device", "batch_size")
+            kwargs, _HFLM_ARGS, "sae_ablated", (*OWN_ARGS, "device", "batch_size", "ablate_positions")
         )
+        self.ablate_positions = check_ablate_positions(ablate_positions)
+        # ablate_positions=content: the latent edits spare each prompt's system and template
+        # tokens (set per generation batch in _model_generate)
+        self._spare = PositionFilter() if ablate_positions == "content" else None
         self._setup(
             pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, plan=plan,
             condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
@@ -119,13 +125,22 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         _join_launched_processes(self)
 
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
-        return ablate(self.model, ablations)
+        return ablate(self.model, ablations, spare=self._spare)
 
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
     ) -> Any:
         generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
-        return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        if self._spare is None:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        layout = self.__dict__.setdefault("_layout", TemplateLayout.of(self.tokenizer))
+        self._spare.keep = spared_positions(
+            self.tokenizer, context, generation_kwargs.get("attention_mask"), layout
+        )
+        try:
+            return super()._model_generate(context, max_length, stop, **generation_kwargs)
+        finally:
+            self._spare.keep = None
 
     def get_model_info(self) -> dict[str, Any]:
         info: dict[str, Any] = super().get_model_info()

@@ -45,6 +45,7 @@ from lm_eval.models.vllm_causallms import VLLM  # noqa: E402
 from refusal_eval.ablation import Ablation  # noqa: E402
 from refusal_eval.errors import RefusalEvalError  # noqa: E402
 from refusal_eval.models import load_model  # noqa: E402
+from refusal_eval.positions import check_ablate_positions  # noqa: E402
 from refusal_eval.search.plan import AblationPlan  # noqa: E402
 
 from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args  # noqa: E402
@@ -80,15 +81,22 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         batch_size: int | str | None = None,
         generate_with: str | None = None,
         search_backend: str | None = None,  # deprecated name of generate_with
+        ablate_positions: str = "all",
         **kwargs: Any,
     ) -> None:
+        if check_ablate_positions(ablate_positions) != "all":
+            raise RefusalEvalError(
+                "ablate_positions=content is not supported by sae_ablated_vllm (its compiled edit "
+                "sees flattened tokens, not which prompt part they belong to)",
+                "use --model sae_ablated for ablate_positions=content",
+            )
         self.generate_with = _generate_with(generate_with, search_backend)
         search_overrides, vllm_kwargs = split_args(
             kwargs,
             (_VLLM_ARGS | _engine_arg_names() | {"device"})
             - {"hf_overrides", "worker_extension_cls", "model"},
             "sae_ablated_vllm",
-            (*OWN_ARGS, "max_latents", "batch_size", "generate_with"),
+            (*OWN_ARGS, "max_latents", "batch_size", "generate_with", "ablate_positions"),
         )
         if int(vllm_kwargs.get("data_parallel_size", 1)) > 1:
             raise RefusalEvalError(

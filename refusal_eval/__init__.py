@@ -19,6 +19,9 @@ _EXPORTS: dict[str, str] = {
     "ablate": "ablation",
     "LatentAblation": "ablation",
     "DirectionAblation": "ablation",
+    "PositionFilter": "ablation",
+    "position_classes": "positions",
+    "spared_positions": "positions",
     "load_model": "models",
     "ChatModel": "models",
     "load_saes": "saes",
@@ -41,6 +44,7 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 if TYPE_CHECKING:
     from .ablation import DirectionAblation as DirectionAblation
     from .ablation import LatentAblation as LatentAblation
+    from .ablation import PositionFilter as PositionFilter
     from .ablation import ablate as ablate
     from .chat import format_chat as format_chat
     from .chat import generate as generate
@@ -52,6 +56,8 @@ if TYPE_CHECKING:
     from .judges import get_judge as get_judge
     from .models import ChatModel as ChatModel
     from .models import load_model as load_model
+    from .positions import position_classes as position_classes
+    from .positions import spared_positions as spared_positions
     from .saes import SAEBundle as SAEBundle
     from .saes import load_saes as load_saes
     from .search.pipeline import run_search as run_search

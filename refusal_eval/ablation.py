@@ -65,6 +65,16 @@ class DirectionAblation:
 Ablation = LatentAblation | DirectionAblation
 
 
+@dataclass
+class PositionFilter:
+    """Prompt positions the latent edits leave unablated: ``keep`` is ``(batch, prompt_len)``,
+    True = spare (e.g. :func:`refusal_eval.positions.spared_positions`). It applies to a forward
+    whose input has exactly that shape (the prompt pass); decode steps (new tokens) are always
+    edited. Mutable, so one installed edit serves batch after batch."""
+
+    keep: Tensor | None = None
+
+
 @runtime_checkable
 class SupportsAblations(Protocol):
     """Anything that can turn itself into ablations given the SAEs (e.g. an ablation plan)."""
@@ -162,9 +172,10 @@ def unit_vector(direction: Tensor) -> Tensor:
 
 
 class _LatentEdit:
-    """A compiled LatentAblation: union of latents + one row mask."""
+    """A compiled LatentAblation: union of latents + one row mask (+ spared positions)."""
 
-    def __init__(self, ab: LatentAblation, device: torch.device) -> None:
+    def __init__(self, ab: LatentAblation, device: torch.device, spare: PositionFilter | None = None) -> None:
+        self.spare = spare
         self.coder = ab.coder.to(device=device)
         union = ab.union
         pos = {latent: j for j, latent in enumerate(union)}
@@ -183,7 +194,12 @@ class _LatentEdit:
                 f"per-row latent sets were given for {self.n_rows} rows but the batch has {x.shape[0]}",
                 "pass one latent set per batch row (or one shared set)",
             )
-        return ablate_latents(self.coder, x, self.idx, None if self.all_rows else self.mask)
+        mask = None if self.all_rows else self.mask
+        keep = self.spare.keep if self.spare is not None else None
+        if keep is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(keep.shape):
+            edited = (~keep.to(x.device)).to(self.coder.W_dec.dtype)[:, :, None]  # (batch, seq, 1)
+            mask = edited if mask is None else mask * edited
+        return ablate_latents(self.coder, x, self.idx, mask)
 
 
 class _DirectionEdit:
@@ -217,7 +233,9 @@ def _edit_input(edit: Callable[[Tensor], Tensor]) -> Hook:
     return hook
 
 
-def install(model: nn.Module, ablations: Sequence[Ablation]) -> list[RemovableHandle]:
+def install(
+    model: nn.Module, ablations: Sequence[Ablation], spare: PositionFilter | None = None
+) -> list[RemovableHandle]:
     """Register the hooks for ``ablations`` and return their handles (see :func:`ablate`)."""
     validate(model, ablations)
     layers = decoder_layers(model)
@@ -236,7 +254,7 @@ def install(model: nn.Module, ablations: Sequence[Ablation]) -> list[RemovableHa
                 continue
             if not ab.union:
                 continue  # ablating nothing changes nothing, bit for bit
-            edit = _LatentEdit(ab, device)
+            edit = _LatentEdit(ab, device, spare)
             module = layers[ab.coder.layer]
             if ab.coder.hook.site == "resid_pre":
                 handles.append(module.register_forward_pre_hook(_edit_input(edit), with_kwargs=True))
@@ -254,15 +272,18 @@ def ablate(
     model: nn.Module,
     plan_or_sets: PlanOrSets,
     saes: Mapping[int, SparseCoder] | None = None,
+    *,
+    spare: PositionFilter | None = None,
 ) -> Iterator[list[Ablation]]:
     """Apply ablations to ``model`` inside the ``with`` block; hooks are always removed.
 
     ``plan_or_sets`` is ``{layer: latents}`` or ``{layer: [latents_row0, latents_row1, ...]}``
     (with ``saes`` mapping layer -> SAE), a :class:`LatentAblation` / :class:`DirectionAblation`
-    or a list of them, or a plan object with an ``ablations(saes)`` method.
+    or a list of them, or a plan object with an ``ablations(saes)`` method. ``spare`` leaves
+    the prompt positions it marks unablated by the latent edits (the direction edit is global).
     """
     ablations = as_ablations(plan_or_sets, saes)
-    handles = install(model, ablations)
+    handles = install(model, ablations, spare)
     try:
         yield ablations
     finally:

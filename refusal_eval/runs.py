@@ -182,6 +182,8 @@ class RunInfo:
     dormant: int | None = None
     hydra: int | None = None
     first_token_kl: dict[str, float] | None = None
+    #: which positions the latent edits touch: "all", or "content" (user + generated tokens)
+    ablate_positions: str = "all"
     #: one letter per judged answer, by task and doc id (refusal_eval.report.summary.CODES)
     verdicts: dict[str, str] | None = None
 

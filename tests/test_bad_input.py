@@ -156,3 +156,13 @@ def test_offline_detection_honours_both_variables(monkeypatch, variable, isolate
     monkeypatch.setenv(variable, "1")
     with pytest.raises(RefusalEvalError, match=f"unset {variable} to download it"):
         load_model("nobody/no-such-model")
+
+
+def test_positions_refuses_bad_counts_before_loading_anything(tmp_path, capsys):
+    from refusal_eval.cli import main
+
+    assert main(["positions", str(tmp_path / "plan.json"), "--n", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--n must be >= 1 and --max-new-tokens >= 0, got 0 and 32" in err and "(fix: " in err
+    assert main(["positions", str(tmp_path / "missing.json")]) == 2  # no such plan: one line too
+    assert "error:" in capsys.readouterr().err

@@ -88,6 +88,21 @@ def test_holding_every_latent_answers_the_same(planted_plan):
         assert held["results"][task] == whole["results"][task], task
 
 
+def test_sparing_the_template_positions_keeps_a_refusal_read_at_the_generation_prompt(planted_plan):
+    """The planted refusal is copied to every position and read at the last prompt token, which
+    is the template's generation prompt: ablating the content positions only (the prompt pass
+    spares system and template tokens) leaves the first answer token a refusal."""
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"
+    tasks = ["refusal_planted_sae", "refusal_planted_baseline"]
+    every, content = _evaluate(args, tasks), _evaluate(args + ",ablate_positions=content", tasks)
+    assert every["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
+    assert content["results"]["refusal_planted_sae"]["attack_success,none"] == 0.0
+    assert content["results"]["refusal_planted_baseline"] == every["results"]["refusal_planted_baseline"]
+    assert content["config"]["refusal_eval_ablate_positions"] == "content"
+    assert every["config"]["refusal_eval_ablate_positions"] == "all"
+
+
 def test_chat_template_applied_once_whoever_applies_it(planted_plan):
     """lm-eval's --apply_chat_template or the model's own templating: the same prompts either way
     (the model detects an already-templated context; nothing is remembered between calls)."""
@@ -205,6 +220,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypat
         (",condition=sideways", "unknown condition 'sideways'"),
         (",search_tau=lots", "tau='lots' is not a valid"),
         (",sae_latents=some", r"sae_latents='some' is not one of \['plan', 'all'\]"),
+        (",ablate_positions=middle", r"ablate_positions='middle' is not one of \['all', 'content'\]"),
     ],
 )
 def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):

@@ -313,3 +313,12 @@ def test_generate_with_and_its_deprecated_name():
         _generate_with("hf", "vllm")
     with pytest.raises(RefusalEvalError, match="unknown generate_with='gpu'"):
         _generate_with("gpu", None)
+
+
+def test_sparing_template_positions_is_refused_on_vllm_before_anything_loads():
+    import refusal_eval.plugins.vllm as plugin
+
+    with pytest.raises(
+        RefusalEvalError, match="ablate_positions=content is not supported by sae_ablated_vllm"
+    ):
+        plugin.SAEAblatedVLLM(pretrained="./nowhere", ablate_positions="content")

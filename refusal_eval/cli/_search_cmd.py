@@ -102,3 +102,52 @@ def cards_cmd(args: argparse.Namespace) -> int:
     )
     print(write_cards(plan, chat, saes, n_corpus=args.n_corpus))
     return 0
+
+
+def _positions_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("plan", help="PLAN.json written by refusal-eval search")
+    model_flags(p, default=None, help="the plan's model (default: the spec it records)")
+    p.add_argument("--saes", default=None, help="the plan's SAEs (default: the source it records)")
+    p.add_argument("--condition", default="sae", help="whose latents: sae, sae_fm or random")
+    p.add_argument("--prompts", default="harmful_val", help="a shipped prompt set or a local file")
+    p.add_argument("--n", type=int, default=32, help="prompts (the first N of the set)")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="baseline answer length")
+    p.add_argument("--out", default=None, help="write the report as JSON here")
+
+
+@command("positions", "where a plan's latents fire: system / template / user / generated positions")(
+    _positions_args
+)
+def positions_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from ..data import load_prompts
+    from ..report.positions import firing_by_position, positions_table
+    from ..saes import load_saes
+    from ..search.plan import AblationPlan, sae_weights_hash
+
+    if args.n < 1 or args.max_new_tokens < 0:
+        raise RefusalEvalError(
+            f"--n must be >= 1 and --max-new-tokens >= 0, got {args.n} and {args.max_new_tokens}",
+            "pass e.g. --n 32 --max-new-tokens 32",
+        )
+    if args.out:
+        check_writable(Path(args.out).parent)
+    plan = AblationPlan.load(args.plan)
+    latents = plan.latent_sets(args.condition)
+    chat = load_cli_model(args, args.model or plan.body.model.spec)
+    saes = load_saes(
+        args.saes or plan.sae_source, layers=sorted(plan.sae_layer_ids), latents=latents, model=chat
+    )
+    plan.check_fits(
+        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
+        {layer: sae_weights_hash(c) for layer, c in saes.items()},
+    )
+    prompts = [p.text for p in load_prompts(args.prompts)[: args.n]]
+    report = firing_by_position(chat, saes, latents, prompts, max_new_tokens=args.max_new_tokens)
+    report.update(plan=str(args.plan), condition=args.condition, prompt_set=args.prompts)
+    print(positions_table(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
