@@ -30,7 +30,15 @@ from pathlib import Path
 
 import torch
 
-SHAPES = {  # the paper's two models: their HF configs' sizes
+SHAPES = {  # the paper's two models and our two offline ones: their HF configs' sizes
+    "qwen0.5b": dict(
+        kind="qwen2", vocab_size=151_936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True,
+    ),
+    "qwen1.5b": dict(
+        kind="qwen2", vocab_size=151_936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True,
+    ),
     "gemma": dict(
         kind="gemma2", vocab_size=256_000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
         num_attention_heads=8, num_key_value_heads=4, head_dim=256,
@@ -43,13 +51,13 @@ SHAPES = {  # the paper's two models: their HF configs' sizes
 
 
 def _model(name: str, n_layers: int | None) -> torch.nn.Module:
-    from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig
+    from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, Qwen2Config
 
     shape = dict(SHAPES[name])
     kind = shape.pop("kind")
     if n_layers is not None:
         shape["num_hidden_layers"] = n_layers
-    cfg = (Gemma2Config if kind == "gemma2" else LlamaConfig)(**shape)
+    cfg = {"gemma2": Gemma2Config, "llama": LlamaConfig, "qwen2": Qwen2Config}[kind](**shape)
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16).eval()
 
@@ -91,11 +99,10 @@ def write(args: argparse.Namespace) -> None:
 def _held_sets(args: argparse.Namespace) -> dict[int, list[int]] | None:
     if args.whole:
         return None
-    gen = torch.Generator().manual_seed(1)  # the same ids at every width: ids < 16,384
-    return {
-        layer: sorted(torch.randperm(16_384, generator=gen)[: args.held].tolist())
-        for layer in range(args.layers)
-    }
+    gen = torch.Generator().manual_seed(1)  # the same ids at every width >= 16k: ids < 16,384
+    pool = min(args.width, 16_384)
+    draw = lambda: sorted(torch.randperm(pool, generator=gen)[: args.held].tolist())  # noqa: E731
+    return {layer: draw() for layer in range(args.layers)}
 
 
 def _load(args: argparse.Namespace) -> tuple[torch.nn.Module | None, object, dict[str, float]]:

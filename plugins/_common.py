@@ -28,7 +28,8 @@ from refusal_eval.search.plan import AblationPlan, display_path
 log = logging.getLogger(__name__)
 
 OWN_ARGS = (
-    "pretrained", "saes", "sae_layers", "sae_latents", "plan", "condition", "judge", "dtype", "revision",
+    "pretrained", "saes", "sae_layers", "sae_ids", "sae_latents", "plan", "condition", "judge", "dtype",
+    "revision",
 )  # fmt: skip
 #: ``sae_latents=``: hold only the latents the plan ablates (when the plan is known without a
 #: search), or every latent of every SAE
@@ -189,6 +190,7 @@ class AblationRunner:
         judge: str,
         search_overrides: dict[str, Any],
         sae_latents: str = "plan",
+        sae_ids: str | None = None,
         **load: Any,
     ) -> None:
         """The chat model (``load``: dtype/device/revision for :func:`~refusal_eval.load_model`),
@@ -204,14 +206,19 @@ class AblationRunner:
         self.chat = load_model(str(pretrained), **load)
         self.search_config = load_config(overrides=search_overrides)
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        self.saes = self._load_saes(sae_source, parse_layers(sae_layers), str(plan), sae_latents)
+        self.saes = self._load_saes(sae_source, parse_layers(sae_layers), str(plan), sae_latents, sae_ids)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan = None
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
 
     def _load_saes(
-        self, source: str | None, layers: list[int] | None, plan: str, sae_latents: str
+        self,
+        source: str | None,
+        layers: list[int] | None,
+        plan: str,
+        sae_latents: str,
+        ids: str | None = None,
     ) -> SAEBundle | None:
         """The SAEs, holding only the latents the plan ablates when the plan is known before any
         search: a plan file, or ``plan=auto`` with a cached or shipped plan for these SAEs (its
@@ -220,21 +227,34 @@ class AblationRunner:
         latent)."""
         if source is None:
             return None
+        if plan not in ("none", "auto") and ids is None and not _is_dir(source):
+            # a plan names the hub ids it was searched with (e.g. Gemma Scope's width_65k)
+            made = AblationPlan.load(plan)
+            if source == made.sae_source:
+                layers = layers or sorted(made.sae_layer_ids)
+                return self._load_held(
+                    source, layers, [made.sae_layer_ids[x] for x in layers], made, sae_latents
+                )
         if sae_latents == "all" or plan == "none":
-            return load_saes(source, layers=layers, model=self.chat)
+            return load_saes(source, layers=layers, ids=ids, model=self.chat)
         if plan == "auto":
             from refusal_eval.search.auto import find_plan
             from refusal_eval.search.pipeline import search_inputs
 
-            headers = load_saes(source, layers=layers, latents={}, model=self.chat)
+            headers = load_saes(source, layers=layers, ids=ids, latents={}, model=self.chat)
             if all(c.held is None for c in headers.values()):
                 return headers  # TopK: held whole already
             found = find_plan(search_inputs(self.chat, headers, self.search_config).key)
             if found is None:
-                return load_saes(source, layers=layers, model=self.chat)
+                return load_saes(source, layers=layers, ids=ids, model=self.chat)
             plan = str(found)
-        held = AblationPlan.load(plan).held_latents()
-        return load_saes(source, layers=layers, latents=held, model=self.chat)
+        return self._load_held(source, layers, ids, AblationPlan.load(plan), sae_latents)
+
+    def _load_held(
+        self, source: str, layers: list[int] | None, ids: Any, plan: AblationPlan, sae_latents: str
+    ) -> SAEBundle:
+        held = plan.held_latents() if sae_latents == "plan" else None
+        return load_saes(source, layers=layers, ids=ids, latents=held, model=self.chat)
 
     # --- supplied by the backend --------------------------------------------------------------
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
@@ -416,6 +436,14 @@ class AblationRunner:
             "model_sha": self.chat.revision or "",
             **self.run_info(device).to_config(),
         }
+
+
+def _is_dir(source: str) -> bool:
+    from pathlib import Path
+
+    from refusal_eval.saes import shipped_releases
+
+    return source in shipped_releases() or Path(source).expanduser().is_dir()
 
 
 def _world_size(lm: Any) -> int:

@@ -89,6 +89,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         saes: str | None = None,
         sae_layers: str | int | None = None,
         sae_latents: str = "plan",
+        sae_ids: str | None = None,
         plan: str = "auto",
         condition: str = "baseline",
         judge: str = DEFAULT_JUDGE,
@@ -107,8 +108,8 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         # tokens (set per generation batch in _model_generate)
         self._spare = PositionFilter() if ablate_positions == "content" else None
         self._setup(
-            pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, plan=plan,
-            condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
+            pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, sae_ids=sae_ids,
+            plan=plan, condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
             device=_usable(device), revision=revision,
         )  # fmt: skip
         cpu = self.chat.device.type == "cpu"

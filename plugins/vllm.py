@@ -72,6 +72,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         saes: str | None = None,
         sae_layers: str | int | None = None,
         sae_latents: str = "plan",
+        sae_ids: str | None = None,
         plan: str = "auto",
         condition: str = "baseline",
         judge: str = DEFAULT_JUDGE,
@@ -106,9 +107,9 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
             )
         # the weights are vLLM's: here only config, tokenizer and identity (plan keys, checks)
         self._setup(
-            pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, plan=plan,
-            condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype, device="meta",
-            revision=revision,
+            pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, sae_ids=sae_ids,
+            plan=plan, condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
+            device="meta", revision=revision,
         )  # fmt: skip
         wants_plan = self.saes is not None and self.plan_arg != "none"
         if wants_plan and self.generate_with == "hf":

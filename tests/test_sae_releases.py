@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from refusal_eval.coders import JumpReLUCoder, StandardCoder
+from refusal_eval.errors import RefusalEvalError
 from refusal_eval.saes import load_saes
 
 D_IN, D_SAE = 32, 96
@@ -89,6 +90,12 @@ def test_andyrdt_dictionary_learning_batch_topk_loads_as_jumprelu(hub, tmp_path)
     x = torch.randn(5, D_IN)
     pre = (x - w["b_dec"]) @ w["W_enc"] + w["b_enc"]
     assert torch.allclose(c.encode(x), pre.relu() * (pre > 0.05), atol=1e-6)
+    templated = load_saes(
+        "llama-3.1-8b-instruct-andyrdt", layers=[7], ids="resid_post_layer_{layer}_trainer_1"
+    )
+    assert templated.ids == saes.ids and torch.equal(templated[7].W_enc, c.W_enc)
+    with pytest.raises(RefusalEvalError, match=r"SAE id template 'trainer_1' needs a \{layer\} field"):
+        load_saes("llama-3.1-8b-instruct-andyrdt", layers=[7], ids="trainer_1")
     held = load_saes("llama-3.1-8b-instruct-andyrdt", layers=[7], latents={7: [1, 50]})[7]
     assert held.n_held == 2 and held.weights_sha256() == c.weights_sha256()  # shrunk after loading
 

@@ -20,6 +20,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "model's own release, e.g. qwen2.5-coder-0.5b-instruct-res for --model default)",
     )
     p.add_argument("--layers", type=int, nargs="*", default=None, help="SAE layers to search (default: all)")
+    p.add_argument(
+        "--sae-ids", default=None, metavar="TEMPLATE",
+        help="a hub release's id per layer, e.g. 'layer_{layer}/width_65k/canonical' (default: picked)",
+    )  # fmt: skip
     p.add_argument("--config", default=None, help="TOML/JSON search config (see default_config.toml)")
     p.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -58,7 +62,7 @@ def search_cmd(args: argparse.Namespace) -> int:
         raise RefusalEvalError(
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
-    saes = load_saes(release, layers=args.layers, model=chat)
+    saes = load_saes(release, layers=args.layers, ids=args.sae_ids, model=chat)
     generator = None
     if args.generate_with == "vllm":
         from ..vllm_backend import start_generator

@@ -307,7 +307,7 @@ def _load_release(
 def load_saes(
     source: str,
     layers: Sequence[int] | None = None,
-    ids: Sequence[str] | None = None,
+    ids: Sequence[str] | str | None = None,
     *,
     latents: Mapping[int, Sequence[int]] | None = None,
     model: Any | None = None,
@@ -316,12 +316,21 @@ def load_saes(
 ) -> SAEBundle:
     """Load SAEs for ``layers`` (all available if None) and check them against ``model``.
 
+    ``ids`` names the sae-lens ids of a hub release (a list, or one template with ``{layer}``);
+    by default one id per layer is picked (:func:`resolve_release_ids`).
     ``latents={layer: [ids]}`` holds only those latents of each loaded layer (none for a loaded
     layer it does not name: that SAE keeps ``b_dec``, its shape and its fingerprint): memory
     O(|S| x d_in) instead of the SAE's width. Local directories are read from safetensors
     slices, never whole; hub releases are loaded whole one layer at a time and shrunk. TopK
     SAEs are always held whole (a latent's activation depends on every other latent's
     pre-activation)."""
+    if isinstance(ids, str):  # one id template for every layer, e.g. "layer_{layer}/width_65k/canonical"
+        if "{layer}" not in ids or not layers:
+            raise RefusalEvalError(
+                f"SAE id template {ids!r} needs a {{layer}} field and the layers to fill it with",
+                "pass e.g. sae_ids=layer_{layer}/width_65k/canonical with sae_layers=...",
+            )
+        ids = [ids.format(layer=layer) for layer in layers]
     if latents is not None:
         latents = {int(k): [int(i) for i in v] for k, v in latents.items()}
     shipped = shipped_releases()
