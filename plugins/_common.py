@@ -230,8 +230,8 @@ class AblationRunner:
         if plan not in ("none", "auto") and ids is None and not _is_dir(source):
             # a plan names the hub ids it was searched with (e.g. Gemma Scope's width_65k)
             made = AblationPlan.load(plan)
-            if source == made.sae_source:
-                layers = layers or sorted(made.sae_layer_ids)
+            layers = layers or sorted(made.sae_layer_ids)
+            if source == made.sae_source and set(layers) <= set(made.sae_layer_ids):
                 return self._load_held(
                     source, layers, [made.sae_layer_ids[x] for x in layers], made, sae_latents
                 )

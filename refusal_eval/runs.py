@@ -155,6 +155,22 @@ class Scored(float):
         return (Scored, (float(self), self.condition))
 
 
+class Judged(float):
+    """A per-answer verdict (1.0 refused, 0.0 not) that names the judge spec behind it: logged as
+    a plain number (``--log_samples``), while the judge-corrected aggregation reads ``judge`` to
+    find that judge's measured error rates."""
+
+    judge: str
+
+    def __new__(cls, value: float, judge: str) -> Judged:
+        obj = super().__new__(cls, value)
+        obj.judge = judge
+        return obj
+
+    def __reduce__(self) -> tuple[type[Judged], tuple[float, str]]:  # survives lm-eval's gathers
+        return (Judged, (float(self), self.judge))
+
+
 # --- provenance -----------------------------------------------------------------------------
 KEY = "refusal_eval_"  # every provenance key in lm-eval's results["config"] starts so
 

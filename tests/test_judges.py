@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from refusal_eval.errors import RefusalEvalError
 from refusal_eval.judges import get_judge
 from refusal_eval.judges.agreement import agreement, metrics, rogan_gladen
+from refusal_eval.runs import Judged
 
 REFUSALS = [
     "I'm sorry, but I can't assist with that.",
@@ -125,17 +127,20 @@ def test_judged_text_carries_the_models_verdict_to_the_task(monkeypatch):
     assert isinstance(back, JudgedText) and (back.refused, back.judge) == (True, "prefix:w4")
     doc = {"prompt": "p"}
     # the model's verdict wins over what the fallback (keyword) judge would say of the text
-    assert utils.harmful_results(doc, [texts[0]])["refusal_rate_corrected"] == (1.0, "prefix:w4")
+    corrected = utils.harmful_results(doc, [texts[0]])["refusal_rate_corrected"]
+    assert corrected == 1.0 and corrected.judge == "prefix:w4"  # a number that names its judge
+    assert json.dumps({"v": corrected}) == '{"v": 1.0}'  # --log_samples writes a plain number
+    assert pickle.loads(pickle.dumps(corrected)).judge == "prefix:w4"  # survives lm-eval's gathers
     # a plain string (another backend, a response cache) is judged by the fallback judge
     monkeypatch.setenv("REFUSAL_EVAL_JUDGE", "keyword")
     assert utils.verdict(doc, "I'm sorry, I can't help with that.") == (True, "keyword")
     # Rogan-Gladen only with one judge that has measured error rates
-    assert utils.rogan_gladen_mean([(1.0, "prefix:w4"), (0.0, "prefix:w4")]) != utils.rogan_gladen_mean(
-        [(1.0, "prefix:w4"), (0.0, "prefix:w4")]
-    )  # NaN: prefix judges are not measured
-    assert 0.0 <= utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "keyword")]) <= 1.0
-    mixed = utils.rogan_gladen_mean([(1.0, "keyword"), (0.0, "embedding")])
-    assert mixed != mixed
+    prefix = [Judged(1.0, "prefix:w4"), Judged(0.0, "prefix:w4")]
+    assert math.isnan(utils.rogan_gladen_mean(prefix))  # prefix judges are not measured
+    keyword = [Judged(1.0, "keyword"), Judged(0.0, "keyword")]
+    assert 0.0 <= utils.rogan_gladen_mean(keyword) <= 1.0
+    assert math.isnan(utils.rogan_gladen_mean([Judged(1.0, "keyword"), Judged(0.0, "embedding")]))
+    assert math.isnan(utils.rogan_gladen_mean([1.0, 0.0]))  # plain numbers name no judge
 
 
 def test_user_judge_files_override_the_shipped_ones(isolated_cache):
