@@ -138,6 +138,7 @@ def test_convert_sae_to_fp16_round_trips(tmp_path, capsys):
 def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_tokens):
     import json
 
+    from refusal_eval.models._builtin import QWEN_05B, QWEN_15B
     from refusal_eval.saes import shipped_releases
 
     bundle = load_saes(release)
@@ -148,6 +149,10 @@ def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_t
         assert coder.hook.hf_name == f"model.layers.{layer}"
         cfg = json.loads((shipped_releases()[release] / f"layer_{layer}" / "cfg.json").read_text())
         assert cfg["metadata"]["refusal_eval_training"]["tokens"] == training_tokens
+        # sae-lens conventions: the HF id as model_name, no HF revision (a GGUF sha is not one)
+        meta = cfg["metadata"]
+        assert meta["model_name"] == next(m.hub_id for m in (QWEN_05B, QWEN_15B) if m.default_saes == release)
+        assert meta["model_revision"] is None and len(meta["refusal_eval_model"]["gguf_sha256"]) == 64
     size = sum(f.stat().st_size for f in shipped_releases()[release].rglob("*.safetensors"))
     assert size <= 50_000_000  # fp16, within the package budget
 

@@ -167,6 +167,7 @@ def load_model(
             "name": registered.name if registered else spec,
             "dtype": str(torch_dtype),
             "default_saes": registered.default_saes if registered else None,
+            "hub_id": registered.hub_id if registered else None,
         },
     )
 

@@ -187,16 +187,33 @@ def train_sae(
     return out
 
 
+def sae_model_metadata(info: dict[str, Any], spec: str, revision: str | None) -> dict[str, Any]:
+    """sae-lens' ``model_name`` / ``model_revision`` as sae-lens users expect them: the model's HF
+    id (a registered offline model trains on a dequantized GGUF of it: said under
+    ``refusal_eval_model``) and an HF revision only when there is one (a GGUF's sha256 is not)."""
+    hub_id = info.get("hub_id")
+    if not hub_id:
+        return {"model_name": info.get("name", spec), "model_revision": revision}
+    return {
+        "model_name": hub_id,
+        "model_revision": None,
+        "refusal_eval_model": {
+            "name": info.get("name", spec),
+            "trained_on": f"a Q4 GGUF of {hub_id}, dequantized to bf16 (refusal_eval's offline model)",
+            "gguf_sha256": revision,
+        },
+    }
+
+
 def _write_metadata(out: Path, hook: HookPoint, chat: Any, cfg: TrainConfig, n_sequences: int) -> None:
     cfg_file = out / "cfg.json"
     body = json.loads(cfg_file.read_text())
     meta = body.setdefault("metadata", {})
+    meta.update(sae_model_metadata(chat.info, chat.spec, chat.revision))
     meta.update(
         {
             "hook_name": hook.tl_name,
             "hf_hook_name": hook.hf_name,
-            "model_name": chat.info.get("name", chat.spec),
-            "model_revision": chat.revision,
             "refusal_eval_training": {**cfg.__dict__, "corpus_sequences": n_sequences},
         }
     )
