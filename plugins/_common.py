@@ -419,6 +419,8 @@ class AblationRunner:
             chat_template={
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
                 "applied_by": sorted(self.template_applied_by) or ["-"],
+                # the text, for lm-eval's own top-level chat_template when lm-eval did not apply it
+                "text": str(self.tokenizer.chat_template or "") or None,
             },
             saes=self.saes.describe() if self.saes is not None else None,
             ablate_positions=self.ablate_positions,

@@ -131,6 +131,21 @@ def _patch_make_table(module: Any) -> None:
     module.make_table = make_table
 
 
+def _true_general_config(tracker: Any, config: dict[str, Any]) -> None:
+    """lm-eval's top-level ``model_name`` / ``chat_template`` as they were: the model that ran (not
+    the ``pretrained=default`` alias) and the template the plugin applied when lm-eval did not.
+    ``model_name_sanitized`` (the output folder) stays as lm-eval chose it."""
+    try:
+        if isinstance(config.get("refusal_eval_model"), str):
+            tracker.model_name = config["refusal_eval_model"]
+        template = config.get("refusal_eval_chat_template") or {}
+        if tracker.chat_template is None and template.get("text"):
+            tracker.chat_template = template["text"]
+            tracker.chat_template_sha = template.get("sha256")
+    except Exception as exc:  # provenance must never stop lm-eval from writing its results
+        print(f"refusal_eval: general config not amended ({type(exc).__name__}: {exc})", file=sys.stderr)
+
+
 def _patch_tracker(module: Any) -> None:
     cls = module.EvaluationTracker
     if getattr(cls, "_refusal_eval_patched", False):
@@ -138,6 +153,8 @@ def _patch_tracker(module: Any) -> None:
     original = cls.save_results_aggregated
 
     def save_results_aggregated(self: Any, results: Any, *args: Any, **kwargs: Any) -> None:
+        if _ours(results):
+            _true_general_config(self.general_config_tracker, results["config"])
         original(self, results, *args, **kwargs)
         if not (self.output_path and getattr(self, "date_id", None) and _ours(results)):
             return

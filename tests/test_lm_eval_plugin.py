@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -158,6 +159,13 @@ def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypat
     (results_file,) = (tmp_path / "out").glob("*/results_*.json")
     out = json.loads(results_file.read_text())
     res = out["results"]
+    # lm-eval's own top-level fields say what ran: the template the plugin applied, the model
+    from conftest import tiny_tokenizer
+
+    template = tiny_tokenizer().chat_template
+    assert out["chat_template"] == template
+    assert out["chat_template_sha"] == hashlib.sha256(template.encode()).hexdigest()
+    assert out["model_name"] == out["config"]["refusal_eval_model"]
 
     # the summary: after lm-eval's tables, one row per condition, equal to lm-eval's own pooling
     summary = results_file.with_suffix(".summary.txt").read_text()
