@@ -361,3 +361,50 @@ def test_a_plans_latents_on_sae_lens_saes(planted_run, tmp_path):
     assert torch.equal(sae.W_dec.detach()[ids], saes[0].W_dec[ids])  # the same weights
     with pytest.raises(RefusalEvalError, match=r"uses layer\(s\) \[1\] but no SAE is loaded"):
         plan.sae_lens_saes({0: saes[0]}, "sae")
+
+
+def test_planted_minimal_sets_are_one_minimal_and_the_seeds_agree(planted_run):
+    """Every planted necessary latent is needed (restoring any one of them brings refusal back),
+    a decoy added to the set is not, and the three block orders keep identical sets."""
+    from refusal_eval.search.minimality import one_minimality, seed_agreement, summarize
+    from refusal_eval.search.scorer import SubsetScorer
+
+    chat, s2 = PlantedChat(), planted_run[0]["stage2"]
+    texts = _prompts().harmful
+    refused = [texts[p["harmful_index"]] for p in s2["prompts"]]
+    scorer = SubsetScorer(chat.model, chat.tokenizer, refused, planted_saes(), [10], progress=False)
+    found = [(i, sorted(_pairs(p["minimal"])), p["p_minimal"]) for i, p in enumerate(s2["prompts"])]
+    checks = one_minimality(found, scorer.p_refusal, tau=CFG.tau)
+    assert all(c.one_minimal for c in checks) and summarize(checks)["needed_latent_share"] == 1.0
+    assert all(min(c.p_without) > 0.5 for c in checks)  # any one restored: refused again
+    decoy = (0, 4)
+    padded = one_minimality([(0, [*sorted(NECESSARY), decoy], found[0][2])], scorer.p_refusal, tau=CFG.tau)
+    assert dict(zip(padded[0].minimal, padded[0].needed, strict=True)) == {
+        **dict.fromkeys(NECESSARY, True),
+        decoy: False,
+    }
+    agreement = seed_agreement([[_pairs(s) for s in p["per_seed"]] for p in s2["prompts"]])
+    assert agreement == {
+        "prompts": 12.0,
+        "mean_pairwise_jaccard": 1.0,
+        "mean_seed_to_minimal_jaccard": 1.0,
+        "share_identical": 1.0,
+    }
+
+
+def test_minimality_counts_on_a_hand_made_score():
+    from refusal_eval.search.minimality import jaccard, one_minimality, seed_agreement
+
+    a, b, c = (0, 1), (0, 2), (1, 3)
+
+    def score(rows):  # refusal breaks only when a and b are both ablated
+        return [0.1 if {a, b} <= set(latents) else 0.9 for _, latents in rows]
+
+    (check,) = one_minimality([(0, [a, b, c], 0.1)], score, tau=0.3)
+    assert check.needed == (True, True, False) and not check.one_minimal
+    assert check.p_without == (0.9, 0.9, 0.1)
+    assert jaccard([a, b], [b, c]) == pytest.approx(1 / 3) and jaccard([], []) == 1.0
+    got = seed_agreement([[[a, b], [a, b, c], [a, b]]])
+    assert got["mean_pairwise_jaccard"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert got["mean_seed_to_minimal_jaccard"] == pytest.approx((1 + 2 / 3 + 1) / 3)
+    assert got["share_identical"] == 0.0

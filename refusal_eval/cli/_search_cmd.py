@@ -155,3 +155,48 @@ def positions_cmd(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _minimality_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("plan", help="PLAN.json written by refusal-eval search")
+    model_flags(p, default=None, help="the plan's model (default: the spec it records)")
+    p.add_argument("--saes", default=None, help="the plan's SAEs (default: the source it records)")
+    p.add_argument("--out", default=None, help="write the report as JSON here")
+
+
+@command("minimality", "check a plan's minimal sets: 1-minimality and seed (block-order) agreement")(
+    _minimality_args
+)
+def minimality_cmd(args: argparse.Namespace) -> int:
+    import json
+
+    from ..saes import load_saes
+    from ..search.minimality import check_plan
+    from ..search.plan import AblationPlan, sae_weights_hash
+
+    if args.out:
+        check_writable(Path(args.out).parent)
+    plan = AblationPlan.load(args.plan)
+    chat = load_cli_model(args, args.model or plan.body.model.spec)
+    saes = load_saes(
+        args.saes or plan.sae_source,
+        layers=sorted(plan.sae_layer_ids),
+        latents=plan.held_latents(),
+        model=chat,
+    )
+    plan.check_fits(
+        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
+        {layer: sae_weights_hash(c) for layer, c in saes.items()},
+    )
+    report = check_plan(chat, saes, plan)
+    one, seeds = report["one_minimality"], report["seed_agreement"]
+    print(
+        f"1-minimal: {one['one_minimal_share']:.3f} of {one['prompts']} sets; needed latents "
+        f"{one['needed_latent_share']:.3f} of {one['latents_tested']} (tau {report['tau']})\n"
+        f"seed agreement: pairwise Jaccard {seeds['mean_pairwise_jaccard']:.3f}, seed vs minimal "
+        f"{seeds['mean_seed_to_minimal_jaccard']:.3f}, identical {seeds['share_identical']:.3f}"
+    )
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
