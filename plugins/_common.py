@@ -22,7 +22,7 @@ from refusal_eval.judges import get_judge, judge_texts
 from refusal_eval.models import load_model
 from refusal_eval.report.summary import encode_verdicts, verdict_code
 from refusal_eval.runs import GROUP, PREFIX, RunInfo, Scored, condition_of_task
-from refusal_eval.saes import SAEBundle, load_saes
+from refusal_eval.saes import SAEBundle, is_local_source, load_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class AblationRunner:
         latent)."""
         if source is None:
             return None
-        if plan not in ("none", "auto") and ids is None and not _is_dir(source):
+        if plan not in ("none", "auto") and ids is None and not is_local_source(source):
             # a plan names the hub ids it was searched with (e.g. Gemma Scope's width_65k)
             made = AblationPlan.load(plan)
             layers = layers or sorted(made.sae_layer_ids)
@@ -438,14 +438,6 @@ class AblationRunner:
             "model_sha": self.chat.revision or "",
             **self.run_info(device).to_config(),
         }
-
-
-def _is_dir(source: str) -> bool:
-    from pathlib import Path
-
-    from refusal_eval.saes import shipped_releases
-
-    return source in shipped_releases() or Path(source).expanduser().is_dir()
 
 
 def _world_size(lm: Any) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from ..errors import RefusalEvalError
 from ._registry import check_writable, command, load_cli_model, model_flags
@@ -82,6 +84,28 @@ def search_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan_model_saes(
+    args: argparse.Namespace, latents: Callable[[Any], Mapping[int, Sequence[int]]] | None = None
+) -> tuple[Any, Any, Any]:
+    """The plan ``args.plan``, its model and its SAEs (the ids it was searched with), checked to
+    fit it; ``latents(plan)`` picks what the SAEs hold (None: every latent)."""
+    from ..saes import is_local_source, load_saes
+    from ..search.plan import AblationPlan, sae_weights_hash
+
+    plan = AblationPlan.load(args.plan)
+    chat = load_cli_model(args, args.model or plan.body.model.spec)
+    source, layers = args.saes or plan.sae_source, sorted(plan.sae_layer_ids)
+    hub = not is_local_source(source) and source == plan.sae_source
+    ids = [plan.sae_layer_ids[x] for x in layers] if hub else None
+    held = latents(plan) if latents is not None else None
+    saes = load_saes(source, layers=layers, ids=ids, latents=held, model=chat)
+    plan.check_fits(
+        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
+        {layer: sae_weights_hash(c) for layer, c in saes.items()},
+    )
+    return plan, chat, saes
+
+
 def _cards_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("plan", help="PLAN.json written by refusal-eval search")
     model_flags(p, default=None, help="the plan's model (default: the spec it records)")
@@ -92,18 +116,10 @@ def _cards_args(p: argparse.ArgumentParser) -> None:
 @command("cards", "latent cards (top contexts, cosine, minimal-set counts) for a plan's latents")(_cards_args)
 def cards_cmd(args: argparse.Namespace) -> int:
     from ..report.cards import write_cards
-    from ..saes import load_saes
-    from ..search.plan import AblationPlan, sae_weights_hash
 
     if args.n_corpus < 0:
         raise RefusalEvalError(f"--n-corpus must be >= 0, got {args.n_corpus}", "pass --n-corpus 256")
-    plan = AblationPlan.load(args.plan)
-    chat = load_cli_model(args, args.model or plan.body.model.spec)
-    saes = load_saes(args.saes or plan.sae_source, layers=sorted(plan.sae_layer_ids), model=chat)
-    plan.check_fits(
-        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
-        {layer: sae_weights_hash(c) for layer, c in saes.items()},
-    )
+    plan, chat, saes = _plan_model_saes(args)
     print(write_cards(plan, chat, saes, n_corpus=args.n_corpus))
     return 0
 
@@ -127,8 +143,6 @@ def positions_cmd(args: argparse.Namespace) -> int:
 
     from ..data import load_prompts
     from ..report.positions import firing_by_position, positions_table
-    from ..saes import load_saes
-    from ..search.plan import AblationPlan, sae_weights_hash
 
     if args.n < 1 or args.max_new_tokens < 0:
         raise RefusalEvalError(
@@ -137,16 +151,8 @@ def positions_cmd(args: argparse.Namespace) -> int:
         )
     if args.out:
         check_writable(Path(args.out).parent)
-    plan = AblationPlan.load(args.plan)
+    plan, chat, saes = _plan_model_saes(args, lambda plan: plan.latent_sets(args.condition))
     latents = plan.latent_sets(args.condition)
-    chat = load_cli_model(args, args.model or plan.body.model.spec)
-    saes = load_saes(
-        args.saes or plan.sae_source, layers=sorted(plan.sae_layer_ids), latents=latents, model=chat
-    )
-    plan.check_fits(
-        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
-        {layer: sae_weights_hash(c) for layer, c in saes.items()},
-    )
     prompts = [p.text for p in load_prompts(args.prompts)[: args.n]]
     report = firing_by_position(chat, saes, latents, prompts, max_new_tokens=args.max_new_tokens)
     report.update(plan=str(args.plan), condition=args.condition, prompt_set=args.prompts)
@@ -170,24 +176,11 @@ def _minimality_args(p: argparse.ArgumentParser) -> None:
 def minimality_cmd(args: argparse.Namespace) -> int:
     import json
 
-    from ..saes import load_saes
     from ..search.minimality import check_plan
-    from ..search.plan import AblationPlan, sae_weights_hash
 
     if args.out:
         check_writable(Path(args.out).parent)
-    plan = AblationPlan.load(args.plan)
-    chat = load_cli_model(args, args.model or plan.body.model.spec)
-    saes = load_saes(
-        args.saes or plan.sae_source,
-        layers=sorted(plan.sae_layer_ids),
-        latents=plan.held_latents(),
-        model=chat,
-    )
-    plan.check_fits(
-        {"name": chat.info.get("name", chat.spec), "revision": chat.revision},
-        {layer: sae_weights_hash(c) for layer, c in saes.items()},
-    )
+    plan, chat, saes = _plan_model_saes(args, lambda plan: plan.held_latents())
     report = check_plan(chat, saes, plan)
     one, seeds = report["one_minimality"], report["seed_agreement"]
     print(

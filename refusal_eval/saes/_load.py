@@ -148,6 +148,11 @@ def shipped_releases() -> dict[str, Path]:
     return {p.name: Path(str(p)) for p in root.iterdir() if p.is_dir() and not p.name.startswith("_")}
 
 
+def is_local_source(source: str) -> bool:
+    """A shipped release or a local directory (ids are folder names), not a hub release."""
+    return source in shipped_releases() or Path(source).expanduser().is_dir()
+
+
 def _load_dir(
     path: Path, device: str, dtype: torch.dtype, latents: Sequence[int] | None = None
 ) -> SparseCoder:
