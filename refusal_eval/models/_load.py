@@ -168,6 +168,7 @@ def load_model(
             "dtype": str(torch_dtype),
             "default_saes": registered.default_saes if registered else None,
             "hub_id": registered.hub_id if registered else None,
+            "default_sae_layers": list(registered.default_sae_layers or ()) or None if registered else None,
         },
     )
 

@@ -24,6 +24,9 @@ class OfflineModel:
     #: The SAE release used when none is named (``pretrained=default`` alone, ``search`` without
     #: ``--saes``): a release shipped with refusal_eval or a sae-lens release name.
     default_saes: str | None = None
+    #: The layers of ``default_saes`` used when none are named: those its shipped plan was searched
+    #: over, so ``plan=auto`` finds that plan while the release grows (None: every layer it has).
+    default_sae_layers: tuple[int, ...] | None = None
 
     def part_modules(self) -> list[str]:
         return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]
