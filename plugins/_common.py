@@ -207,7 +207,7 @@ class AblationRunner:
         self.search_config = load_config(overrides=search_overrides)
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
         layers = parse_layers(sae_layers)
-        if not saes and layers is None:  # a registered model's own release: its plan's layers
+        if not saes and layers is None and plan == "auto":  # its own release: its plan's layers
             layers = self.chat.info.get("default_sae_layers")
         self.saes = self._load_saes(sae_source, layers, str(plan), sae_latents, sae_ids)
         self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge

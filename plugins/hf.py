@@ -34,7 +34,7 @@ from refusal_eval.ablation import Ablation, PositionFilter, ablate
 from refusal_eval.config import DEFAULT_JUDGE
 from refusal_eval.positions import TemplateLayout, check_ablate_positions, spared_positions
 
-from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args
+from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, cli_flag, split_args
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         # ablate_positions=content: the latent edits spare each prompt's system and template
         # tokens (set per generation batch in _model_generate)
         self._spare = PositionFilter() if ablate_positions == "content" else None
+        self._layout: TemplateLayout | None = None
         self._setup(
             pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, sae_ids=sae_ids,
             plan=plan, condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
@@ -134,10 +135,11 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
         if self._spare is None:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
-        layout = self.__dict__.setdefault("_layout", TemplateLayout.of(self.tokenizer))
-        self._spare.keep = spared_positions(
-            self.tokenizer, context, generation_kwargs.get("attention_mask"), layout
-        )
+        if self._layout is None:
+            self._layout = TemplateLayout.of(self.tokenizer)
+        system = bool(cli_flag("--system_instruction"))
+        mask = generation_kwargs.get("attention_mask")
+        self._spare.keep = spared_positions(self.tokenizer, context, mask, self._layout, system=system)
         try:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         finally:

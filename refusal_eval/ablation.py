@@ -196,8 +196,15 @@ class _LatentEdit:
             )
         mask = None if self.all_rows else self.mask
         keep = self.spare.keep if self.spare is not None else None
+        if keep is not None and x.dim() == 3 and x.shape[1] == keep.shape[1] and x.shape[0] != keep.shape[0]:
+            raise RefusalEvalError(
+                f"spared positions are given for {keep.shape[0]} prompts, the forward has {x.shape[0]} rows",
+                "spare positions with one sequence per prompt (no beams or num_return_sequences)",
+            )
         if keep is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(keep.shape):
-            edited = (~keep.to(x.device)).to(self.coder.W_dec.dtype)[:, :, None]  # (batch, seq, 1)
+            edited = (~keep.to(x.device, torch.bool)).to(self.coder.W_dec.dtype)[
+                :, :, None
+            ]  # (batch, seq, 1)
             mask = edited if mask is None else mask * edited
         return ablate_latents(self.coder, x, self.idx, mask)
 

@@ -55,13 +55,17 @@ class TemplateLayout:
         s = both.index(_MARK_S)
         return cls(prefix, both[:s], both[s + len(_MARK_S) : both.index(_MARK_U)], after)
 
-    def spans(self, text: str) -> dict[str, tuple[int, int]]:
-        """Character spans of the system and user content in one rendered prompt."""
+    def spans(self, text: str, system: bool | None = None) -> dict[str, tuple[int, int]]:
+        """Character spans of the system and user content in one rendered prompt. ``system``
+        says whether a system message was given (None: read it off the text; templates that fold
+        the system text into the user turn, e.g. Gemma 3 and Mistral with a blank line, cannot
+        tell it from a user paragraph, so callers that know should say)."""
         end = len(text) - len(self.after_user)
         prefix, before, between = self.default_prefix, self.before_system, self.system_to_user
         # the template's default system message (Qwen's "You are Qwen, ..."), if it writes one
         default_system = bool(before) and prefix.startswith(before) and prefix.endswith(between)
-        given_system = bool(before) and text.startswith(before) and text.find(between, len(before)) >= 0
+        found = bool(before) and text.startswith(before) and text.find(between, len(before)) >= 0
+        given_system = found if system is None else system
         if (
             text.endswith(self.after_user)
             and text.startswith(prefix)
@@ -73,6 +77,12 @@ class TemplateLayout:
             return out
         opener = text.find(self.system_to_user, len(self.before_system)) if self.before_system else -1
         if not text.endswith(self.after_user) or not text.startswith(self.before_system) or opener < 0:
+            if text.endswith(self.after_user) and not text.startswith(self.default_prefix):
+                raise RefusalEvalError(
+                    "the prompt does not start like this tokenizer's chat template (truncated on the "
+                    "left, or several turns / few-shot examples)",
+                    "keep prompts single-turn and within the context (ablate_positions=content needs it)",
+                )
             raise RefusalEvalError(
                 "the prompt does not follow the chat template (one user turn + the generation prompt)",
                 "pass chat-formatted single-turn prompts (refusal_eval.chat.format_chat)",
@@ -86,11 +96,14 @@ def token_ends(tokenizer: Any, ids: Sequence[int]) -> list[int]:
     return [len(tokenizer.decode(list(ids[: i + 1]), skip_special_tokens=False)) for i in range(len(ids))]
 
 
-def position_classes(tokenizer: Any, ids: Sequence[int], layout: TemplateLayout | None = None) -> list[str]:
-    """The class of each token of one chat-formatted prompt (``ids`` without padding)."""
+def position_classes(
+    tokenizer: Any, ids: Sequence[int], layout: TemplateLayout | None = None, *, system: bool | None = None
+) -> list[str]:
+    """The class of each token of one chat-formatted prompt (``ids`` without padding);
+    ``system``: whether a system message was given (see :meth:`TemplateLayout.spans`)."""
     layout = layout or TemplateLayout.of(tokenizer)
     text = tokenizer.decode(list(ids), skip_special_tokens=False)
-    spans = layout.spans(text)
+    spans = layout.spans(text, system)
     out: list[str] = []
     start = 0
     for end in token_ends(tokenizer, ids):
@@ -102,7 +115,12 @@ def position_classes(tokenizer: Any, ids: Sequence[int], layout: TemplateLayout 
 
 
 def spared_positions(
-    tokenizer: Any, input_ids: Tensor, attention_mask: Tensor | None, layout: TemplateLayout | None = None
+    tokenizer: Any,
+    input_ids: Tensor,
+    attention_mask: Tensor | None,
+    layout: TemplateLayout | None = None,
+    *,
+    system: bool | None = None,
 ) -> Tensor:
     """``(batch, seq)`` True where a prompt token is not content (system or template): the
     positions ``ablate_positions=content`` leaves unablated. Padding counts as spared."""
@@ -111,7 +129,7 @@ def spared_positions(
     for row in range(input_ids.shape[0]):
         valid = attention_mask[row].bool() if attention_mask is not None else torch.ones_like(keep[row])
         cols = valid.nonzero().flatten().tolist()
-        classes = position_classes(tokenizer, input_ids[row, cols].tolist(), layout)
+        classes = position_classes(tokenizer, input_ids[row, cols].tolist(), layout, system=system)
         for col, name in zip(cols, classes, strict=True):
             keep[row, col] = name not in ("user", "generated")
     return keep.to(input_ids.device)

@@ -124,6 +124,10 @@ def test_a_latent_that_is_not_held_names_the_fix(wide_dir, qwen_tiny):
         pass
     with pytest.raises(RefusalEvalError, match="encode needs every latent"):
         held[1].encode(torch.zeros(D_MODEL))
+    from refusal_eval.saes import to_sae_lens
+
+    with pytest.raises(RefusalEvalError, match="to_sae_lens needs every latent"):
+        to_sae_lens(held[1])  # a sae-lens SAE has every latent: a held coder cannot be one
     with pytest.raises(RefusalEvalError, match=r"latent ids \[65536\] are out of range .*d_sae=65536"):
         load_saes(str(wide_dir), latents={1: [65_536]})
 

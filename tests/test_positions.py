@@ -139,3 +139,46 @@ def test_planted_refusal_latents_fire_from_the_trigger_onwards():
     shares = sum(rows[c]["mass_share"] for c in ("system", "template", "user", "generated"))
     assert shares == pytest.approx(1.0)
     assert "| generated | 6 | 3.00 |" in positions_table(report)
+
+
+def test_a_template_that_folds_the_system_text_into_the_user_turn():
+    """Gemma 3 / Mistral style: a given system text is the user turn's first paragraph, so a
+    user paragraph break is ambiguous; told that no system message was given, it stays user."""
+    tok = tiny_tokenizer()
+    tok.chat_template = (
+        "<|user|> {% for m in messages %}{{ m['content'] }}{% if not loop.last %} w50 {% endif %}{% endfor %}"
+        "{% if add_generation_prompt %} <|assistant|>{% endif %}"
+    )
+    layout = TemplateLayout.of(tok)
+    assert (layout.before_system, layout.system_to_user) == ("<|user|> ", " w50 ")
+    text = format_chat(tok, ["w10 w50 w11"])[0]  # a user prompt with the separator inside it
+    ids = tok(text, add_special_tokens=False).input_ids
+    assert position_classes(tok, ids, layout, system=False) == [
+        "template",
+        "user",
+        "user",
+        "user",
+        "template",
+    ]
+    guessed = position_classes(tok, ids, layout)  # read off the text alone: taken for a system turn
+    assert guessed == ["template", "system", "template", "user", "template"]
+
+
+def test_an_integer_keep_mask_spares_like_a_boolean_one(qwen_tiny):
+    tok = tiny_tokenizer()
+    coder = make_coder("standard", layer=1, d_sae=256)
+    enc = encode_chat(tok, ["w10 w11 w12"])
+    keep = spared_positions(tok, enc["input_ids"], enc["attention_mask"])
+    with torch.no_grad():
+        with ablate(qwen_tiny, {1: list(range(0, 256, 3))}, {1: coder}, spare=PositionFilter(keep)):
+            want = qwen_tiny(enc["input_ids"]).logits
+        with ablate(qwen_tiny, {1: list(range(0, 256, 3))}, {1: coder}, spare=PositionFilter(keep.long())):
+            got = qwen_tiny(enc["input_ids"]).logits
+        with (
+            ablate(qwen_tiny, {1: [0]}, {1: coder}, spare=PositionFilter(keep)),
+            pytest.raises(
+                RefusalEvalError, match="spared positions are given for 1 prompts, the forward has 2 rows"
+            ),
+        ):
+            qwen_tiny(enc["input_ids"].repeat(2, 1))
+    assert torch.equal(got, want)

@@ -322,3 +322,33 @@ def test_sparing_template_positions_is_refused_on_vllm_before_anything_loads():
         RefusalEvalError, match="ablate_positions=content is not supported by sae_ablated_vllm"
     ):
         plugin.SAEAblatedVLLM(pretrained="./nowhere", ablate_positions="content")
+
+
+def test_held_coders_and_a_layer_holding_none_generate_like_the_hf_path(tmp_path_factory, hf_model):
+    """SAEs holding only the ablated latents (the lm-eval models' default with a plan) and a layer
+    that holds none (a plan layer no condition ablates): no slot for the empty one, and the same
+    greedy tokens as the HF path with the whole SAEs."""
+    import json
+
+    from vllm import LLM
+
+    sets = {1: list(range(0, 256, 3)), 2: list(range(0, 256, 2))}
+    # layer 1 is TopK (held whole, as load_saes holds it); layer 2's JumpReLU holds its set only
+    held = {
+        1: CODERS[1],
+        2: CODERS[2].subset(sets[2]),
+        0: make_coder("standard", layer=0, d_sae=256).subset([]),
+    }
+    path = tmp_path_factory.mktemp("tiny-vllm-held")
+    tiny_model("qwen2", **HEADS).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    args = engine_args(str(path), held, max_latents=160)
+    slots = json.loads(args["hf_overrides"]["refusal_eval_edit"])["saes"]
+    assert [(s["layer"], s["d_sae"]) for s in slots] == [(1, 256), (2, 128)]  # held widths, no layer 0
+    llm = LLM(model=str(path), dtype="float32", max_model_len=128, enforce_eager=True,
+              kv_cache_memory_bytes=64 << 20, max_num_seqs=8, **args)  # fmt: skip
+    KEEP.append(llm)
+    editor = VllmEditor(llm)
+    editor.load_saes(held)
+    editor.set([LatentAblation.of(held[layer], ids) for layer, ids in sets.items()])
+    assert _greedy_vllm(llm) == _greedy_hf(hf_model, CONDITIONS["sae"])

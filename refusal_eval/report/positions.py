@@ -37,6 +37,12 @@ def firing_by_position(
 ) -> dict[str, Any]:
     """Per position class: positions seen, mean number of ``latents`` active per position, and
     the share of their total activation mass (all layers pooled, and per layer)."""
+    from ..errors import RefusalEvalError
+
+    if not any(latents.values()):
+        raise RefusalEvalError(
+            "the latent set is empty: nothing to locate", "pick a condition with latents (--condition sae)"
+        )
     tok, model = chat.tokenizer, chat.model
     layout = TemplateLayout.of(tok)
     answers = generate(
@@ -50,7 +56,7 @@ def firing_by_position(
     for prompt, answer in zip(prompts, answers, strict=True):
         prompt_ids = tok(format_chat(tok, [prompt])[0], add_special_tokens=False).input_ids
         answer_ids = tok(answer, add_special_tokens=False).input_ids
-        classes = position_classes(tok, prompt_ids, layout) + ["generated"] * len(answer_ids)
+        classes = position_classes(tok, prompt_ids, layout, system=False) + ["generated"] * len(answer_ids)
         ids = torch.tensor([prompt_ids + answer_ids], device=device)
         with capture_outputs(model, layers) as seen:
             forward_until(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, layers[-1])

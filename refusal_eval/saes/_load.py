@@ -382,6 +382,7 @@ def to_sae_lens(coder: SparseCoder, dtype: torch.dtype | None = None) -> Any:
     both ways), e.g. to ``save_model`` a directory both loaders read."""
     import sae_lens
 
+    coder._check_whole("to_sae_lens")  # a sae-lens SAE has every latent
     arch = {"standard": "Standard", "jumprelu": "JumpReLU", "topk": "TopK"}[coder.architecture]
     cfg_cls, sae_cls = getattr(sae_lens, f"{arch}SAEConfig"), getattr(sae_lens, f"{arch}SAE")
     extra: dict[str, Any] = {}

@@ -163,11 +163,17 @@ def read_latents(
                     tensors[name] = reader.rows(name, ids)
                 else:
                     tensors[name] = reader.whole(name)
-            sha = _cached_sha256(file, fields, dtype, lambda: _stream_sha256(reader, fields))
+            key = (fields, str(dtype), str(cfg.dtype))
+            sha = _cached_sha256(file, key, lambda: _stream_sha256(reader, fields))
     except SafetensorError as exc:
         raise RefusalEvalError(
             f"the SAE weights in {path} are truncated or corrupt ({exc})",
             "re-download or re-copy sae_weights.safetensors (refusal-eval convert-sae writes a fresh one)",
+        ) from None
+    except OSError as exc:
+        raise RefusalEvalError(
+            f"cannot load the SAE in {path}: {exc.strerror or exc}",
+            "point at a sae-lens directory with cfg.json and sae_weights.safetensors",
         ) from None
     return {k: v.to(device) for k, v in tensors.items()}, sha
 
@@ -184,13 +190,19 @@ def _stream_sha256(reader: _Reader, fields: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def _cached_sha256(file: Path, fields: tuple[str, ...], dtype: torch.dtype, compute: Any) -> str:
-    """The fingerprint, cached by the file's path, size and mtime (hashing a 65k-wide SAE reads
-    ~1.2 GB; a changed file gets a new entry, so a stale one is never trusted)."""
+_HASH_CACHE_VERSION = 1
+
+
+def _cached_sha256(file: Path, key: tuple[Any, ...], compute: Any) -> str:
+    """The fingerprint, cached by the file's path, size, mtime and inode and by what the values
+    depend on (fields, the load dtype, the config's dtype): hashing a 65k-wide SAE reads ~1.2 GB.
+    A rewritten file normally gets a new entry; a same-size rewrite within the filesystem's mtime
+    resolution onto the same inode would not, so ``refusal-eval cache clear sae_hashes`` after
+    editing SAE files in place."""
     import hashlib
 
     st = file.stat()
-    key_material = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{fields}|{dtype}"
+    key_material = f"v{_HASH_CACHE_VERSION}|{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}|{key}"
     entry = cache_dir("sae_hashes") / f"{hashlib.sha256(key_material.encode()).hexdigest()[:24]}.json"
     try:
         cached = json.loads(entry.read_text())

@@ -48,13 +48,18 @@ def one_minimality(
     tau: float = 0.3,
     eps: float = 1e-6,
 ) -> list[MinimalityCheck]:
-    """``prompts``: ``(prompt index, minimal set, P(refusal | set ablated))`` as stage 2 found
-    them; one scorer row per latent of each set (all batched together)."""
-    rows = [(p, frozenset(set(m) - {x})) for p, m, _ in prompts for x in sorted(m)]
+    """``prompts``: ``(prompt index, minimal set, P(refusal | set ablated) as stage 2 found it)``.
+    The set itself is scored again with its one-latent-restored rows, in the same scorer call,
+    so the comparison never mixes two scorer setups; the recorded value is not used."""
+    rows = []
+    for p, m, _ in prompts:
+        rows.append((p, frozenset(m)))
+        rows.extend((p, frozenset(set(m) - {x})) for x in sorted(m))
     scores = iter(score(rows))
     out = []
-    for p, minimal, p_min in prompts:
+    for p, minimal, _ in prompts:
         ordered = tuple(sorted(minimal))
+        p_min = next(scores)
         p_without = tuple(next(scores) for _ in ordered)
         needed = tuple((q - p_min) / max(p_min, eps) >= tau for q in p_without)
         out.append(MinimalityCheck(p, ordered, p_min, p_without, needed))
@@ -110,7 +115,7 @@ def check_plan(chat: Any, saes: Any, plan: Any, *, progress: bool = True) -> dic
         )
     found = body.stage2.prompts
     texts = [sets.harmful[m.harmful_index] for m in found]
-    layers = sorted({layer for m in found for layer, _ in m.minimal})
+    layers = list(body.stage1.sae_layers)  # the layers stage 2 scored with (its skip-prefix start)
     scorer = SubsetScorer(
         chat.model, chat.tokenizer, texts, {layer: saes[layer] for layer in layers}, body.refusal_ids,
         batch_size=cfg.batch_size, skip_prefix=cfg.skip_prefix, progress=progress,

@@ -46,7 +46,9 @@ def engine_args(
     """``LLM(**engine_args(...))`` keywords selecting the edited class of ``model``'s architecture,
     with slots for ``saes``. Prefix caching is off: a prompt's cached KV from one condition must
     never serve another."""
-    spec = EditSpec.for_coders(list((saes or {}).values()), max_latents)
+    # a layer the plan never ablates is loaded holding no latents: it gets no slot (an empty
+    # slot's padded index 0 would read past its zero-width tensors)
+    spec = EditSpec.for_coders([c for c in (saes or {}).values() if c.n_held > 0], max_latents)
     spec = EditSpec(spec.saes, spec.max_latents, direction)
     return {
         "hf_overrides": {
@@ -124,6 +126,7 @@ class VllmEditor:
         weights = {
             str(layer): {name: pack(getattr(c, name)) for name in c.tensor_fields()}
             for layer, c in saes.items()
+            if c.n_held > 0
         }
         self.llm.collective_rpc("refusal_eval_load_saes", args=(weights,))
         self._state = None
