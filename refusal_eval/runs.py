@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Self, get_args
 
 from .conditions import CONDITIONS
 
@@ -140,35 +140,38 @@ def samples_task(filename: str) -> str | None:
     return filename.removeprefix("samples_").rsplit("_", 1)[0]
 
 
-class Scored(float):
+class _Labelled(float):
+    """A float that carries one string label through lm-eval: logged as the plain number,
+    pickled whole (lm-eval gathers per-sample values across ranks)."""
+
+    label: str
+
+    def __new__(cls, value: float, label: str) -> Self:
+        obj = super().__new__(cls, value)
+        obj.label = label
+        return obj
+
+    def __reduce__(self) -> tuple[type[Self], tuple[float, str]]:
+        return (type(self), (float(self), self.label))
+
+
+class Scored(_Labelled):
     """A log-likelihood the ``sae_ablated`` models computed under ``condition``: the cross-entropy
     tasks check it, as the generation tasks check an answer's verdict."""
 
-    condition: str
-
-    def __new__(cls, value: float, condition: str) -> Scored:
-        obj = super().__new__(cls, value)
-        obj.condition = condition
-        return obj
-
-    def __reduce__(self) -> tuple[type[Scored], tuple[float, str]]:  # survives lm-eval's gathers
-        return (Scored, (float(self), self.condition))
+    @property
+    def condition(self) -> str:
+        return self.label
 
 
-class Judged(float):
+class Judged(_Labelled):
     """A per-answer verdict (1.0 refused, 0.0 not) that names the judge spec behind it: logged as
     a plain number (``--log_samples``), while the judge-corrected aggregation reads ``judge`` to
     find that judge's measured error rates."""
 
-    judge: str
-
-    def __new__(cls, value: float, judge: str) -> Judged:
-        obj = super().__new__(cls, value)
-        obj.judge = judge
-        return obj
-
-    def __reduce__(self) -> tuple[type[Judged], tuple[float, str]]:  # survives lm-eval's gathers
-        return (Judged, (float(self), self.judge))
+    @property
+    def judge(self) -> str:
+        return self.label
 
 
 # --- provenance -----------------------------------------------------------------------------
