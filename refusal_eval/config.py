@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ._codec import DecodeError, decode
 from .errors import RefusalEvalError
 
 Pool = Literal["max", "mean"]
@@ -99,33 +100,13 @@ _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 
 
 def _coerce(name: str, value: Any) -> Any:
+    """A config value (from TOML, ``--set key=value`` or a plan) as its field's type, by the one
+    artifact codec (command-line strings accepted: ``"none"``, ``"true"``, ``"1,2,3"``)."""
     hint = typing.get_type_hints(SearchConfig)[name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    optional = type(None) in typing.get_args(hint)
-    base = args[0] if optional and args else hint
-    if optional and (value is None or (isinstance(value, str) and value.lower() in ("", "none", "null"))):
-        return None
     try:
-        if typing.get_origin(base) is tuple or base is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            inner = typing.get_args(base)[0]
-            return tuple(inner(i.strip() if isinstance(i, str) else i) for i in items if str(i).strip())
-        if typing.get_origin(base) is Literal:
-            if value not in typing.get_args(base):
-                raise ValueError
-            return value
-        if base is bool:
-            if isinstance(value, str):
-                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                return value.lower() in ("true", "1", "yes")
-            return bool(value)
-        if base in (int, float) and isinstance(value, bool):
-            raise ValueError
-        if base is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return base(value)
-    except (TypeError, ValueError):
+        return decode(hint, value, name, strings=True)
+    except DecodeError:
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         shown = " | ".join(map(str, typing.get_args(base))) if typing.get_origin(base) is Literal else hint
         raise RefusalEvalError(
             f"search config {name}={value!r} is not a valid {shown}",

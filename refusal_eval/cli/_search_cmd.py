@@ -194,3 +194,25 @@ def minimality_cmd(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print(f"wrote {args.out}", file=sys.stderr)
     return 0
+
+
+def _upgrade_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("plan", help="a PLAN.json of an older format (its .safetensors beside it)")
+    p.add_argument("--out", required=True, help="where to write the current-format plan")
+
+
+@command("upgrade-plan", "rewrite an older plan in the current format (no search; re-keyed)")(_upgrade_args)
+def upgrade_cmd(args: argparse.Namespace) -> int:
+    from ..search.plan import VERSION
+    from ..search.upgrade import upgrade_plan
+
+    check_writable(Path(args.out).parent)
+    old, digest, rekeyed = upgrade_plan(args.plan, args.out)
+    print(f"plan version {old} -> {VERSION}: wrote {args.out} (sha256 {digest[:16]})")
+    if old != VERSION and not rekeyed:
+        print(
+            "its recorded inputs do not give its key (searched before later config keys existed): "
+            "plan=auto will not find it, pass plan=PATH",
+            file=sys.stderr,
+        )
+    return 0

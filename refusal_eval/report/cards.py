@@ -20,8 +20,8 @@ from ..chat import ChatLike, chat_batches
 from ..coders import SparseCoder
 from ..hooks import forward_until
 from ..search.activations import capture_outputs, valid_positions
+from ..search.artifacts import Latent
 from ..search.plan import AblationPlan
-from ..search.scorer import Latent
 
 CONTEXT_SETS = ("harmful_train", "harmless_train", "harmful_val", "harmless_val")
 

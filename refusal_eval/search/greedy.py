@@ -12,11 +12,11 @@ P(refusal | current) is carried over between steps instead of being recomputed.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-from .scorer import Latent, Row
+from .artifacts import Latent
+from .scorer import Row
 
 ScoreFn = Callable[[Sequence[Row]], list[float]]
 
@@ -39,27 +39,6 @@ class GreedyResult:
     per_seed: tuple[tuple[Latent, ...], ...]
     minimal: tuple[Latent, ...]  # intersection over seeds
     p_minimal: float  # P(refusal) with the minimal set ablated
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "prompt": self.prompt,
-            "p_clean": self.p_clean,
-            "p_full": self.p_full,
-            "per_seed": [[list(x) for x in s] for s in self.per_seed],
-            "minimal": [list(x) for x in self.minimal],
-            "p_minimal": self.p_minimal,
-        }
-
-    @classmethod
-    def from_json(cls, d: Mapping[str, Any]) -> GreedyResult:
-        return cls(
-            prompt=int(d["prompt"]),
-            p_clean=float(d["p_clean"]),
-            p_full=float(d["p_full"]),
-            per_seed=tuple(tuple((int(a), int(b)) for a, b in s) for s in d["per_seed"]),
-            minimal=tuple((int(a), int(b)) for a, b in d["minimal"]),
-            p_minimal=float(d["p_minimal"]),
-        )
 
 
 def seed_order(candidates: Sequence[Latent], seed: int) -> list[Latent]:

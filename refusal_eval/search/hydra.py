@@ -26,9 +26,9 @@ from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from .activations import pooled_activations, position_activations
-from .artifacts import Hydra, WakeEffect, Woken
+from .artifacts import Hydra, Latent, WakeEffect, Woken
 from .plan import by_layer
-from .scorer import Latent, Row, SubsetScorer
+from .scorer import Row, SubsetScorer
 
 STRONGEST = 8  # tested woken latents recorded with their effect, hydra or not
 

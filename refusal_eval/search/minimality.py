@@ -18,7 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .scorer import Latent, Row
+from .artifacts import Latent
+from .scorer import Row
 
 ScoreFn = Callable[[Sequence[Row]], list[float]]
 

@@ -132,9 +132,12 @@ def search_key(
     cfg: SearchConfig,
     data: Mapping[str, Any],
     refusal_ids: Sequence[int],
+    version: int = VERSION,
 ) -> str:
+    """The fingerprint of a search's inputs. It includes the plan format ``version``, so a new
+    format never serves a plan or stage cache written in the old one."""
     material = {
-        "version": VERSION,
+        "version": version,
         "model": {k: model[k] for k in ("name", "revision", "dtype")},
         "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
         "config": cfg.result_dict(),  # compute-only settings never change what a search finds

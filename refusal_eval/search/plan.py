@@ -20,6 +20,7 @@ from typing import Any
 from torch import Tensor
 
 from .._cache import atomic_write
+from .._codec import DecodeError
 from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS, check_condition
@@ -27,7 +28,46 @@ from ..errors import RefusalEvalError
 from .artifacts import PlanBody
 
 FORMAT = "refusal_eval.plan"
-VERSION = 1
+#: 2: every field written (null where not measured); 1 left out what it had not measured
+VERSION = 2
+#: what plan version 1 left out, and what its absence meant (``upgrade_v1`` writes it in)
+V1_ABSENT: dict[str, dict[str, Any]] = {
+    "stage1": {"baseline_refusal_score": None, "candidate_direction": "best"},
+    "fit": {"losses": None},
+    "stage3": {"woken": None},
+    "woken": {"n_min_effect": None, "n_relative": None, "strongest": None},
+    "verified": {"examples": None, "harmful": None},
+    "plan": {"side_effects": None},
+}
+
+
+def upgrade_v1(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 plan body with every field it left out written in (a copy; the search's
+    results are untouched, so only the format fields and the explicit nulls differ)."""
+    out: dict[str, Any] = json.loads(json.dumps(dict(body)))
+    for k, v in V1_ABSENT["plan"].items():
+        out.setdefault(k, v)
+    for k, v in V1_ABSENT["stage1"].items():
+        out["stage1"].setdefault(k, v)
+    s3 = out["stage3"]
+    for fit in (s3["fm"], s3["probe"]):
+        for k, v in V1_ABSENT["fit"].items():
+            fit.setdefault(k, v)
+    for k, v in V1_ABSENT["stage3"].items():
+        s3.setdefault(k, v)
+    if s3["woken"] is not None:
+        for k, v in V1_ABSENT["woken"].items():
+            s3["woken"].setdefault(k, v)
+    for conds in out.get("verification", {}).values():
+        for verified in conds.values():
+            for k, v in V1_ABSENT["verified"].items():
+                verified.setdefault(k, v)
+    out["version"] = VERSION
+    return out
+
+
+#: the fields ``write_plan`` adds around the body
+_FORMAT_FIELDS = ("format", "version", "tensors", "content_sha256")
 
 
 def _round(obj: Any, digits: int = 6) -> Any:
@@ -124,17 +164,21 @@ class AblationPlan:
             raise RefusalEvalError(f"plan {p} is not valid JSON", fix) from None
         if not isinstance(body, dict) or body.get("format") != FORMAT:
             raise RefusalEvalError(f"{p} is not a refusal_eval ablation plan", fix)
-        if body.get("version") != VERSION:
-            raise RefusalEvalError(f"plan {p} has version {body.get('version')}, expected {VERSION}", fix)
+        if body.get("version") not in (1, VERSION):
+            raise RefusalEvalError(
+                f"plan {p} has version {body.get('version')}, this refusal_eval reads 1 and {VERSION}", fix
+            )
         if body.get("content_sha256") is None:
             raise RefusalEvalError(f"plan {p} carries no content hash, so it cannot be checked", fix)
         if content_hash(body) != body["content_sha256"]:
             raise RefusalEvalError(f"plan {p} was edited after it was written (content sha256 differs)", fix)
         try:
-            tensors = body["tensors"]
-            typed = PlanBody.from_json(body)
-            tensor_sha = str(tensors["sha256"])
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+            fields = upgrade_v1(body) if body["version"] == 1 else body
+            tensor_sha = str(fields["tensors"]["sha256"])
+            typed = PlanBody.from_json({k: v for k, v in fields.items() if k not in _FORMAT_FIELDS})
+        except DecodeError as exc:
+            raise RefusalEvalError(f"plan {p} is malformed ({exc.where}: {exc.problem})", fix) from None
+        except (KeyError, TypeError, AttributeError) as exc:
             raise RefusalEvalError(f"plan {p} is malformed ({type(exc).__name__}: {exc})", fix) from None
         tpath = p.with_suffix(".safetensors")
         try:

@@ -23,10 +23,10 @@ from ..chat import encode_chat
 from ..coders import SparseCoder
 from ..hooks import decoder_layers, forward_until
 from ..scoring import last_position_logits
+from .artifacts import Latent
 
 log = logging.getLogger(__name__)
 
-Latent = tuple[int, int]  # (layer, latent index)
 Row = tuple[int, frozenset[Latent]]  # (prompt index, latents ablated)
 
 

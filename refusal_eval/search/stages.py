@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .._codec import decode, encode
 from ..ablation import Ablation, DirectionAblation, ablate, as_ablations
 from ..chat import ChatLike, generate
 from ..coders import SparseCoder
@@ -166,7 +167,7 @@ def run_stage1(ctx: Context, screen: Screen) -> tuple[Stage1, Tensor]:
     cfg, chat = ctx.cfg, ctx.chat
     cached = ctx.cache.get("stage1")
     if cached is not None and "directions" in cached:
-        return Stage1.from_json(cached), torch.tensor(cached["directions"])
+        return _stage1_from_json(cached)
     harmful, harmless = ctx.refused(screen), ctx.contrast(screen)
     scan = layer_scan(
         chat.model,
@@ -198,7 +199,7 @@ def run_stage1(ctx: Context, screen: Screen) -> tuple[Stage1, Tensor]:
         candidate_direction=cfg.candidate_direction,
     )
     stored = ctx.cache.put("stage1", {**result.to_json(), "directions": directions.tolist()})
-    return Stage1.from_json(stored), torch.tensor(stored["directions"])
+    return _stage1_from_json(stored)
 
 
 def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
@@ -222,9 +223,10 @@ def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
                 seeds=cfg.seeds,
                 eps=cfg.eps,
             )
-            return [r.to_json() for r in found]
+            return [encode(r) for r in found]
 
-        results.extend(GreedyResult.from_json(d) for d in ctx.cache.cached(f"stage2_chunk{c:04d}", compute))
+        chunk = ctx.cache.cached(f"stage2_chunk{c:04d}", compute)
+        results.extend(decode(GreedyResult, d, f"stage2_chunk{c:04d}[{i}]") for i, d in enumerate(chunk))
     counts: dict[Latent, int] = {}
     for r in results:
         for m in r.minimal:
@@ -297,7 +299,7 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         n_train=len(train),
         n_test=len(test),
         fm=Fit(fm.train_accuracy, fm.test_accuracy, tuple(fm.losses)),
-        probe=Fit(probe.train_accuracy, probe.test_accuracy),
+        probe=Fit(probe.train_accuracy, probe.test_accuracy, None),
         fm_ranked=tuple((*f, float(fm_scores[feat.index(f)])) for f in fm_top),
         probe_ranked=tuple((*f, float(probe.weights[feat.index(f)])) for f in probe_top),
         dormant=tuple(dormant),
@@ -315,7 +317,13 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
 
 
 def _stage3_from_json(d: Mapping[str, Any]) -> tuple[Stage3, Sets]:
-    return Stage3.from_json(d), {k: latents(v) for k, v in d["sets"].items()}
+    rest = {k: v for k, v in d.items() if k != "sets"}  # the cache keeps the sets beside the stage
+    return Stage3.from_json(rest), {k: latents(v) for k, v in d["sets"].items()}
+
+
+def _stage1_from_json(d: Mapping[str, Any]) -> tuple[Stage1, Tensor]:
+    rest = {k: v for k, v in d.items() if k != "directions"}  # the cache keeps them beside the stage
+    return Stage1.from_json(rest), torch.tensor(d["directions"])
 
 
 def _random_like(
@@ -409,7 +417,7 @@ def run_verification(
                 edits: Callable[[range], Sequence[Ablation]] = edits, prompts: list[str] = prompts
             ) -> Json:
                 if not prompts:
-                    return Verified(0, 0, None, ()).to_json()
+                    return Verified(0, 0, None, (), None, None).to_json()
                 answers = _generate(ctx, prompts, edits=edits)
                 refused = judge(prompts, answers).refused
                 found = outcomes(prompts, answers).outcomes if outcomes is not None else []

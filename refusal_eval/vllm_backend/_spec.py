@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from .._codec import DecodeError, decode
 from ..coders import SparseCoder
 from ..errors import RefusalEvalError
 
@@ -61,20 +61,25 @@ class EditSpec:
 
     @classmethod
     def from_json(cls, text: str) -> EditSpec:
+        fix = "let refusal_eval build the engine (sae_ablated_vllm, or vllm_backend.engine_args)"
         try:
-            raw: dict[str, Any] = json.loads(text)
-            if raw.get("version") != SPEC_VERSION:
-                raise ValueError(f"version {raw.get('version')} (this refusal_eval reads {SPEC_VERSION})")
-            return cls(
-                saes=tuple(SaeSlot(**s) for s in raw["saes"]),
-                max_latents=int(raw["max_latents"]),
-                direction=bool(raw["direction"]),
-            )
-        except (ValueError, KeyError, TypeError) as exc:
+            raw = json.loads(text)
+        except ValueError as exc:
+            raise RefusalEvalError(f"malformed {SPEC_KEY} in the vLLM model config: {exc}", fix) from exc
+        if not isinstance(raw, dict) or raw.get("version") != SPEC_VERSION:
+            version = raw.get("version") if isinstance(raw, dict) else None
             raise RefusalEvalError(
-                f"malformed {SPEC_KEY} in the vLLM model config: {exc}",
-                "let refusal_eval build the engine (sae_ablated_vllm, or vllm_backend.engine_args)",
+                f"malformed {SPEC_KEY} in the vLLM model config: version {version} "
+                f"(this refusal_eval reads {SPEC_VERSION})",
+                fix,
+            )
+        try:
+            spec: EditSpec = decode(cls, raw, SPEC_KEY)
+        except DecodeError as exc:
+            raise RefusalEvalError(
+                f"malformed {SPEC_KEY} in the vLLM model config: {exc.where}: {exc.problem}", fix
             ) from exc
+        return spec
 
     @classmethod
     def for_coders(cls, coders: list[SparseCoder], max_latents: int = DEFAULT_MAX_LATENTS) -> EditSpec:
