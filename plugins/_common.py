@@ -241,13 +241,13 @@ class AblationRunner:
         if sae_latents == "all" or plan == "none":
             return load_saes(source, layers=layers, ids=ids, model=self.chat)
         if plan == "auto":
-            from refusal_eval.search.auto import find_plan
+            from refusal_eval.search.auto import find_plan_for
             from refusal_eval.search.pipeline import search_inputs
 
             headers = load_saes(source, layers=layers, ids=ids, latents={}, model=self.chat)
             if all(c.held is None for c in headers.values()):
                 return headers  # TopK: held whole already
-            found = find_plan(search_inputs(self.chat, headers, self.search_config).key)
+            found = find_plan_for(search_inputs(self.chat, headers, self.search_config))
             if found is None:
                 return load_saes(source, layers=layers, ids=ids, model=self.chat)
             plan = str(found)

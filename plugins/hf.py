@@ -93,7 +93,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         plan: str = "auto",
         condition: str = "baseline",
         judge: str = DEFAULT_JUDGE,
-        dtype: str = "bfloat16",
+        dtype: str = "auto",
         device: str | None = None,
         batch_size: int | str | None = None,
         revision: str | None = None,

@@ -43,7 +43,10 @@ def model_flags(
         help=help or "registered name (default: the default model), local HF dir, .gguf file, or hub id",
     )
     p.add_argument(
-        "--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"], help="default: bfloat16"
+        "--dtype",
+        default="auto",
+        choices=["auto", "bfloat16", "float16", "float32"],
+        help="default: auto (bf16 on GPUs and CPUs with native bf16, else fp32)",
     )
     p.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)"

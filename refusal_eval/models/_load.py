@@ -26,6 +26,8 @@ _DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "fp16": torch.float16,
 }
+#: what ``--dtype`` / ``dtype=`` accept
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 
 
 @dataclass
@@ -55,9 +57,25 @@ class ChatModel:
         return device
 
 
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
+def fast_bf16(device: str) -> bool:
+    """Whether bf16 matmuls are native on ``device``: CUDA with bf16, or a CPU with AVX512-BF16 or
+    AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates them, measured 8x slower than fp32 on this
+    project's AVX2 machine (BENCHMARKS.md), so ``dtype="auto"`` takes fp32 there."""
+    if device.startswith("cuda"):
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device == "meta":
+        return True
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def parse_dtype(dtype: str | torch.dtype, device: str | None = None) -> torch.dtype:
+    """``auto``: bf16 where it is native (:func:`fast_bf16`), else fp32."""
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype.lower() == "auto":
+        return torch.bfloat16 if fast_bf16(device or default_device()) else torch.float32
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
@@ -115,7 +133,7 @@ def resolve(spec: str) -> tuple[str, OfflineModel | None]:
 def load_model(
     spec: str = "default",
     *,
-    dtype: str | torch.dtype = "bfloat16",
+    dtype: str | torch.dtype = "auto",
     device: str | None = None,
     revision: str | None = None,
     trust_remote_code: bool = False,
@@ -124,13 +142,14 @@ def load_model(
 
     ``spec``: ``default`` / a registered offline name (assembled from the pinned part packages
     and cached as bf16 safetensors), a local HF directory, a ``.gguf`` file, or a hub id.
-    bf16 is the default on every device (measured faster on AVX512-BF16 CPUs, same outputs).
+    ``dtype="auto"`` (the default) is bf16 on GPUs and on CPUs with native bf16 (AVX512-BF16 /
+    AMX: measured faster there, same outputs), fp32 on CPUs that would emulate it.
     ``device="meta"`` loads no weights (plan keys and context checks only; e.g. for vLLM).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = parse_dtype(dtype)
     device = device or default_device()
+    torch_dtype = parse_dtype(dtype, device)
     source, registered = resolve(spec)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision and registered is None and not Path(source).exists():

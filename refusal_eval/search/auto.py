@@ -4,6 +4,11 @@ Lookup order, all keyed by :func:`~.pipeline.search_inputs` (model revision, SAE
 config, refusal tokens, prompt-set hashes): the user cache ``<cache>/plans/<key>.json``, then
 plans shipped in the package (``refusal_eval/plans/``), then a fresh search on the search split
 (the harmful/harmless *train* prompts, never the evaluated ones), written to the cache.
+
+The key holds the precision the search ran in. When no plan of the model's own precision
+exists, one searched in another precision (:data:`PRECISIONS`) with otherwise the same inputs
+serves it, with a warning: an fp32 run on a CPU without native bf16 uses the shipped bf16 plan
+instead of searching for 40 minutes. The results record which plan (path and sha256) was used.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from .._cache import cache_dir, cache_lock
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..errors import RefusalEvalError
-from .pipeline import search_inputs, search_to_file
+from .pipeline import SearchInputs, search_inputs, search_key, search_to_file
 from .plan import AblationPlan, sae_weights_hash
 
 log = logging.getLogger(__name__)
@@ -47,6 +52,32 @@ def find_plan(key: str) -> Path | None:
     return next((p for p in shipped_plans() if _plan_key(p) == key), None)
 
 
+#: the precisions a plan may have been searched in, tried in this order after the model's own
+PRECISIONS = ("torch.bfloat16", "torch.float32", "torch.float16")
+
+
+def find_plan_for(inputs: SearchInputs) -> Path | None:
+    """The plan for ``inputs``: of the model's own precision, else of another one (warned)."""
+    found = find_plan(inputs.key)
+    if found is not None:
+        return found
+    own = inputs.model["dtype"]
+    for dtype in (d for d in PRECISIONS if d != own):
+        model = {**inputs.model, "dtype": dtype}
+        key = search_key(model, inputs.saes, inputs.cfg, inputs.data, inputs.refusal_ids)
+        found = find_plan(key)
+        if found is not None:
+            log.warning(
+                "refusal_eval: no plan searched in %s; using %s, searched in %s with the same "
+                "model, SAEs, config and prompts",
+                own.removeprefix("torch."),
+                found.name,
+                dtype.removeprefix("torch."),
+            )
+            return found
+    return None
+
+
 def resolve_plan(
     chat: Any,
     saes: Mapping[int, SparseCoder],
@@ -72,7 +103,7 @@ def resolve_plan(
             )
         return loaded
     inputs = search_inputs(chat, saes, cfg)
-    found = find_plan(inputs.key)
+    found = find_plan_for(inputs)
     if found is not None:
         log.warning("refusal_eval: using the ablation plan %s", found)
         return AblationPlan.load(found)
@@ -80,7 +111,7 @@ def resolve_plan(
         raise RefusalEvalError("no cached plan for this model, SAEs and config", "run with plan=auto")
     out = cache_dir("plans") / f"{inputs.key[:16]}.json"
     with cache_lock(out, "searching the same plan"):
-        found = find_plan(inputs.key)  # another process may have searched it while we waited
+        found = find_plan_for(inputs)  # another process may have searched it while we waited
         if found is None:
             log.warning(
                 "refusal_eval: no plan cached for this model/SAEs/config; searching (cached at %s)", out
