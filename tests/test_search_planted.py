@@ -408,3 +408,32 @@ def test_minimality_counts_on_a_hand_made_score():
     assert got["mean_pairwise_jaccard"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
     assert got["mean_seed_to_minimal_jaccard"] == pytest.approx((1 + 2 / 3 + 1) / 3)
     assert got["share_identical"] == 0.0
+
+
+def test_a_cache_miss_keys_and_hashes_the_search_once(isolated_cache, monkeypatch):
+    """plan=auto hands the inputs it keyed its lookup with to the search: the SAEs are
+    fingerprinted once, and the search runs on exactly those inputs."""
+    from refusal_eval.search import auto
+
+    calls: list[int] = []
+    real_block = pipeline._sae_block
+
+    def counting_block(saes):  # type: ignore[no-untyped-def]
+        calls.append(len(saes))
+        return real_block(saes)
+
+    class Reached(Exception):
+        pass
+
+    seen: list[str] = []
+
+    def stop(chat, saes, inputs, *rest):  # type: ignore[no-untyped-def]
+        seen.append(inputs.key)
+        raise Reached
+
+    monkeypatch.setattr(pipeline, "_sae_block", counting_block)
+    monkeypatch.setattr(pipeline, "_run_stages", stop)
+    with pytest.raises(Reached):
+        auto.resolve_plan(PlantedChat(), planted_saes(), "auto", CFG, progress=False)
+    assert calls == [len(planted_saes())]
+    assert seen == [pipeline.search_inputs(PlantedChat(), planted_saes(), CFG).key]

@@ -116,6 +116,6 @@ def resolve_plan(
             log.warning(
                 "refusal_eval: no plan cached for this model/SAEs/config; searching (cached at %s)", out
             )
-            search_to_file(chat, saes, cfg, out, progress=progress, generator=generator)
+            search_to_file(chat, saes, cfg, out, progress=progress, generator=generator, inputs=inputs)
             found = out
     return AblationPlan.load(found)

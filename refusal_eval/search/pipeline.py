@@ -194,12 +194,16 @@ def run_search(
     work_dir: Path | None = None,
     progress: bool = True,
     generator: TextGenerator | None = None,
+    inputs: SearchInputs | None = None,
 ) -> tuple[PlanBody, dict[str, Tensor]]:
     """All three stages plus verification; returns (plan body, tensors). ``generator`` moves the
     greedy generations (screening, verification) to another engine, e.g. vLLM: not part of the
     key, as both compute the same greedy answers (in bf16 they can part late in an answer; the
     judge reads the opening)."""
-    inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
+    if inputs is None:  # plan=auto hands over the inputs it keyed its lookup with
+        inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
+    elif cfg is not None and cfg != inputs.cfg:
+        raise RefusalEvalError("run_search got a config other than its inputs'", "pass one of the two")
     cfg, refusal_ids, key = inputs.cfg, inputs.refusal_ids, inputs.key
     model, data = inputs.model, inputs.data
     cache = StageCache(work_dir or cache_dir("search", key[:16]))
