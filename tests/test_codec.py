@@ -183,3 +183,13 @@ def test_the_vllm_edit_spec_round_trips_and_names_a_bad_field():
         EditSpec.from_json(json.dumps({**raw, "version": 0}))
     with pytest.raises(RefusalEvalError, match="malformed refusal_eval_edit"):
         EditSpec.from_json("{not json")
+
+
+def test_the_search_has_a_public_face():
+    import refusal_eval.search as search
+
+    for name in search.__all__:
+        assert getattr(search, name) is not None
+    assert search.AblationPlan is AblationPlan and search.PlanBody is PlanBody
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        search.nope  # noqa: B018

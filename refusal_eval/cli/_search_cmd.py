@@ -45,8 +45,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 @command("search", "stage 1-3 search for the latents behind refusal; writes an ablation plan")(_search_args)
 def search_cmd(args: argparse.Namespace) -> int:
     from ..config import load_config, parse_overrides
+    from ..report.plan_summary import summary
     from ..saes import load_saes
-    from ..search.pipeline import search_to_file, summary
+    from ..search.pipeline import search_to_file
 
     overrides: dict[str, object] = dict(parse_overrides(args.overrides))
     for key in ("harmful", "harmless"):

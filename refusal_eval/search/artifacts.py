@@ -10,7 +10,7 @@ version 2 on, always written (null when not measured), so a reader can tell "not
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,14 @@ from .direction import Candidate, LayerScore
 Latent = tuple[int, int]  # (SAE layer, latent index): the one definition
 Json = dict[str, Any]
 T = TypeVar("T", bound="_Json")
+
+
+def by_layer(pairs: Iterable[Sequence[int]]) -> dict[int, list[int]]:
+    """``[(layer, latent), ...]`` -> ``{layer: sorted latents}``."""
+    out: dict[int, list[int]] = {}
+    for layer, idx in pairs:
+        out.setdefault(int(layer), []).append(int(idx))
+    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 def latents(xs: Sequence[Sequence[Any]]) -> tuple[Latent, ...]:

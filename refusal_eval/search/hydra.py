@@ -26,8 +26,7 @@ from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from .activations import pooled_activations, position_activations
-from .artifacts import Hydra, Latent, WakeEffect, Woken
-from .plan import by_layer
+from .artifacts import Hydra, Latent, WakeEffect, Woken, by_layer
 from .scorer import Row, SubsetScorer
 
 STRONGEST = 8  # tested woken latents recorded with their effect, hydra or not

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS, check_condition
 from ..errors import RefusalEvalError
-from .artifacts import PlanBody
+from .artifacts import PlanBody, by_layer
 
 FORMAT = "refusal_eval.plan"
 #: 2: every field written (null where not measured); 1 left out what it had not measured
@@ -132,14 +132,6 @@ def content_hash(plan: Mapping[str, Any]) -> str:
     return hashlib.sha256(
         canonical_json({k: v for k, v in plan.items() if k != "content_sha256"})
     ).hexdigest()
-
-
-def by_layer(pairs: Iterable[Sequence[int]]) -> dict[int, list[int]]:
-    """``[(layer, latent), ...]`` -> ``{layer: sorted latents}``."""
-    out: dict[int, list[int]] = {}
-    for layer, idx in pairs:
-        out.setdefault(int(layer), []).append(int(idx))
-    return {k: sorted(v) for k, v in sorted(out.items())}
 
 
 @dataclass(frozen=True)

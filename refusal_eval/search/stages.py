@@ -37,13 +37,13 @@ from .artifacts import (
     Stage3,
     Verification,
     Verified,
+    by_layer,
     latents,
 )
 from .direction import decoder_candidates, layer_scan
 from .greedy import GreedyResult, greedy_minimal_sets
 from .hydra import find_hydras, per_row_edits
 from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
-from .plan import by_layer
 from .scorer import SubsetScorer
 
 Sets = dict[str, tuple[Latent, ...]]
