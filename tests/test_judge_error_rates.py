@@ -95,7 +95,7 @@ def test_hybrid_head_with_other_cue_features_is_refused(tmp_path):
 
 
 def test_sample_per_source_is_seeded_and_keeps_every_model():
-    from refusal_eval.judges.lomo import sample_per_source
+    from refusal_eval.judges.lab.lomo import sample_per_source
 
     rows = [{"id": f"{s}/{i}", "source": s} for s in ("a", "b", "c") for i in range(10)]
     got = sample_per_source(rows, 3)
@@ -105,7 +105,7 @@ def test_sample_per_source_is_seeded_and_keeps_every_model():
 
 
 def test_threshold_is_refitted_on_training_rows_and_scores_are_cached(tmp_path):
-    from refusal_eval.judges.lomo import best_threshold, cached_scores, threshold_fitter
+    from refusal_eval.judges.lab.lomo import best_threshold, cached_scores, threshold_fitter
 
     assert best_threshold([0.1, 0.2, 0.7, 0.9], [False, False, True, True]) == pytest.approx(0.5)
     # every threshold in (0.2, 0.3] separates these; ties go to the one nearest 0.5
@@ -156,7 +156,7 @@ def test_corrected_intervals_widen_with_between_model_spread():
 
 def test_error_rates_table_round_trips_and_bad_tables_name_the_fix(isolated_cache):
     from refusal_eval.judges.agreement import agreement
-    from refusal_eval.judges.lomo import LomoRow
+    from refusal_eval.judges.lab.lomo import LomoRow
 
     def row(model: str, pred: list[bool], gold: list[bool]) -> LomoRow:
         return LomoRow("cues", model, agreement(pred, gold, n_boot=10), 0.5, "nothing to fit")

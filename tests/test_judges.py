@@ -162,7 +162,7 @@ def test_user_judge_files_override_the_shipped_ones(isolated_cache):
 
 
 def test_leave_one_model_out_never_scores_a_file_it_fitted():
-    from refusal_eval.judges.lomo import evaluate_lomo, lomo_folds
+    from refusal_eval.judges.lab.lomo import evaluate_lomo, lomo_folds
 
     rows = [
         {"id": f"{s}/{i}", "source": s, "prompt": "p", "completion": f"{s} {i}", "refused": i % 2 == 0}

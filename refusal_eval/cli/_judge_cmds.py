@@ -100,7 +100,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _lomo(args: argparse.Namespace) -> int:
     from ..judges.embedding import labelled_completions
-    from ..judges.lomo import evaluate_lomo, fitter_for, sample_per_source
+    from ..judges.lab.lomo import evaluate_lomo, fitter_for, sample_per_source
 
     rows = labelled_completions()
     if args.limit is not None:  # a seeded random N of each model: every fold keeps training rows

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import RefusalEvalError
-from .agreement import Agreement, agreement, auc
+from ...errors import RefusalEvalError
+from ..agreement import Agreement, agreement, auc
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _embedding_head(c: float = 1.0) -> Callable[[Any, list[bool]], Callable[[Any
 
 
 def _hybrid_head(c: float) -> Callable[[Any, list[bool]], Callable[[Any], Any]]:
-    from .hybrid import fit_logistic, predict
+    from ..hybrid import fit_logistic, predict
 
     def refit(x: Any, y: list[bool]) -> Callable[[Any], Any]:
         head = fit_logistic(x, y, c)
@@ -189,7 +189,7 @@ def cached_scores(
 ) -> dict[str, float]:
     """Row id -> score, computed ``chunk`` rows at a time and saved after each chunk to ``path``
     (keyed by a hash of prompt and completion), so an interrupted run resumes where it stopped."""
-    from .._cache import atomic_write
+    from ..._cache import atomic_write
 
     done: dict[str, float] = {}
     if path.is_file():
@@ -208,11 +208,11 @@ def cached_scores(
 
 def fitter_for(spec: str, rows: Sequence[dict[str, Any]]) -> tuple[Fitter, str]:
     """How ``spec`` is evaluated leave-one-model-out: (fitter, what is fitted per fold)."""
-    from .._cache import cache_dir
-    from ._base import get_judge
-    from .embedding import MiniLM
-    from .hybrid import DEFAULT_C, hybrid_features, load_hybrid_head
-    from .llm import LLMJudge
+    from ..._cache import cache_dir
+    from .._base import get_judge
+    from ..embedding import MiniLM
+    from ..hybrid import DEFAULT_C, hybrid_features, load_hybrid_head
+    from ..llm import LLMJudge
 
     name, _, arg = spec.partition(":")
     index = {r["id"]: i for i, r in enumerate(rows)}
