@@ -9,7 +9,8 @@ The public face, read in stage order (each module imported lazily)::
     plan = search.AblationPlan.load("plan.json")
 
 Inside: ``stages`` runs the screen, stage 1 (``direction``), stage 2 (``greedy`` over a
-``scorer``), stage 3 (``activations``, ``interactions``, ``hydra``) and verification;
+``scorer``) and verification; ``stage3`` runs stage 3 (``activations``, ``interactions``,
+``hydra``);
 ``artifacts`` holds every stage's typed result; ``plan`` is the plan file's reader and writer
 only; ``auto`` finds plans by key; ``minimality`` re-checks a plan's sets; ``upgrade`` rewrites
 older plan formats.

@@ -30,6 +30,7 @@ from ..errors import RefusalEvalError
 from ..scoring import refusal_token_ids
 from .artifacts import ModelInfo, PlanBody, PromptSetInfo, SaeSet
 from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
+from .stage3 import run_stage3
 from .stages import (
     Context,
     TextGenerator,
@@ -37,7 +38,6 @@ from .stages import (
     run_side_effects,
     run_stage1,
     run_stage2,
-    run_stage3,
     run_verification,
 )
 

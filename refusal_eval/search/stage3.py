@@ -1,0 +1,140 @@
+"""Stage 3: what interacts with the minimal sets. A factorization machine and a linear probe on
+pooled SAE activations (:mod:`.interactions`) rank extra latents; random controls of the same
+size; dormant minimal-set members; and the cross-layer hydra test (:mod:`.hydra`). Returns the
+stage result and the latent set of every evaluation condition."""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..ablation import as_ablations
+from ..coders import SparseCoder
+from .activations import feature_index, pooled_activations, position_activations
+from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
+from .hydra import find_hydras
+from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
+from .scorer import SubsetScorer
+from .stages import Context, Sets
+
+
+def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> tuple[Stage3, Sets]:
+    """FM + probe on pooled activations, ranked extras, random controls, dormant latents and
+    cross-layer hydras; returns the stage result and the latent set of every condition."""
+    hit = ctx.cache.get("stage3")
+    if hit is not None:
+        return _stage3_from_json(hit)
+    cfg, chat = ctx.cfg, ctx.chat
+    harmful = ctx.refused(screen)
+    harmless = ctx.contrast(screen)
+    pooled = functools.partial(
+        pooled_activations, chat.model, chat.tokenizer, saes=ctx.saes,
+        pool=cfg.pool, batch_size=cfg.batch_size, progress=ctx.progress,
+    )  # fmt: skip
+    act_h, act_b = pooled(harmful), pooled(harmless)
+    index = feature_index(ctx.saes)
+    union = list(stage2.union)
+    pos = {f: i for i, f in enumerate(index)}
+    active = set(torch.nonzero(act_h.amax(0) > 0).flatten().tolist())
+    columns = sorted(active | {pos[u] for u in union})
+    x = torch.cat([act_h, act_b])[:, columns]
+    y = torch.cat([torch.ones(len(harmful)), torch.zeros(len(harmless))])
+    train, test = split(len(y), cfg.test_frac, cfg.seed, y)
+    scale = x[train].amax(0).clamp_min(1e-6)
+    x = x / scale
+    fm = fit_fm(
+        x, y, train, test, rank=cfg.fm_rank, lr=cfg.fm_lr, epochs=cfg.fm_epochs,
+        batch_size=cfg.fm_batch_size, init_std=cfg.fm_init_std, seed=cfg.seed,
+    )  # fmt: skip
+    probe = fit_probe(x, y, train, test, c=cfg.probe_l2)
+    feat = [index[c] for c in columns]
+    in_union = [i for i, f in enumerate(feat) if f in set(union)]
+    fm_scores = interaction_scores(fm.model.V.detach(), in_union)
+    fm_top = [feat[i] for i in top_ranked(fm_scores, cfg.extra_k)]
+    probe_top = [feat[i] for i in top_ranked(probe.weights.abs(), cfg.extra_k, exclude=in_union)]
+    rng = random.Random(cfg.seed)
+    pool = [f for f in feat if f not in set(union)]
+    random_extra = sorted(rng.sample(pool, min(cfg.extra_k, len(pool))))
+    random_same = _random_like(union, ctx.saes, rng)
+    sets = stage2.minimal_sets()
+    scorer = ctx.scorer(screen, stage1.sae_layers)
+    dormant = find_dormant(ctx, harmful, stage2, act_h, pos, scorer)
+    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, index, scorer, cfg, progress=ctx.progress)
+    result = Stage3(
+        n_features=len(columns),
+        n_train=len(train),
+        n_test=len(test),
+        fm=Fit(fm.train_accuracy, fm.test_accuracy, tuple(fm.losses)),
+        probe=Fit(probe.train_accuracy, probe.test_accuracy, None),
+        fm_ranked=tuple((*f, float(fm_scores[feat.index(f)])) for f in fm_top),
+        probe_ranked=tuple((*f, float(probe.weights[feat.index(f)])) for f in probe_top),
+        dormant=tuple(dormant),
+        woken=woken,
+    )
+    condition_sets: Sets = {
+        "sae": tuple(union),
+        "sae_fm": tuple(sorted(set(union) | set(fm_top))),
+        "sae_probe": tuple(sorted(set(union) | set(probe_top))),
+        "sae_random": tuple(sorted(set(union) | set(random_extra))),
+        "sae_hydra": tuple(sorted(set(union) | set(woken.latents))),
+        "random": tuple(random_same),
+    }
+    return _stage3_from_json(ctx.cache.put("stage3", {**result.to_json(), "sets": condition_sets}))
+
+
+def _stage3_from_json(d: Mapping[str, Any]) -> tuple[Stage3, Sets]:
+    rest = {k: v for k, v in d.items() if k != "sets"}  # the cache keeps the sets beside the stage
+    return Stage3.from_json(rest), {k: latents(v) for k, v in d["sets"].items()}
+
+
+def _random_like(
+    union: Sequence[Latent], saes: Mapping[int, SparseCoder], rng: random.Random
+) -> list[Latent]:
+    """As many random latents per layer as ``union`` has there, none of them in ``union``."""
+    out: list[Latent] = []
+    taken = set(union)
+    for layer in sorted({layer for layer, _ in union}):
+        n = sum(1 for lay, _ in union if lay == layer)
+        pool = [(layer, i) for i in range(saes[layer].d_sae) if (layer, i) not in taken]
+        out.extend(rng.sample(pool, min(n, len(pool))))
+    return sorted(out)
+
+
+def find_dormant(
+    ctx: Context,
+    harmful: Sequence[str],
+    stage2: Stage2,
+    act_h: Tensor,
+    pos: Mapping[Latent, int],
+    scorer: SubsetScorer,
+) -> list[Dormant]:
+    """Minimal-set members that are zero on their prompt yet necessary: restoring them alone
+    raises P(refusal) by ``tau``. For each, where it fires once the active members are ablated."""
+    cfg = ctx.cfg
+    sets = stage2.minimal_sets()
+    tests = [
+        (p, m) for p, minimal in enumerate(sets) for m in sorted(minimal) if float(act_h[p, pos[m]]) == 0.0
+    ]
+    if not tests:
+        return []
+    p_back = scorer.p_refusal([(p, sets[p] - {m}) for p, m in tests], desc="dormant")
+    out: list[Dormant] = []
+    for (p, m), back in zip(tests, p_back, strict=True):
+        base = stage2.prompts[p].p_minimal
+        if (back - base) / max(base, cfg.eps) < cfg.tau:
+            continue
+        active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
+        ablations = as_ablations(by_layer(active), ctx.saes)
+        tokens, acts = position_activations(
+            ctx.chat.model, ctx.chat.tokenizer, harmful[p], ctx.saes, [m], ablations
+        )
+        where = torch.nonzero(acts[0] > 0).flatten().tolist()
+        top = sorted(where, key=lambda t: (-float(acts[0, t]), t))[:3]
+        fires = tuple((t, tokens[t], float(acts[0, t])) for t in top)
+        out.append(Dormant(p, m, base, back, bool(where), fires))
+    return out
