@@ -286,3 +286,30 @@ def test_plan_paths_are_shown_relative_to_the_package_or_cache(isolated_cache, t
     assert display_path(shipped) == "package:plans/x.json"
     assert display_path(isolated_cache / "plans" / "k.json") == "cache:plans/k.json"
     assert display_path(tmp_path / "mine.json") == str(tmp_path / "mine.json")
+
+
+def test_features_never_active_in_training_rows_are_zeroed_not_blown_up():
+    """The stage-3 scaling: train max -> 1; a feature seen only in held-out rows becomes 0 (the
+    old floor of 1e-6 made it 5e6 there, and its untrained FM factors decided held-out logits)."""
+    from refusal_eval.search.stage3 import scale_by_training_max
+
+    x = torch.tensor([[2.0, 0.0, 1.0], [4.0, 0.0, 0.0], [1.0, 5.0, 3.0]])
+    train = torch.tensor([0, 1])
+    scaled, unseen = scale_by_training_max(x, train)
+    assert unseen == [1]
+    assert torch.equal(scaled, torch.tensor([[0.5, 0.0, 1.0], [1.0, 0.0, 0.0], [0.25, 0.0, 3.0]]))
+    # an FM whose unseen feature would otherwise dominate now predicts held-out rows from seen ones
+    torch.manual_seed(0)
+    n = 40
+    informative = torch.rand(n, 1)
+    y = (informative[:, 0] > 0.5).float()
+    rare = torch.zeros(n, 1)
+    test = torch.arange(30, 40)
+    rare[test] = 3.0  # active only in held-out rows
+    raw = torch.cat([informative, rare, torch.rand(n, 6)], 1)
+    train = torch.arange(30)
+    old = raw / raw[train].amax(0).clamp_min(1e-6)
+    new, _ = scale_by_training_max(raw, train)
+    kw = {"rank": 4, "lr": 0.05, "epochs": 60, "batch_size": 8, "init_std": 0.1}
+    assert fit_fm(new, y, train, test, **kw).test_accuracy >= 0.85  # 9 of 10
+    assert fit_fm(old, y, train, test, **kw).test_accuracy <= 0.7
