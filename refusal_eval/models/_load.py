@@ -59,7 +59,7 @@ class ChatModel:
 
 def fast_bf16(device: str) -> bool:
     """Whether bf16 matmuls are native on ``device``: CUDA with bf16, or a CPU with AVX512-BF16 or
-    AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates them, measured 8x slower than fp32 on this
+    AMX. Elsewhere (e.g. AVX2-only CPUs) torch emulates them, measured 5.9x slower than fp32 on this
     project's AVX2 machine (BENCHMARKS.md), so ``dtype="auto"`` takes fp32 there."""
     if device.startswith("cuda"):
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
