@@ -18,8 +18,8 @@ from refusal_eval.chat import format_chat
 from refusal_eval.conditions import check_condition
 from refusal_eval.config import SearchConfig, load_config
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.judges import get_judge, judge_texts
-from refusal_eval.models import load_model
+from refusal_eval.judges import Judge, get_judge, judge_texts
+from refusal_eval.models import ChatModel, load_model
 from refusal_eval.report.summary import encode_verdicts, verdict_code
 from refusal_eval.runs import GROUP, PREFIX, RunInfo, Scored, condition_of_task
 from refusal_eval.saes import SAEBundle, is_local_source, load_saes
@@ -161,13 +161,12 @@ def prompt_of(request: Any) -> str:
 class AblationRunner:
     """Mixin: the plan, the per-request condition, grouped execution, judging, provenance."""
 
-    chat: Any
+    chat: ChatModel
     saes: SAEBundle | None
     search_config: SearchConfig
     plan_arg: str
     default_condition: str
-    judge: Any
-    judge_spec: str
+    judge: Judge
     tokenizer: Any
     backend_name: str
     batch_size_used: int | str | None = None
@@ -210,7 +209,7 @@ class AblationRunner:
         if not saes and layers is None and plan == "auto":  # its own release: its plan's layers
             layers = self.chat.info.get("default_sae_layers")
         self.saes = self._load_saes(sae_source, layers, str(plan), sae_latents, sae_ids)
-        self.plan_arg, self.default_condition, self.judge_spec = str(plan), condition, judge
+        self.plan_arg, self.default_condition = str(plan), condition
         self._plan = None
         if self.saes is None and plan not in ("none", "auto"):
             raise RefusalEvalError("plan= needs the SAEs it was made with", "pass saes=RELEASE_OR_DIR")
@@ -377,7 +376,7 @@ class AblationRunner:
 
     def _judged(self, requests: list[Any], answers: list[Any]) -> list[Any]:
         prompts = [prompt_of(r) for r in requests]
-        judged = judge_texts(self.judge, self.judge_spec, prompts, [a or "" for a in answers])
+        judged = judge_texts(self.judge, prompts, [a or "" for a in answers])
         for req, text in zip(requests, judged, strict=True):  # for the run's summary
             task, doc_id = getattr(req, "task_name", None), getattr(req, "doc_id", None)
             if condition_of_task(task) is not None and isinstance(doc_id, int):
@@ -412,11 +411,11 @@ class AblationRunner:
         )
         return RunInfo(
             model=str(self.chat.info.get("name", self.chat.spec)),
-            judge=self.judge_spec,
+            judge=str(self.judge.spec),
             device=device,
             version=__version__,
             model_revision=self.chat.revision,
-            judge_error_rates=_error_rates(self.judge_spec),
+            judge_error_rates=_error_rates(str(self.judge.spec)),
             judge_info=getattr(self.judge, "provenance", None) or None,
             batch_size=self.batch_size_used,
             chat_template={

@@ -8,12 +8,14 @@ write never leaves a half-written entry that a later run would trust.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +102,34 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class StageCache:
+    """A resumable run's finished steps (the search's stages, its chunks and verification runs):
+    canonical JSON files under one directory; writes are atomic, unreadable files are recomputed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def get(self, name: str) -> Any | None:
+        path = self.root / f"{name}.json"
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            log.warning("discarding unreadable stage cache %s", path)
+            path.unlink()
+            return None
+
+    def put(self, name: str, value: Any) -> Any:
+        path = self.root / f"{name}.json"
+        from ._codec import canonical_json
+
+        atomic_write(path, canonical_json(value))
+        return json.loads(path.read_text())  # hand back exactly what a resumed run would read
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        hit = self.get(name)
+        return hit if hit is not None else self.put(name, compute())

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -183,3 +185,23 @@ def _dataclass(cls: type, data: Json, where: str, strings: bool) -> Any:
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise DecodeError(where, f"missing field {f.name!r} of {cls.__name__}")
     return cls(**kwargs)
+
+
+def _round(obj: Any, digits: int = 6) -> Any:
+    """Floats to ``digits`` significant digits (non-finite -> null), so that a value written and
+    read back gives the same bytes again."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            return None
+        return float(f"{obj:.{digits}g}")
+    if isinstance(obj, dict):
+        return {str(k): _round(v, digits) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_round(v, digits) for v in obj]
+    return obj
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The bytes every artifact and cache entry is written as (and hashed by): sorted keys, rounded
+    floats, one line per item."""
+    return (json.dumps(_round(obj), sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()

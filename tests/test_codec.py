@@ -13,11 +13,11 @@ from typing import Literal
 import pytest
 
 from refusal_eval import RefusalEvalError
-from refusal_eval._codec import DecodeError, decode, encode
+from refusal_eval._codec import DecodeError, canonical_json, decode, encode
 from refusal_eval.config import SearchConfig
 from refusal_eval.search import artifacts
 from refusal_eval.search.artifacts import MinimalSet, PlanBody, Stage2
-from refusal_eval.search.plan import V1_ABSENT, VERSION, AblationPlan, canonical_json, content_hash
+from refusal_eval.search.plan import V1_ABSENT, VERSION, AblationPlan, content_hash
 from refusal_eval.search.upgrade import key_of, upgrade_plan
 
 PLANS = Path(str(resources.files("refusal_eval") / "plans"))

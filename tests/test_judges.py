@@ -121,7 +121,7 @@ def test_judged_text_carries_the_models_verdict_to_the_task(monkeypatch):
 
     from refusal_eval.judges import JudgedText, get_judge, judge_texts
 
-    texts = judge_texts(get_judge("prefix:w4"), "prefix:w4", ["p", "p"], ["w4 no", "sure"])
+    texts = judge_texts(get_judge("prefix:w4"), ["p", "p"], ["w4 no", "sure"])
     assert texts == ["w4 no", "sure"] and [t.refused for t in texts] == [True, False]
     back = pickle.loads(pickle.dumps(texts[0]))
     assert isinstance(back, JudgedText) and (back.refused, back.judge) == (True, "prefix:w4")
@@ -250,3 +250,40 @@ def test_late_refusal_reads_past_a_compliant_opening():
     assert not late_refusal("I'm sorry, but I can't help with that.")  # refused at once: not late
     assert not late_refusal("Sure, here is an outline. Step one is research. Step two is planning.")
     assert not late_refusal("")
+
+
+@pytest.mark.parametrize(
+    "text, name, arg",
+    [
+        ("keyword", "keyword", None),
+        ("prefix:I'm sorry|I cannot", "prefix", "I'm sorry|I cannot"),
+        ("outcome:rules", "outcome", "rules"),
+        ("llm:default#harmbench@0.3", "llm", "default#harmbench@0.3"),
+        ("harmbench:mistral:t0.4", "harmbench", "mistral:t0.4"),
+        ("prefix:", "prefix", ""),
+    ],
+)
+def test_a_judge_spec_is_parsed_once_and_gives_its_text_back(text, name, arg):
+    from refusal_eval.judges import JudgeSpec
+
+    spec = JudgeSpec.parse(text)
+    assert (spec.name, spec.arg) == (name, arg)
+    assert str(spec) == text and JudgeSpec.parse(spec) is spec
+
+
+def test_an_unknown_judge_spec_is_one_error_naming_the_choices():
+    from refusal_eval.judges import JudgeSpec
+
+    with pytest.raises(RefusalEvalError, match=r"unknown judge 'keywords:x'") as err:
+        JudgeSpec.parse("keywords:x")
+    assert "cues" in err.value.fix and "outcome" in err.value.fix
+
+
+def test_every_built_judge_carries_the_spec_it_was_built_from():
+    from refusal_eval.judges import JudgeSpec, get_judge, judge_texts
+
+    for text in ("keyword", "cues", "prefix:w4|no", "outcome:rules"):
+        judge = get_judge(text)
+        assert judge.spec == JudgeSpec.parse(text) and str(judge.spec) == text
+        assert get_judge(JudgeSpec.parse(text)) is judge  # one instance per spec, however named
+        assert judge_texts(judge, ["p"], ["no way"])[0].judge == text

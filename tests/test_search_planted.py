@@ -109,8 +109,8 @@ def test_cross_layer_hydra_detector_wakes_exactly_the_hydra(planted_run):
 
 
 def test_side_effects_first_token_kl_per_condition(planted_run, tmp_path):
+    from refusal_eval._cache import StageCache
     from refusal_eval.search.artifacts import Stage1, latents
-    from refusal_eval.search.pipeline import StageCache
     from refusal_eval.search.stages import Context, run_side_effects
 
     body, tensors = planted_run
@@ -300,8 +300,8 @@ def test_plan_verifies_its_content_and_does_not_depend_on_its_file_name(planted_
     import copy
     import json
 
+    from refusal_eval._codec import canonical_json
     from refusal_eval.errors import RefusalEvalError
-    from refusal_eval.search.plan import canonical_json
 
     body, tensors = planted_run
     h1 = write_plan(body, tensors, tmp_path / "a" / "first.json")

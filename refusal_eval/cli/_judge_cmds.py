@@ -229,12 +229,13 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     from .._cache import atomic_write
     from ..errors import RefusalEvalError
     from ..judges import get_judge
-    from ..judges._base import judge_file, user_judge_file
+    from ..judges._base import JudgeSpec, judge_file, user_judge_file
     from ..judges.agreement import metrics
     from ..judges.embedding import heldout_split, labelled_completions
     from ..judges.llm import LLMJudge
 
-    if not args.judge.startswith("llm:") or "@" in args.judge:
+    parsed = JudgeSpec.parse(args.judge)
+    if parsed.name != "llm" or not parsed.arg or "@" in parsed.arg:
         raise RefusalEvalError(
             f"cannot calibrate {args.judge!r}", "pass an llm:SPEC judge without @threshold"
         )
@@ -252,7 +253,7 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     current = Path(args.out) if args.out else judge_file("llm_thresholds.json")
     out = Path(args.out) if args.out else user_judge_file("llm_thresholds.json")
     table = json.loads(current.read_text()) if current.exists() else {"thresholds": {}, "calibration": {}}
-    spec = args.judge.removeprefix("llm:")
+    spec = parsed.arg
     table["thresholds"][spec] = best
     table["calibration"][spec] = {"n": len(train), "train_accuracy": round(acc, 6), "seed": 0}
     atomic_write(out, json.dumps(table, indent=1, sort_keys=True) + "\n")

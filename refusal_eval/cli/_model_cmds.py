@@ -56,7 +56,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace) -> tuple[ChatModel, SAEBundle | None, dict[int, list[int]]]:
-    from ..judges._base import check_judge_spec
+    from ..judges._base import JudgeSpec
     from ..saes import load_saes
 
     for flag in ("max_new_tokens", "batch_size"):
@@ -64,7 +64,7 @@ def _load(args: argparse.Namespace) -> tuple[ChatModel, SAEBundle | None, dict[i
         if value < 1:
             name = "--" + flag.replace("_", "-")
             raise RefusalEvalError(f"{name} must be at least 1, got {value}", f"pass e.g. {name} 8")
-    check_judge_spec(args.judge)  # an unknown judge is an error before any model loads
+    JudgeSpec.parse(args.judge)  # an unknown judge is an error before any model loads
     sets = parse_ablation(args.ablate)
     if sets and not args.saes:
         raise RefusalEvalError("--ablate needs SAEs", "pass --saes RELEASE_OR_DIR")

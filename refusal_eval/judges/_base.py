@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, ClassVar, Literal, Protocol, get_args
 
 from .._cache import cache_root
 from .._registry import Registry
@@ -32,8 +32,32 @@ class Judgement:
     outcomes: list[Outcome] = field(default_factory=list)
 
 
-class Judge(Protocol):
+@dataclass(frozen=True)
+class JudgeSpec:
+    """A judge as it is named on the command line, in ``model_args`` and in results: ``name`` or
+    ``name:arg`` (``llm:SPEC@0.3``, ``prefix:A|B``, ``outcome:rules``, ``harmbench:mistral``).
+    :meth:`parse` is the one parser; ``str(spec)`` gives the text back exactly."""
+
     name: str
+    arg: str | None = None  # None: no ``:`` was written
+
+    @classmethod
+    def parse(cls, spec: str | JudgeSpec) -> JudgeSpec:
+        """The parsed spec, checked to name a registered judge (nothing is built or loaded)."""
+        if isinstance(spec, JudgeSpec):
+            return spec
+        name, sep, arg = str(spec).partition(":")
+        if name not in _JUDGES:
+            raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {_JUDGES.names()}")
+        return cls(name, arg if sep else None)
+
+    def __str__(self) -> str:
+        return self.name if self.arg is None else f"{self.name}:{self.arg}"
+
+
+class Judge(Protocol):
+    #: what built it (:func:`get_judge` sets it): recorded with every verdict and in results
+    spec: JudgeSpec
 
     @property
     def sees_outcomes(self) -> bool:
@@ -43,11 +67,29 @@ class Judge(Protocol):
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Judgement: ...
 
 
+@dataclass
+class RuleJudge:
+    """A judge that is a rule over one answer: refused iff ``rule(answer)`` (score 0 or 1); the
+    base of ``keyword``, ``prefix:`` and ``cues``."""
+
+    sees_outcomes: ClassVar[bool] = False  # refused / degenerate only
+
+    spec: JudgeSpec
+    rule: Callable[[str], bool]
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Judgement:
+        from .degenerate import degenerate_flags
+
+        refused = [self.rule(r) for r in responses]
+        return Judgement(refused, [float(r) for r in refused], degenerate_flags(prompts, responses))
+
+
 _JUDGES: Registry[Callable[[str], Judge]] = Registry("judge")
 
 
 def register_judge(name: str) -> Callable[[Callable[[str], Judge]], Callable[[str], Judge]]:
-    """Register a judge factory; it receives the text after ``name:`` (e.g. ``llm:SPEC``)."""
+    """Register a judge factory; it receives :attr:`JudgeSpec.arg` (the text after ``name:``, or
+    ``""``)."""
     return _JUDGES.register(name)
 
 
@@ -82,11 +124,10 @@ def _judged(
     return JudgedText(text, refused=refused, degenerate=degenerate, judge=judge, outcome=outcome)
 
 
-def judge_texts(
-    judge: Judge, spec: str, prompts: Sequence[str], responses: Sequence[str]
-) -> list[JudgedText]:
-    """Judge ``responses`` in one batch and wrap each with its verdict."""
+def judge_texts(judge: Judge, prompts: Sequence[str], responses: Sequence[str]) -> list[JudgedText]:
+    """Judge ``responses`` in one batch and wrap each with its verdict and the judge's spec."""
     verdict = judge(prompts, responses)
+    spec = str(judge.spec)
     outcomes: Sequence[Outcome | None] = verdict.outcomes or [None] * len(responses)
     return [
         JudgedText(r, refused=bool(ref), degenerate=bool(deg), judge=spec, outcome=out)
@@ -131,17 +172,13 @@ def user_judge_file(name: str) -> Path:
 _INSTANCES: dict[str, Judge] = {}
 
 
-def check_judge_spec(spec: str) -> str:
-    """``spec`` if it names a registered judge (nothing is built or loaded), else one clear error."""
-    name = spec.partition(":")[0]
-    if name not in _JUDGES:
-        raise RefusalEvalError(f"unknown judge {spec!r}", f"use one of {_JUDGES.names()}")
-    return spec
-
-
-def get_judge(spec: str = DEFAULT_JUDGE) -> Judge:
-    """The judge for ``spec``, built once per spec (an ``llm:`` judge loads its model once)."""
-    if spec not in _INSTANCES:
-        name, _, arg = check_judge_spec(spec).partition(":")
-        _INSTANCES[spec] = _JUDGES.get(name)(arg)
-    return _INSTANCES[spec]
+def get_judge(spec: str | JudgeSpec = DEFAULT_JUDGE) -> Judge:
+    """The judge for ``spec``, built once per spec (an ``llm:`` judge loads its model once); it
+    carries its parsed spec as ``judge.spec``."""
+    parsed = JudgeSpec.parse(spec)
+    key = str(parsed)
+    if key not in _INSTANCES:
+        judge = _JUDGES.get(parsed.name)(parsed.arg or "")
+        judge.spec = parsed
+        _INSTANCES[key] = judge
+    return _INSTANCES[key]

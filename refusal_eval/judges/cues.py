@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import re
 
-from ._base import Judge, register_judge
-from .keyword import RuleJudge, _normalise, keyword_refusal, late_refusal
+from ._base import Judge, JudgeSpec, RuleJudge, register_judge
+from .keyword import _normalise, keyword_refusal, late_refusal
 
 #: openings beyond the keyword judge's stock list (the issue's cues, GCG's "I do not", "I'm just")
 SOFT_OPENINGS: tuple[str, ...] = (
@@ -120,4 +120,4 @@ def cue_features(text: str) -> list[float]:
 
 @register_judge("cues")
 def _cues(_arg: str) -> Judge:
-    return RuleJudge("cues", cue_refusal)
+    return RuleJudge(JudgeSpec("cues"), cue_refusal)

@@ -22,7 +22,7 @@ import torch
 
 from ..data import XSTEST_COMPLETION_FILES, xstest_completions
 from ..errors import RefusalEvalError
-from ._base import Judgement, read_head, register_judge
+from ._base import Judgement, JudgeSpec, read_head, register_judge
 from .degenerate import degenerate_flags
 
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -168,7 +168,7 @@ class EmbeddingJudge:
     sees_outcomes: ClassVar[bool] = False  # refused / degenerate only
     encoder: MiniLM
     head: dict[str, Any]
-    name: str = "embedding"
+    spec: JudgeSpec = JudgeSpec("embedding")
 
     def probabilities(self, responses: Sequence[str]) -> torch.Tensor:
         x = self.encoder.encode(responses)

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import RefusalEvalError
-from ._base import Judgement, read_head, register_judge
+from ._base import Judgement, JudgeSpec, read_head, register_judge
 from .cues import FEATURE_NAMES, cue_features
 from .degenerate import degenerate_flags
 from .embedding import ENCODER_HUB_ID, MiniLM
@@ -133,7 +133,7 @@ class HybridJudge:
     sees_outcomes: ClassVar[bool] = False  # refused / degenerate only
     encoder: MiniLM
     head: dict[str, Any]
-    name: str = "hybrid"
+    spec: JudgeSpec = JudgeSpec("hybrid")
 
     def probabilities(self, responses: Sequence[str]) -> list[float]:
         if not responses:

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 import torch
 
 from ..errors import RefusalEvalError
-from ._base import Judgement, judge_file, register_judge
+from ._base import Judgement, JudgeSpec, judge_file, register_judge
 from .degenerate import degenerate_flags
 
 COMPLY_PROMPT = (
@@ -52,7 +52,7 @@ class LLMJudge:
     threshold: float = 0.5
     batch_size: int = 8
     max_response_chars: int = 2000
-    name: str = "llm"
+    spec: JudgeSpec = JudgeSpec("llm")
 
     def _ids(self, words: Sequence[str]) -> list[int]:
         ids = []

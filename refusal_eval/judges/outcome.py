@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import RefusalEvalError
-from ._base import OUTCOMES, Judgement, Outcome, read_head, register_judge
+from ._base import OUTCOMES, Judgement, JudgeSpec, Outcome, read_head, register_judge
 from .cues import FEATURE_NAMES, cue_features, cue_refusal, soft_opening
 from .degenerate import DEGENERATE_FEATURES, degenerate_features, is_bare
 from .hybrid import MIN_SCALE  # the same floor on a feature's standard deviation
@@ -205,7 +205,7 @@ def decide(p: np.ndarray, rule_refusal: Sequence[bool], bare: Sequence[bool]) ->
 class OutcomeJudge:
     encoder: Any | None  # MiniLM; None for the rules alone
     head: dict[str, Any] | None
-    name: str = "outcome"
+    spec: JudgeSpec = JudgeSpec("outcome")
     sees_outcomes: ClassVar[bool] = True
 
     def outcomes(self, prompts: Sequence[str], responses: Sequence[str]) -> tuple[list[Outcome], list[float]]:
@@ -228,7 +228,7 @@ class OutcomeJudge:
 def _outcome(arg: str) -> OutcomeJudge:
     """``outcome`` (shipped head), ``outcome:rules`` (no head), ``outcome:PATH`` (a head file)."""
     if arg == "rules":
-        return OutcomeJudge(None, None, name="outcome:rules")
+        return OutcomeJudge(None, None, spec=JudgeSpec("outcome", "rules"))
     from .embedding import MiniLM
 
     return OutcomeJudge(MiniLM(), load_outcome_head(arg or None))

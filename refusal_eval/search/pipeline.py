@@ -9,18 +9,18 @@ condition). ``run_search`` returns the plan body and its tensors; ``search_to_fi
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from .._cache import atomic_write, cache_dir, cache_lock
+from .._cache import StageCache, cache_dir, cache_lock
+from .._codec import canonical_json
 from .._version import __version__
 from ..chat import ChatLike, check_context
 from ..coders import SparseCoder
@@ -29,7 +29,7 @@ from ..data import load_prompts, prompt_set_hash
 from ..errors import RefusalEvalError
 from ..scoring import refusal_token_ids
 from .artifacts import ModelInfo, PlanBody, PromptSetInfo, SaeSet
-from .plan import VERSION, canonical_json, sae_weights_hash, write_plan
+from .plan import VERSION, sae_weights_hash, write_plan
 from .stage3 import run_stage3
 from .stages import (
     Context,
@@ -67,34 +67,6 @@ class PromptSets:
             k: {"name": self.names.get(k, "custom"), "n": len(v), "sha256": prompt_set_hash(v)}
             for k, v in sets.items()
         }
-
-
-class StageCache:
-    """JSON files under one directory; writes are atomic, unreadable files are recomputed."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def get(self, name: str) -> Any | None:
-        path = self.root / f"{name}.json"
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            log.warning("discarding unreadable stage cache %s", path)
-            path.unlink()
-            return None
-
-    def put(self, name: str, value: Any) -> Any:
-        path = self.root / f"{name}.json"
-        atomic_write(path, canonical_json(value))
-        return json.loads(path.read_text())  # hand back exactly what a resumed run would read
-
-    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
-        hit = self.get(name)
-        return hit if hit is not None else self.put(name, compute())
 
 
 def _model_block(chat: ChatLike) -> dict[str, Any]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 from torch import Tensor
 
 from .._cache import atomic_write
-from .._codec import DecodeError
+from .._codec import DecodeError, canonical_json
 from ..ablation import Ablation, DirectionAblation, LatentAblation
 from ..coders import SparseCoder
 from ..conditions import LATENT_CONDITIONS, check_condition
@@ -68,22 +67,6 @@ def upgrade_v1(body: Mapping[str, Any]) -> dict[str, Any]:
 
 #: the fields ``write_plan`` adds around the body
 _FORMAT_FIELDS = ("format", "version", "tensors", "content_sha256")
-
-
-def _round(obj: Any, digits: int = 6) -> Any:
-    if isinstance(obj, float):
-        if not math.isfinite(obj):
-            return None
-        return float(f"{obj:.{digits}g}")
-    if isinstance(obj, dict):
-        return {str(k): _round(v, digits) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_round(v, digits) for v in obj]
-    return obj
-
-
-def canonical_json(obj: Any) -> bytes:
-    return (json.dumps(_round(obj), sort_keys=True, indent=1, ensure_ascii=False) + "\n").encode()
 
 
 def tensor_bytes(tensors: Mapping[str, Tensor]) -> bytes:

@@ -44,7 +44,7 @@ Sets = dict[str, tuple[Latent, ...]]
 
 class StageStore(Protocol):
     """What the stages need of a cache: ``get``, ``put`` (returns what a resumed run would
-    read) and ``cached``; :class:`.pipeline.StageCache` is the JSON-file implementation."""
+    read) and ``cached``; :class:`refusal_eval._cache.StageCache` is the JSON-file implementation."""
 
     def get(self, name: str) -> Any | None: ...
 

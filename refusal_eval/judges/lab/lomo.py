@@ -209,12 +209,13 @@ def cached_scores(
 def fitter_for(spec: str, rows: Sequence[dict[str, Any]]) -> tuple[Fitter, str]:
     """How ``spec`` is evaluated leave-one-model-out: (fitter, what is fitted per fold)."""
     from ..._cache import cache_dir
-    from .._base import get_judge
+    from .._base import JudgeSpec, get_judge
     from ..embedding import MiniLM
     from ..hybrid import DEFAULT_C, hybrid_features, load_hybrid_head
     from ..llm import LLMJudge
 
-    name, _, arg = spec.partition(":")
+    parsed = JudgeSpec.parse(spec)
+    name, arg = parsed.name, parsed.arg or ""
     index = {r["id"]: i for i, r in enumerate(rows)}
     if spec == "embedding":
         features = MiniLM().encode([r["completion"] for r in rows]).numpy()
