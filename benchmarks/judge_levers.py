@@ -13,9 +13,10 @@ from collections.abc import Callable
 import numpy as np
 
 from refusal_eval.judges.cues import FEATURE_NAMES, cue_features, cue_refusal, soft_opening
-from refusal_eval.judges.embedding import MiniLM, labelled_completions
-from refusal_eval.judges.hybrid import DEFAULT_C, first_line, fit_logistic, predict
+from refusal_eval.judges.embedding import MiniLM
+from refusal_eval.judges.hybrid import DEFAULT_C, first_line, predict
 from refusal_eval.judges.keyword import keyword_refusal, late_refusal
+from refusal_eval.judges.lab.heads import fit_logistic, labelled_completions
 
 ROWS = labelled_completions()
 GOLD = np.array([bool(r["refused"]) for r in ROWS])

@@ -58,7 +58,7 @@ def test_cue_features_count_each_group():
 
 
 def test_hybrid_judge_reproduces_its_check_sample():
-    from refusal_eval.judges.embedding import labelled_completions
+    from refusal_eval.judges.lab.heads import labelled_completions
 
     head = json.loads((resources.files("refusal_eval") / "data/judges/hybrid_head.json").read_text())
     assert head["trained_on"]["n"] == 1350 and len(head["coef"]) == len(head["features"]) == 384 * 2 + 20

@@ -59,7 +59,7 @@ def test_prefix_judge_and_unknown_specs():
 
 
 def test_embedding_judge_reproduces_its_stored_accuracy():
-    from refusal_eval.judges.embedding import sample_accuracy
+    from refusal_eval.judges.lab.heads import sample_accuracy
 
     head = json.loads((resources.files("refusal_eval") / "data/judges/embedding_head.json").read_text())
     judge = get_judge("embedding")

@@ -38,8 +38,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 def train_judge_cmd(args: argparse.Namespace) -> int:
     from .._cache import atomic_write
     from ..judges._base import user_judge_file
-    from ..judges.embedding import MiniLM, labelled_completions, train_head
-    from ..judges.hybrid import DEFAULT_C, train_hybrid_head
+    from ..judges.embedding import MiniLM
+    from ..judges.hybrid import DEFAULT_C
+    from ..judges.lab.heads import labelled_completions, train_head, train_hybrid_head
 
     name = f"{args.judge}_head.json"
     if args.judge == "outcome":
@@ -99,7 +100,7 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lomo(args: argparse.Namespace) -> int:
-    from ..judges.embedding import labelled_completions
+    from ..judges.lab.heads import labelled_completions
     from ..judges.lab.lomo import evaluate_lomo, fitter_for, sample_per_source
 
     rows = labelled_completions()
@@ -178,7 +179,7 @@ def judge_eval_cmd(args: argparse.Namespace) -> int:
         )
     from ..judges import get_judge
     from ..judges.agreement import agreement, auc
-    from ..judges.embedding import heldout_split, labelled_completions
+    from ..judges.lab.heads import heldout_split, labelled_completions
 
     rows = labelled_completions()
     if args.split == "heldout":
@@ -231,7 +232,7 @@ def calibrate_judge_cmd(args: argparse.Namespace) -> int:
     from ..judges import get_judge
     from ..judges._base import JudgeSpec, judge_file, user_judge_file
     from ..judges.agreement import metrics
-    from ..judges.embedding import heldout_split, labelled_completions
+    from ..judges.lab.heads import heldout_split, labelled_completions
     from ..judges.llm import LLMJudge
 
     parsed = JudgeSpec.parse(args.judge)

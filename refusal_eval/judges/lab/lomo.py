@@ -140,7 +140,8 @@ def _embedding_head(c: float = 1.0) -> Callable[[Any, list[bool]], Callable[[Any
 
 
 def _hybrid_head(c: float) -> Callable[[Any, list[bool]], Callable[[Any], Any]]:
-    from ..hybrid import fit_logistic, predict
+    from ..hybrid import predict
+    from .heads import fit_logistic
 
     def refit(x: Any, y: list[bool]) -> Callable[[Any], Any]:
         head = fit_logistic(x, y, c)
