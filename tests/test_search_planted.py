@@ -232,13 +232,15 @@ def _cli_files(tmp_path):
     return files, cfg
 
 
-def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache, planted_dirs):
+@pytest.mark.parametrize("stream", [False, True], ids=["held", "streamed"])
+def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache, planted_dirs, stream):
     from refusal_eval.cli import main
 
     model_dir, sae_dir = planted_dirs
     files, cfg = _cli_files(tmp_path)
     out = tmp_path / "plans" / "plan.json"
     args = ["search", "--model", model_dir, "--saes", sae_dir, "--dtype", "float32", "--config", str(cfg)]
+    args += ["--stream-saes"] if stream else []  # SAE files read per layer, rows from slices
     args += ["--harmful", str(files["harmful"]), "--harmless", str(files["harmless"])]
     args += ["--set", f"validation={files['validation']}", "--out", str(out)]
     assert main(args) == 0
@@ -437,3 +439,39 @@ def test_a_cache_miss_keys_and_hashes_the_search_once(isolated_cache, monkeypatc
         auto.resolve_plan(PlantedChat(), planted_saes(), "auto", CFG, progress=False)
     assert calls == [len(planted_saes())]
     assert seen == [pipeline.search_inputs(PlantedChat(), planted_saes(), CFG).key]
+
+
+def test_a_search_over_streamed_saes_holds_one_whole_layer_and_finds_the_same_plan(planted_run, tmp_path):
+    """Streamed SAEs (issue 26: memory = model + one whole SAE + ablated rows): every whole layer is
+    read alone, stage 2 ablates through candidate rows only, and the plan is byte-identical."""
+    import copy
+    import weakref
+
+    from refusal_eval._codec import canonical_json
+    from refusal_eval.saes import StreamedSAEs
+
+    coders = planted_saes()
+    alive: weakref.WeakSet = weakref.WeakSet()
+    peak, rows_loads = [0], []
+
+    def load(layer, latents):
+        if latents is not None:
+            rows_loads.append((layer, tuple(latents)))
+            return coders[layer].subset(latents)
+        peak[0] = max(peak[0], len(alive) + 1)  # whole coders alive once this one is read
+        whole = copy.deepcopy(coders[layer])
+        alive.add(whole)
+        return whole
+
+    streamed = StreamedSAEs(load, [0, 1], source="code")
+    body, tensors = run_search(
+        PlantedChat(), streamed, CFG, prompts=_prompts(), work_dir=tmp_path, progress=False
+    )
+    assert canonical_json(body.to_json()) == canonical_json(planted_run[0])
+    assert torch.equal(tensors["directions"], planted_run[1]["directions"])
+    assert peak[0] == 1 and streamed.whole_loads  # never two whole layers at once
+    cands = {(c[0], c[1]) for c in planted_run[0]["stage1"]["candidates"]}
+    # stage 2 held exactly the candidates' rows of each layer, never a whole layer through rows
+    stage2 = {layer: set(ids) for layer, ids in rows_loads if len(ids) == sum(c[0] == layer for c in cands)}
+    assert stage2 == {layer: {i for la, i in cands if la == layer} for layer in (0, 1)}
+    assert all(len(ids) < coders[layer].d_sae for layer, ids in rows_loads)

@@ -40,13 +40,18 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         help="engine for the search's generations (screening, verification); vllm needs the vLLM "
         "venv (docs/vllm.md). Scores and activations always run on HF. Not part of the plan key.",
     )  # fmt: skip
+    p.add_argument(
+        "--stream-saes", action="store_true",
+        help="hold one whole SAE layer at a time and only the ablated latents' rows of the others "
+        "(many wide JumpReLU/ReLU SAEs; each layer is read a few times). Same plan, same key.",
+    )  # fmt: skip
 
 
 @command("search", "stage 1-3 search for the latents behind refusal; writes an ablation plan")(_search_args)
 def search_cmd(args: argparse.Namespace) -> int:
     from ..config import load_config, parse_overrides
     from ..report.plan_summary import summary
-    from ..saes import load_saes
+    from ..saes import is_local_source, load_saes, stream_saes
     from ..search.pipeline import search_to_file
 
     overrides: dict[str, object] = dict(parse_overrides(args.overrides))
@@ -66,7 +71,18 @@ def search_cmd(args: argparse.Namespace) -> int:
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
     layers = args.layers if args.layers is not None or args.saes else chat.info.get("default_sae_layers")
-    saes = load_saes(release, layers=layers, ids=args.sae_ids, model=chat)
+    if args.stream_saes:
+        if args.generate_with == "vllm":
+            raise RefusalEvalError(
+                "--stream-saes generates on the HF model (vLLM needs every layer's SAE at once)",
+                "drop --generate-with vllm, or drop --stream-saes",
+            )
+        # which layers there are, from SAEs holding no latents (no layer is read whole for this)
+        found = load_saes(release, layers=layers, ids=args.sae_ids, latents={}, model=chat)
+        hub_ids = None if is_local_source(release) else [found.ids[x] for x in found.layers]
+        saes: Any = stream_saes(release, found.layers, hub_ids, model=chat)
+    else:
+        saes = load_saes(release, layers=layers, ids=args.sae_ids, model=chat)
     generator = None
     if args.generate_with == "vllm":
         from ..vllm_backend import start_generator

@@ -21,6 +21,7 @@ from ._load import (
     to_sae_lens,
 )
 from ._report import SAEQuality, heldout_texts, sae_quality
+from ._stream import SaeHeader, StreamedSAEs, headers, in_memory, rows_of, stream_saes
 from ._train import build_corpus, check_train_args, pack, train_sae
 
 __all__ = [
@@ -29,23 +30,29 @@ __all__ = [
     "CorpusConfig",
     "SAEBundle",
     "SAEQuality",
+    "SaeHeader",
+    "StreamedSAEs",
     "TrainConfig",
     "build_corpus",
     "check_saes",
     "check_train_args",
     "checkpoints",
     "from_sae_lens",
+    "headers",
     "heldout_texts",
     "hook_of",
     "id_layer",
+    "in_memory",
     "is_local_source",
     "load_saes",
     "pack",
     "release_ids",
     "resolve_release_ids",
     "resume_point",
+    "rows_of",
     "sae_quality",
     "shipped_releases",
+    "stream_saes",
     "to_sae_lens",
     "train_sae",
 ]

@@ -13,6 +13,7 @@ from ..ablation import Ablation, ablate
 from ..chat import chat_batches, encode_chat
 from ..coders import SparseCoder
 from ..hooks import decoder_layers, forward_until
+from ..saes._stream import headers
 
 Pool = Literal["max", "mean"]
 
@@ -63,10 +64,15 @@ def pooled_activations(
 
     ``edits(rows)`` gives ablations for the prompts at ``rows`` of each batch; a layer's
     activations are then read before that layer's own edit, i.e. given the edits upstream.
+
+    One forward per batch records every SAE layer's residual; then each layer's SAE encodes all
+    batches before the next layer's is asked for, so streamed SAEs
+    (:class:`refusal_eval.saes.StreamedSAEs`) are each read once and held one at a time.
     """
     layers = sorted(saes)
+    widths = {layer: h.d_sae for layer, h in headers(saes).items()}
     device = next(model.parameters()).device
-    rows: list[Tensor] = []
+    recorded: list[tuple[dict[int, Tensor], Tensor]] = []  # per batch: residuals, valid positions
     with capture_outputs(model, layers) as seen:
         batches = chat_batches(
             tokenizer, prompts, device, batch_size=batch_size, desc="activations", progress=progress
@@ -76,20 +82,27 @@ def pooled_activations(
             with ablate(model, edit):
                 forward_until(model, enc, layers[-1])
             valid = valid_positions(enc["attention_mask"], skip_first)[..., None]
-            parts = []
-            for layer in layers:
-                acts = saes[layer].encode(seen[layer].float()).clamp_min(0) * valid
-                if pool == "max":
-                    parts.append(acts.amax(dim=1))
-                else:
-                    parts.append(acts.sum(dim=1) / valid.sum(dim=1).clamp_min(1))
-            rows.append(torch.cat(parts, dim=-1).cpu())
-    return torch.cat(rows) if rows else torch.zeros(0, sum(saes[x].d_sae for x in layers))
+            recorded.append(({layer: seen[layer] for layer in layers}, valid))
+            seen.clear()
+    if not recorded:
+        return torch.zeros(0, sum(widths.values()))
+    per_layer: list[Tensor] = []
+    for layer in layers:
+        coder, parts = saes[layer], []
+        for residuals, valid in recorded:
+            acts = coder.encode(residuals.pop(layer).float()).clamp_min(0) * valid
+            if pool == "max":
+                parts.append(acts.amax(dim=1).cpu())
+            else:
+                parts.append((acts.sum(dim=1) / valid.sum(dim=1).clamp_min(1)).cpu())
+        del coder  # a streamed SAE's layer goes before the next one is read
+        per_layer.append(torch.cat(parts))
+    return torch.cat(per_layer, dim=-1)
 
 
 def feature_index(saes: Mapping[int, SparseCoder]) -> list[tuple[int, int]]:
     """Column -> (layer, latent) for :func:`pooled_activations`."""
-    return [(layer, i) for layer in sorted(saes) for i in range(saes[layer].d_sae)]
+    return [(layer, i) for layer, h in sorted(headers(saes).items()) for i in range(h.d_sae)]
 
 
 @torch.inference_mode()

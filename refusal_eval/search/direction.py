@@ -212,6 +212,7 @@ def decoder_candidates(
         unit = r.float().cpu() / r.float().norm().clamp_min(1e-12)
         w = saes[layer].W_dec.detach().float().cpu()
         cos = (w @ unit) / w.norm(dim=-1).clamp_min(1e-12)
+        del w  # a streamed SAE's layer goes before the next one is read
         k = min(top_k, cos.shape[0])
         order = sorted(range(cos.shape[0]), key=lambda i: (-float(cos[i]), i))[:k]
         out.extend(Candidate(layer, i, float(cos[i])) for i in order)

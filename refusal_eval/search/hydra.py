@@ -25,6 +25,7 @@ from ..ablation import Ablation, LatentAblation, as_ablations
 from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
+from ..saes._stream import rows_of
 from .activations import pooled_activations, position_activations
 from .artifacts import Hydra, Latent, WakeEffect, Woken, by_layer
 from .scorer import Row, SubsetScorer
@@ -101,12 +102,14 @@ def find_hydras(
     sets: Sequence[frozenset[Latent]],
     before: Tensor,
     index: Sequence[Latent],
-    scorer: SubsetScorer,
+    scorer_for: Callable[[Sequence[Latent]], SubsetScorer],
     cfg: SearchConfig,
     *,
     progress: bool = False,
 ) -> Woken:
-    """Test every woken latent on every refused prompt; record the hydras with where they fire."""
+    """Test every woken latent on every refused prompt; record the hydras with where they fire.
+    ``scorer_for(latents)`` scores rows ablating subsets of the minimal sets and ``latents``."""
+    minimal = rows_of(saes, sorted({m for s in sets for m in s}))
     after = pooled_activations(
         chat.model,
         chat.tokenizer,
@@ -115,12 +118,13 @@ def find_hydras(
         pool=cfg.pool,
         batch_size=cfg.batch_size,
         progress=progress,
-        edits=per_row_edits(saes, sets),
+        edits=per_row_edits(minimal, sets),
     )
     tests, woken = woken_latents(
         before, after, index, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n
     )
     pairs = [effect_rows(t, sets[t.prompt]) for t in tests]
+    scorer = scorer_for(sorted({t.latent for t in tests}))
     p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)")
     p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)")
     tested: dict[int, int] = {}
@@ -138,7 +142,7 @@ def find_hydras(
         layer = t.latent[0]
         upstream = by_layer([m for m in sets[t.prompt] if m[0] < layer])
         tokens, acts_after = position_activations(
-            chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent], as_ablations(upstream, saes)
+            chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent], as_ablations(upstream, minimal)
         )
         _, acts_before = position_activations(chat.model, chat.tokenizer, prompts[t.prompt], saes, [t.latent])
         where = torch.nonzero(acts_after[0] > cfg.wake_threshold).flatten().tolist()

@@ -27,9 +27,10 @@ from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..data import load_prompts, prompt_set_hash
 from ..errors import RefusalEvalError
+from ..saes._stream import headers
 from ..scoring import refusal_token_ids
 from .artifacts import ModelInfo, PlanBody, PromptSetInfo, SaeSet
-from .plan import VERSION, sae_weights_hash, write_plan
+from .plan import VERSION, write_plan
 from .stage3 import run_stage3
 from .stages import (
     Context,
@@ -91,9 +92,9 @@ def _sae_block(saes: Mapping[int, SparseCoder]) -> dict[str, Any]:
                 "hf_hook": c.hook.hf_name,
                 "architecture": c.architecture,
                 "d_sae": c.d_sae,
-                "sha256": sae_weights_hash(c),
+                "sha256": c.sha256,
             }
-            for layer, c in sorted(saes.items())
+            for layer, c in sorted(headers(saes).items())  # a streamed SAE is not loaded for this
         },
     }
 

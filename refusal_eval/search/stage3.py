@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ..ablation import as_ablations
 from ..coders import SparseCoder
+from ..saes._stream import headers, rows_of
 from .activations import feature_index, pooled_activations, position_activations
 from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
 from .hydra import find_hydras
@@ -62,9 +63,16 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     random_extra = sorted(rng.sample(pool, min(cfg.extra_k, len(pool))))
     random_same = _random_like(union, ctx.saes, rng)
     sets = stage2.minimal_sets()
-    scorer = ctx.scorer(screen, stage1.sae_layers)
+    scorer = ctx.scorer(screen, stage1.sae_layers, stage1.candidate_latents)
     dormant = find_dormant(ctx, harmful, stage2, act_h, pos, scorer)
-    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, index, scorer, cfg, progress=ctx.progress)
+
+    def scorer_for(latents: Sequence[Latent]) -> SubsetScorer:  # the hydra test's woken latents too
+        held = sorted(set(stage1.candidate_latents) | set(latents))
+        return ctx.scorer(screen, stage1.sae_layers, held)
+
+    woken = find_hydras(
+        ctx.chat, ctx.saes, harmful, sets, act_h, index, scorer_for, cfg, progress=ctx.progress
+    )
     result = Stage3(
         n_features=len(columns),
         n_train=len(train),
@@ -109,10 +117,10 @@ def _random_like(
 ) -> list[Latent]:
     """As many random latents per layer as ``union`` has there, none of them in ``union``."""
     out: list[Latent] = []
-    taken = set(union)
+    taken, widths = set(union), headers(saes)
     for layer in sorted({layer for layer, _ in union}):
         n = sum(1 for lay, _ in union if lay == layer)
-        pool = [(layer, i) for i in range(saes[layer].d_sae) if (layer, i) not in taken]
+        pool = [(layer, i) for i in range(widths[layer].d_sae) if (layer, i) not in taken]
         out.extend(rng.sample(pool, min(n, len(pool))))
     return sorted(out)
 
@@ -141,7 +149,7 @@ def find_dormant(
         if (back - base) / max(base, cfg.eps) < cfg.tau:
             continue
         active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
-        ablations = as_ablations(by_layer(active), ctx.saes)
+        ablations = as_ablations(by_layer(active), rows_of(ctx.saes, active))
         tokens, acts = position_activations(
             ctx.chat.model, ctx.chat.tokenizer, harmful[p], ctx.saes, [m], ablations
         )

@@ -21,6 +21,7 @@ from ..conditions import LATENT_CONDITIONS
 from ..config import DEFAULT_JUDGE, SearchConfig
 from ..errors import RefusalEvalError
 from ..judges import get_judge
+from ..saes._stream import StreamedSAEs, rows_of
 from ..scoring import first_token_kl, first_token_logprobs, refusal_score
 from .artifacts import (
     Json,
@@ -80,7 +81,9 @@ class Context:
     screen_cache: StageStore
     progress: bool = True
     generator: TextGenerator | None = None  # None: the HF model generates (refusal_eval.chat)
-    _scorers: dict[tuple[int, ...], SubsetScorer] = field(default_factory=dict, repr=False)
+    _scorers: dict[tuple[tuple[int, ...], frozenset[Latent]], SubsetScorer] = field(
+        default_factory=dict, repr=False
+    )
 
     def refused(self, screen: Screen) -> list[str]:
         return [self.harmful[i] for i in screen.refused_harmful]
@@ -90,15 +93,18 @@ class Context:
         answered = [self.harmless[i] for i in screen.answered_harmless]
         return answered[: len(screen.refused_harmful)] or self.harmless
 
-    def scorer(self, screen: Screen, layers: Sequence[int]) -> SubsetScorer:
-        """One scorer (and memo) per set of ablatable layers, over the refused prompts."""
-        key = tuple(sorted(set(layers)))
+    def scorer(self, screen: Screen, layers: Sequence[int], latents: Sequence[Latent]) -> SubsetScorer:
+        """One scorer (and memo) per set of ablatable layers, over the refused prompts, able to
+        ablate any subset of ``latents`` (streamed SAEs hold just their rows; others share one)."""
+        held = frozenset(latents) if isinstance(self.saes, StreamedSAEs) else frozenset()
+        key = (tuple(sorted(set(layers))), held)
         if key not in self._scorers:
+            saes = rows_of(self.saes, sorted(held))
             self._scorers[key] = SubsetScorer(
                 self.chat.model,
                 self.chat.tokenizer,
                 self.refused(screen),
-                {layer: self.saes[layer] for layer in key},
+                {layer: saes[layer] for layer in key[0]},
                 self.refusal_ids,
                 batch_size=self.cfg.batch_size,
                 skip_prefix=self.cfg.skip_prefix,
@@ -206,7 +212,7 @@ def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
         prompts = list(range(start, min(n, start + cfg.chunk_prompts)))
 
         def compute(prompts: list[int] = prompts) -> list[dict[str, object]]:
-            scorer = ctx.scorer(screen, layers)
+            scorer = ctx.scorer(screen, layers, candidates)
             found = greedy_minimal_sets(
                 prompts,
                 candidates,
@@ -263,6 +269,7 @@ def run_verification(
     outcome judge when it can be built (its encoder ships with the ``models`` extra)."""
     judge = get_judge(ctx.cfg.judge)
     outcomes = _outcome_judge()
+    saes = rows_of(ctx.saes, sorted({x for s in sets.values() for x in s} | set(stage2.union)))
     direction: list[Ablation] = [DirectionAblation(directions[stage1.layer])]
     splits = {
         "search": ctx.refused(screen),
@@ -279,9 +286,9 @@ def run_verification(
     for split_name, prompts in splits.items():
         conditions: dict[str, Callable[[range], Sequence[Ablation]]] = {}
         if split_name == "search":
-            conditions["minimal"] = per_row_edits(ctx.saes, stage2.minimal_sets())
+            conditions["minimal"] = per_row_edits(saes, stage2.minimal_sets())
         for name in LATENT_CONDITIONS:
-            conditions[name] = _shared(as_ablations(by_layer(sets[name]), ctx.saes))
+            conditions[name] = _shared(as_ablations(by_layer(sets[name]), saes))
         conditions["direction"] = _shared(direction)
         results: dict[str, Verified] = {}
         for name, edits in conditions.items():
@@ -327,8 +334,9 @@ def run_side_effects(
     def compute() -> Json:
         chat, prompts, bs = ctx.chat, ctx.harmless, ctx.cfg.batch_size
         base = first_token_logprobs(chat.model, chat.tokenizer, prompts, batch_size=bs)
+        saes = rows_of(ctx.saes, sorted({x for s in sets.values() for x in s}))
         conditions: dict[str, Sequence[Ablation]] = {
-            name: as_ablations(by_layer(sets[name]), ctx.saes) for name in LATENT_CONDITIONS if sets[name]
+            name: as_ablations(by_layer(sets[name]), saes) for name in LATENT_CONDITIONS if sets[name]
         }
         conditions["direction"] = [DirectionAblation(directions[stage1.layer])]
         out: Json = {}
