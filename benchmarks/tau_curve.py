@@ -14,6 +14,7 @@ not refused), the harmful flip (refused -> ``harmful``) with Wilson 95% interval
 first-token proxy flip on the same prompts.
 
 Resumable: each tau's walk and each generation pass is cached as JSON under ``--cache``.
+``--render REPORT.json --plot OUT.svg`` draws a finished report without computing anything.
 
 Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/tau_curve.py --prompts 48 \
         --out docs/search/tau_curve.json
@@ -63,8 +64,26 @@ def cached(path: Path, compute: Callable[[], Any]) -> Any:
     return value
 
 
+def render(report: dict[str, Any]) -> str:
+    """The curve as grouped bars: per tau, the flips (with the harmful flip's 95% interval)."""
+    from refusal_eval.report._svg import grouped_bars
+
+    taus = [str(r["tau"]) for r in report["curve"]]
+    series = {
+        "search prompts: proxy flip": {str(r["tau"]): r["search_proxy_flip"] for r in report["curve"]},
+        "held out: refusal flip": {str(r["tau"]): r["refusal_flip"] for r in report["curve"]},
+        "held out: harmful flip": {str(r["tau"]): r["harmful_flip"] for r in report["curve"]},
+    }
+    errors = {"held out: harmful flip": {str(r["tau"]): tuple(r["harmful_flip_ci"]) for r in report["curve"]}}
+    n = report["held_out_refused_at_baseline"]
+    title = f"tau: flips of the minimal-set union (held out: {n} prompts refused at baseline)"
+    return grouped_bars(title, taus, series, "share of prompts", errors)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--render", default=None, help="a finished report JSON: draw it (with --plot)")
+    ap.add_argument("--plot", default=None, help="write the curve as SVG")
     ap.add_argument("--plan", default=str(SHIPPED))
     ap.add_argument("--taus", type=float, nargs="+", default=[0.1, 0.2, 0.3, 0.5, 0.8])
     ap.add_argument("--prompts", type=int, default=48, help="refused search prompts walked per tau")
@@ -76,6 +95,9 @@ def main() -> None:
     ap.add_argument("--cache", default="/tmp/tau_curve_cache")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.render:
+        Path(args.plot).write_text(render(json.loads(Path(args.render).read_text())))
+        return
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -195,6 +217,8 @@ def main() -> None:
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
         print("wrote", args.out)
+    if args.plot:
+        Path(args.plot).write_text(render(report))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -252,6 +253,13 @@ def test_search_cli_writes_a_plan_and_a_summary(tmp_path, capsys, isolated_cache
     assert plan.latent_sets("sae") == {0: [0, 1, 2], 1: [0]}
     assert plan.body.data["harmful"].name == str(files["harmful"])
     assert list((isolated_cache / "search").iterdir())  # stages cached for a resume
+    cost = json.loads(out.with_suffix(".cost.json").read_text())  # what each stage cost, beside it
+    assert cost["format"] == "refusal_eval.search_cost" and cost["plan_sha256"] == plan.hash
+    assert list(cost["stages"]) == ["screen", "stage1", "stage2", "stage3", "verification", "side_effects"]
+    assert all(s["forwards"] > 0 and s["tokens"] > 0 and not s["from_cache"] for s in cost["stages"].values())
+    assert main(args) == 0  # a rerun reads every stage back: nothing runs, the plan is the same
+    again = json.loads(out.with_suffix(".cost.json").read_text())
+    assert all(s["from_cache"] for s in again["stages"].values()) and again["plan_sha256"] == plan.hash
 
 
 def test_search_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys, isolated_cache, planted_dirs):

@@ -52,7 +52,7 @@ def search_cmd(args: argparse.Namespace) -> int:
     from ..config import load_config, parse_overrides
     from ..report.plan_summary import summary
     from ..saes import is_local_source, load_saes, stream_saes
-    from ..search.pipeline import search_to_file
+    from ..search.pipeline import cost_path, search_to_file
 
     overrides: dict[str, object] = dict(parse_overrides(args.overrides))
     for key in ("harmful", "harmless"):
@@ -96,7 +96,8 @@ def search_cmd(args: argparse.Namespace) -> int:
 
         print(f"latent cards: {write_cards(AblationPlan.load(out), chat, saes, batch_size=cfg.batch_size)}")
     print(
-        f"wrote {out} and {out.with_suffix('.safetensors').name} in {time.perf_counter() - t0:.0f}s",
+        f"wrote {out}, {out.with_suffix('.safetensors').name} and {cost_path(out).name} (per-stage "
+        f"time, forwards, tokens) in {time.perf_counter() - t0:.0f}s",
         file=sys.stderr,
     )
     return 0

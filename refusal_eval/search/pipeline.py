@@ -9,6 +9,7 @@ condition). ``run_search`` returns the plan body and its tensors; ``search_to_fi
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import time
@@ -19,7 +20,7 @@ from typing import Any
 
 from torch import Tensor
 
-from .._cache import StageCache, cache_dir, cache_lock
+from .._cache import StageCache, atomic_write, cache_dir, cache_lock
 from .._codec import canonical_json
 from .._version import __version__
 from ..chat import ChatLike, check_context
@@ -30,6 +31,7 @@ from ..errors import RefusalEvalError
 from ..saes._stream import headers
 from ..scoring import refusal_token_ids
 from .artifacts import ModelInfo, PlanBody, PromptSetInfo, SaeSet
+from .cost import CostMeter
 from .plan import VERSION, write_plan
 from .stage3 import run_stage3
 from .stages import (
@@ -168,11 +170,12 @@ def run_search(
     progress: bool = True,
     generator: TextGenerator | None = None,
     inputs: SearchInputs | None = None,
+    meter: CostMeter | None = None,
 ) -> tuple[PlanBody, dict[str, Tensor]]:
     """All three stages plus verification; returns (plan body, tensors). ``generator`` moves the
     greedy generations (screening, verification) to another engine, e.g. vLLM: not part of the
     key, as both compute the same greedy answers (in bf16 they can part late in an answer; the
-    judge reads the opening)."""
+    judge reads the opening). ``meter`` records what each stage cost (:mod:`.cost`)."""
     if inputs is None:  # plan=auto hands over the inputs it keyed its lookup with
         inputs = search_inputs(chat, saes, cfg or SearchConfig(), prompts)
     elif cfg is not None and cfg != inputs.cfg:
@@ -194,7 +197,7 @@ def run_search(
     screen_cache = cache if work_dir else StageCache(cache_dir("search", "screen", screen_key[:16]))
     log.info("search stages cached in %s", cache.root)
     with cache_lock(cache.root / "search", "running the same search"):  # a twin waits, then reads
-        return _run_stages(chat, saes, inputs, cache, screen_cache, progress, generator)
+        return _run_stages(chat, saes, inputs, cache, screen_cache, progress, generator, meter)
 
 
 def _run_stages(
@@ -205,20 +208,28 @@ def _run_stages(
     screen_cache: StageCache,
     progress: bool,
     generator: TextGenerator | None,
+    meter: CostMeter | None = None,
 ) -> tuple[PlanBody, dict[str, Tensor]]:
     cfg, prompts, refusal_ids, key = inputs.cfg, inputs.prompts, inputs.refusal_ids, inputs.key
     tokens, model, sae_block, data = inputs.tokens, inputs.model, inputs.saes, inputs.data
     t0 = time.perf_counter()
     sets = (prompts.harmful, prompts.harmless, prompts.validation)
     ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress, generator)
-    screen = run_screen(ctx)
-    stage1, directions = run_stage1(ctx, screen)
-    stage2 = run_stage2(ctx, screen, stage1)
-    stage3, condition_sets = run_stage3(ctx, screen, stage1, stage2)
-    verification = (
-        run_verification(ctx, screen, stage1, stage2, condition_sets, directions) if cfg.verify else {}
-    )
-    side_effects = run_side_effects(ctx, condition_sets, stage1, directions)
+    meter = meter or CostMeter(chat.model)
+    with meter.stage("screen"):
+        screen = run_screen(ctx)
+    with meter.stage("stage1"):
+        stage1, directions = run_stage1(ctx, screen)
+    with meter.stage("stage2"):
+        stage2 = run_stage2(ctx, screen, stage1)
+    with meter.stage("stage3"):
+        stage3, condition_sets = run_stage3(ctx, screen, stage1, stage2)
+    with meter.stage("verification"):
+        verification = (
+            run_verification(ctx, screen, stage1, stage2, condition_sets, directions) if cfg.verify else {}
+        )
+    with meter.stage("side_effects"):
+        side_effects = run_side_effects(ctx, condition_sets, stage1, directions)
     body = PlanBody(
         created_by=f"refusal_eval {__version__}",
         key=key,
@@ -236,12 +247,22 @@ def _run_stages(
         verification=verification,
         side_effects=side_effects,
     )
-    log.info("search finished in %.0fs", time.perf_counter() - t0)
+    log.info("search finished in %.0fs (%s)", time.perf_counter() - t0, meter.summary())
     return body, {"directions": directions.float().contiguous()}
 
 
 def search_to_file(
     chat: ChatLike, saes: Mapping[int, SparseCoder], cfg: SearchConfig, out: Path, **kw: Any
 ) -> tuple[PlanBody, str]:
-    body, tensors = run_search(chat, saes, cfg, **kw)
-    return body, write_plan(body, tensors, out)
+    """Search and write ``out`` (PLAN.json), its tensors and ``PLAN.cost.json`` (what each stage
+    cost, beside the plan: wall times differ between runs, the plan's bytes do not)."""
+    meter = CostMeter(chat.model)
+    body, tensors = run_search(chat, saes, cfg, meter=meter, **kw)
+    digest = write_plan(body, tensors, out)
+    atomic_write(cost_path(out), json.dumps(meter.to_json(digest), indent=1) + "\n")
+    return body, digest
+
+
+def cost_path(plan: Path) -> Path:
+    """``PLAN.cost.json`` beside ``PLAN.json``."""
+    return plan.with_suffix(".cost.json")
