@@ -111,13 +111,16 @@ class StageCache:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self.hits = self.writes = 0  # entries read back / computed and written (a run's cost record)
 
     def get(self, name: str) -> Any | None:
         path = self.root / f"{name}.json"
         if not path.exists():
             return None
         try:
-            return json.loads(path.read_text())
+            value = json.loads(path.read_text())
+            self.hits += 1
+            return value
         except ValueError:
             log.warning("discarding unreadable stage cache %s", path)
             path.unlink()
@@ -128,6 +131,7 @@ class StageCache:
         from ._codec import canonical_json
 
         atomic_write(path, canonical_json(value))
+        self.writes += 1
         return json.loads(path.read_text())  # hand back exactly what a resumed run would read
 
     def cached(self, name: str, compute: Callable[[], Any]) -> Any:

@@ -21,7 +21,7 @@ from refusal_eval.search.plan import V1_ABSENT, VERSION, AblationPlan, content_h
 from refusal_eval.search.upgrade import key_of, upgrade_plan
 
 PLANS = Path(str(resources.files("refusal_eval") / "plans"))
-SHIPPED = sorted(PLANS.glob("*.json"))
+SHIPPED = sorted(p for p in PLANS.glob("*.json") if not p.name.endswith(".cost.json"))
 FORMAT_FIELDS = ("format", "version", "tensors", "content_sha256")
 
 

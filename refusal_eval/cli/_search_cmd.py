@@ -80,7 +80,9 @@ def search_cmd(args: argparse.Namespace) -> int:
         # which layers there are, from SAEs holding no latents (no layer is read whole for this)
         found = load_saes(release, layers=layers, ids=args.sae_ids, latents={}, model=chat)
         hub_ids = None if is_local_source(release) else [found.ids[x] for x in found.layers]
-        saes: Any = stream_saes(release, found.layers, hub_ids, model=chat)
+        found_layers = found.layers
+        del found  # a TopK release holds its layers whole even with no latents asked for
+        saes: Any = stream_saes(release, found_layers, hub_ids, model=chat)
     else:
         saes = load_saes(release, layers=layers, ids=args.sae_ids, model=chat)
     generator = None

@@ -44,7 +44,8 @@ def header_of(coder: SparseCoder) -> SaeHeader:
 
 
 class StreamedSAEs(Mapping[int, SparseCoder]):
-    """``saes[layer]`` is that layer's whole SAE, loaded on demand; at most one is held."""
+    """``saes[layer]`` is that layer's whole SAE, loaded on demand; this mapping holds at most
+    one (a TopK layer's "rows" are the whole layer, held by whoever asked for them)."""
 
     def __init__(
         self,
@@ -71,6 +72,9 @@ class StreamedSAEs(Mapping[int, SparseCoder]):
             self._held = (layer, self._load(layer, None))
             self.whole_loads.append(layer)
         return self._held[1]
+
+    def __contains__(self, layer: object) -> bool:  # Mapping's default would load the layer
+        return layer in self.headers
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._layers)
@@ -109,6 +113,13 @@ def headers(saes: Mapping[int, SparseCoder]) -> dict[int, SaeHeader]:
     if isinstance(saes, StreamedSAEs):
         return dict(saes.headers)
     return {layer: header_of(c) for layer, c in sorted(saes.items())}
+
+
+def widths(saes: Mapping[int, SparseCoder]) -> dict[int, int]:
+    """``d_sae`` per layer (nothing loaded or hashed)."""
+    if isinstance(saes, StreamedSAEs):
+        return {layer: h.d_sae for layer, h in saes.headers.items()}
+    return {layer: c.d_sae for layer, c in sorted(saes.items())}
 
 
 def rows_of(saes: Mapping[int, SparseCoder], latents: Sequence[tuple[int, int]]) -> Mapping[int, SparseCoder]:

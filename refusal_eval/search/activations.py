@@ -13,7 +13,7 @@ from ..ablation import Ablation, ablate
 from ..chat import chat_batches, encode_chat
 from ..coders import SparseCoder
 from ..hooks import decoder_layers, forward_until
-from ..saes._stream import headers
+from ..saes._stream import widths
 
 Pool = Literal["max", "mean"]
 
@@ -70,7 +70,7 @@ def pooled_activations(
     (:class:`refusal_eval.saes.StreamedSAEs`) are each read once and held one at a time.
     """
     layers = sorted(saes)
-    widths = {layer: h.d_sae for layer, h in headers(saes).items()}
+    width = widths(saes)
     device = next(model.parameters()).device
     recorded: list[tuple[dict[int, Tensor], Tensor]] = []  # per batch: residuals, valid positions
     with capture_outputs(model, layers) as seen:
@@ -82,15 +82,17 @@ def pooled_activations(
             with ablate(model, edit):
                 forward_until(model, enc, layers[-1])
             valid = valid_positions(enc["attention_mask"], skip_first)[..., None]
-            recorded.append(({layer: seen[layer] for layer in layers}, valid))
+            # kept off the accelerator until encoded (exact: moved back as they were)
+            recorded.append(({layer: seen[layer].cpu() for layer in layers}, valid.cpu()))
             seen.clear()
     if not recorded:
-        return torch.zeros(0, sum(widths.values()))
+        return torch.zeros(0, sum(width.values()))
     per_layer: list[Tensor] = []
     for layer in layers:
         coder, parts = saes[layer], []
-        for residuals, valid in recorded:
-            acts = coder.encode(residuals.pop(layer).float()).clamp_min(0) * valid
+        for residuals, kept in recorded:
+            valid = kept.to(device)
+            acts = coder.encode(residuals.pop(layer).to(device).float()).clamp_min(0) * valid
             if pool == "max":
                 parts.append(acts.amax(dim=1).cpu())
             else:
@@ -102,7 +104,7 @@ def pooled_activations(
 
 def feature_index(saes: Mapping[int, SparseCoder]) -> list[tuple[int, int]]:
     """Column -> (layer, latent) for :func:`pooled_activations`."""
-    return [(layer, i) for layer, h in sorted(headers(saes).items()) for i in range(h.d_sae)]
+    return [(layer, i) for layer, d_sae in sorted(widths(saes).items()) for i in range(d_sae)]
 
 
 @torch.inference_mode()

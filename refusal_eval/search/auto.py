@@ -34,7 +34,10 @@ def shipped_plans() -> list[Path]:
     root = resources.files("refusal_eval") / "plans"
     if not root.is_dir():
         return []
-    return sorted(Path(str(p)) for p in root.iterdir() if p.name.endswith(".json"))
+    # a plan's sidecar (PLAN.cost.json, written beside it by a search) is not a plan
+    return sorted(
+        Path(str(p)) for p in root.iterdir() if p.name.endswith(".json") and not p.name.endswith(".cost.json")
+    )
 
 
 def _plan_key(path: Path) -> str | None:

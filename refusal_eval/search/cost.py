@@ -16,7 +16,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -31,6 +31,13 @@ class StageCost:
     seconds: float = 0.0
     layer_calls: int = 0
     layer_tokens: int = 0
+    cache_hits: int = 0
+    cache_writes: int = 0
+
+
+class Counted(Protocol):
+    hits: int
+    writes: int
 
 
 @dataclass
@@ -41,8 +48,11 @@ class CostMeter:
     stages: dict[str, StageCost] = field(default_factory=dict)
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, *caches: Counted) -> Iterator[None]:
+        """Meter the block; ``caches`` (the stage caches it reads and writes) say whether it was
+        read back or computed."""
         cost = self.stages.setdefault(name, StageCost())
+        before = [(c.hits, c.writes) for c in caches]
 
         def count(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
             hidden = args[0] if args else kwargs.get("hidden_states")
@@ -56,6 +66,8 @@ class CostMeter:
             yield
         finally:
             cost.seconds += time.perf_counter() - t0
+            cost.cache_hits += sum(c.hits - h for c, (h, _) in zip(caches, before, strict=True))
+            cost.cache_writes += sum(c.writes - w for c, (_, w) in zip(caches, before, strict=True))
             for h in handles:
                 h.remove()
 
@@ -68,7 +80,8 @@ class CostMeter:
                 "tokens": round(c.layer_tokens / n, 1),
                 "layer_calls": c.layer_calls,
                 "layer_tokens": c.layer_tokens,
-                "from_cache": c.layer_calls == 0,  # nothing ran: read back from the stage cache
+                # read back from the stage cache: entries read, none computed
+                "from_cache": c.cache_hits > 0 and c.cache_writes == 0,
             }
             for name, c in self.stages.items()
         }

@@ -216,19 +216,20 @@ def _run_stages(
     sets = (prompts.harmful, prompts.harmless, prompts.validation)
     ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress, generator)
     meter = meter or CostMeter(chat.model)
-    with meter.stage("screen"):
+    caches = (cache,) if screen_cache is cache else (cache, screen_cache)
+    with meter.stage("screen", *caches):
         screen = run_screen(ctx)
-    with meter.stage("stage1"):
+    with meter.stage("stage1", *caches):
         stage1, directions = run_stage1(ctx, screen)
-    with meter.stage("stage2"):
+    with meter.stage("stage2", *caches):
         stage2 = run_stage2(ctx, screen, stage1)
-    with meter.stage("stage3"):
+    with meter.stage("stage3", *caches):
         stage3, condition_sets = run_stage3(ctx, screen, stage1, stage2)
-    with meter.stage("verification"):
+    with meter.stage("verification", *caches):
         verification = (
             run_verification(ctx, screen, stage1, stage2, condition_sets, directions) if cfg.verify else {}
         )
-    with meter.stage("side_effects"):
+    with meter.stage("side_effects", *caches):
         side_effects = run_side_effects(ctx, condition_sets, stage1, directions)
     body = PlanBody(
         created_by=f"refusal_eval {__version__}",

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..ablation import as_ablations
 from ..coders import SparseCoder
-from ..saes._stream import headers, rows_of
+from ..saes._stream import rows_of, widths
 from .activations import feature_index, pooled_activations, position_activations
 from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
 from .hydra import find_hydras
@@ -117,10 +117,10 @@ def _random_like(
 ) -> list[Latent]:
     """As many random latents per layer as ``union`` has there, none of them in ``union``."""
     out: list[Latent] = []
-    taken, widths = set(union), headers(saes)
+    taken, width = set(union), widths(saes)
     for layer in sorted({layer for layer, _ in union}):
         n = sum(1 for lay, _ in union if lay == layer)
-        pool = [(layer, i) for i in range(widths[layer].d_sae) if (layer, i) not in taken]
+        pool = [(layer, i) for i in range(width[layer]) if (layer, i) not in taken]
         out.extend(rng.sample(pool, min(n, len(pool))))
     return sorted(out)
 
@@ -144,12 +144,13 @@ def find_dormant(
         return []
     p_back = scorer.p_refusal([(p, sets[p] - {m}) for p, m in tests], desc="dormant")
     out: list[Dormant] = []
+    held = rows_of(ctx.saes, sorted(stage2.union))  # once: every active set below is in the union
     for (p, m), back in zip(tests, p_back, strict=True):
         base = stage2.prompts[p].p_minimal
         if (back - base) / max(base, cfg.eps) < cfg.tau:
             continue
         active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
-        ablations = as_ablations(by_layer(active), rows_of(ctx.saes, active))
+        ablations = as_ablations(by_layer(active), held)
         tokens, acts = position_activations(
             ctx.chat.model, ctx.chat.tokenizer, harmful[p], ctx.saes, [m], ablations
         )
