@@ -21,7 +21,7 @@ from ._load import (
     to_sae_lens,
 )
 from ._report import SAEQuality, heldout_texts, sae_quality
-from ._stream import SaeHeader, StreamedSAEs, headers, in_memory, rows_of, stream_saes
+from ._stream import SaeHeader, StreamedSAEs, headers, rows_of, stream_saes
 from ._train import build_corpus, check_train_args, pack, train_sae
 
 __all__ = [
@@ -42,7 +42,6 @@ __all__ = [
     "heldout_texts",
     "hook_of",
     "id_layer",
-    "in_memory",
     "is_local_source",
     "load_saes",
     "pack",

@@ -132,16 +132,6 @@ def rows_of(saes: Mapping[int, SparseCoder], latents: Sequence[tuple[int, int]])
     return saes.rows(per_layer)
 
 
-def in_memory(coders: Mapping[int, SparseCoder], source: str = "code") -> StreamedSAEs:
-    """Coders already in memory, served as streamed SAEs (held rows are real subsets)."""
-
-    def load(layer: int, latents: Sequence[int] | None) -> SparseCoder:
-        whole = coders[layer]
-        return whole if latents is None or not whole.separable else whole.subset(latents)
-
-    return StreamedSAEs(load, list(coders), source=source)
-
-
 def stream_saes(
     source: str,
     layers: Sequence[int],
