@@ -54,3 +54,22 @@ def test_useless_sae_is_scored_as_such(qwen_tiny):
     assert q.fve < 0.0
     assert q.dead_fraction == pytest.approx(0.5)
     assert q.ce_spliced > q.ce_clean + 0.1
+
+
+def test_several_coders_in_one_report_score_exactly_as_each_alone(qwen_tiny):
+    """sae-report over a release: one clean forward serves every layer; each layer's splice is
+    its own forward, so the numbers equal one report per coder (splices never leak across)."""
+    from refusal_eval.saes import sae_qualities
+
+    broken = _identity_coder(0)  # first in the stack: a splice leaking into other passes would show
+    broken.W_dec[: D_MODEL // 2].zero_()  # half the coordinates' positive parts are lost
+    coders = [_identity_coder(2), broken, _identity_coder(1)]
+    chat, texts = _chat(qwen_tiny), _texts()
+    together = sae_qualities(chat, coders, texts, batch_size=5, progress=False)
+    alone = [sae_quality(chat, c, texts, batch_size=5, progress=False) for c in coders]
+    assert [q.layer for q in together] == [2, 0, 1]
+    for a, b in zip(together, alone, strict=True):
+        numbers = {k: v for k, v in b.to_dict().items() if k != "architecture"}
+        assert {k: a.to_dict()[k] for k in numbers} == pytest.approx(numbers, rel=1e-6, abs=1e-9)
+    assert abs(together[1].ce_spliced - together[1].ce_clean) > 1e-3  # the broken splice tells
+    assert together[2].ce_spliced == pytest.approx(together[2].ce_clean, abs=1e-4)

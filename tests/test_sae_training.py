@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -135,3 +136,82 @@ def test_resume_refuses_other_settings_or_nothing_to_resume(tiny_model_dir, tmp_
     with pytest.raises(RefusalEvalError, match=r"other settings \(lr, width\)"):
         train_sae(chat, sequences, other, out, resume=True)
     assert [n for n, _ in checkpoints(out)] == [0]  # the refused resume left the checkpoint alone
+
+
+def test_layers_trained_together_share_one_forward_and_load_as_a_release(tiny_model_dir, tmp_path, capsys):
+    """`--layer 0,2`: one sae-lens multi-SAE run, the model run once per batch up to layer 2, one
+    release-layout folder per layer, each SAE as good as one trained alone."""
+    from sae_lens import SAE
+
+    from refusal_eval.saes import train_saes
+
+    chat, sequences, cfg = _toy(tiny_model_dir)
+    seen = {0: 0, 2: 0}
+    hooks = [
+        chat.model.model.layers[i].register_forward_hook(lambda *_, i=i: seen.__setitem__(i, seen[i] + 1))
+        for i in seen
+    ]
+    try:
+        written = train_saes(chat, sequences, [replace(cfg, layer=0), replace(cfg, layer=2)], tmp_path / "r")
+    finally:
+        for h in hooks:
+            h.remove()
+    assert written == {0: tmp_path / "r" / "layer_0", 2: tmp_path / "r" / "layer_2"}
+    # every forward that fed layer 0's SAE also fed layer 2's (two runs would pass layer 0 twice as often)
+    assert seen[0] == seen[2] >= 20 * 1024 // (16 * 63)
+    bundle = load_saes(str(tmp_path / "r"), model=chat.model)
+    assert bundle.layers == [0, 2] and bundle[0].d_sae == bundle[2].d_sae == 64
+    for layer in (0, 2):
+        meta = json.loads((written[layer] / "cfg.json").read_text())["metadata"]
+        assert meta["hf_hook_name"] == f"model.layers.{layer}"
+        assert meta["refusal_eval_training"]["layer"] == layer
+        x = _residuals(chat.model, torch.tensor(sequences[:8]), layer)
+        assert _fve(SAE.load_from_disk(str(written[layer])), x) > 0.2
+    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "train_state.json").exists()
+
+
+def test_layers_trained_together_resume_and_refuse_other_layers(tiny_model_dir, tmp_path, monkeypatch):
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    from refusal_eval.saes import train_saes
+
+    chat, sequences, cfg = _toy(tiny_model_dir)
+    cfgs = [replace(cfg, layer=0), replace(cfg, layer=1)]
+    out = tmp_path / "r"
+    real_step, calls = SAETrainer.step, []
+
+    def step(self, batch):
+        calls.append(self.n_training_samples)
+        if len(calls) == 2 * 14 + 1:  # Ctrl-C in step 15 (two SAEs step per batch)
+            raise KeyboardInterrupt
+        return real_step(self, batch)
+
+    monkeypatch.setattr(SAETrainer, "step", step)
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(chat, sequences, cfgs, out)
+    assert [n for n, _ in checkpoints(out)] == [14 * 1024]
+    with pytest.raises(RefusalEvalError, match=r"other settings \(layer, layers\)"):
+        train_saes(chat, sequences, cfgs[:1], out, resume=True)
+    calls.clear()
+    train_saes(chat, sequences, cfgs, out, resume=True)
+    assert calls[0] == 14 * 1024 and len(calls) == 2 * 6  # only the 6 missing steps, for both
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["layer_0", "layer_1"]
+
+
+def test_layers_trained_together_must_share_their_settings(tmp_path):
+    from refusal_eval.saes import check_same_run
+
+    with pytest.raises(RefusalEvalError, match=r"layer listed twice in \[1, 1\]"):
+        check_same_run([TrainConfig(layer=1), TrainConfig(layer=1)])
+    with pytest.raises(RefusalEvalError, match="share every setting but the layer"):
+        check_same_run([TrainConfig(layer=0), TrainConfig(layer=1, width=8)])
+
+
+def test_cli_train_bad_layer_list_exits_2(tiny_model_dir, tmp_path, capsys):
+    base = ["train-sae", "--model", str(tiny_model_dir), "--dtype", "float32", "--out", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as exc:
+        main([*base, "--layer", "1,x"])
+    assert exc.value.code == 2
+    assert "expected a layer or layers like 4,8,12, got '1,x'" in capsys.readouterr().err
+    assert main([*base, "--layer", "1,3"]) == 2
+    assert "layer 3 is out of range: the model has 3 layers" in capsys.readouterr().err

@@ -76,9 +76,19 @@ def directions(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layers(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a layer or layers like 4,8,12, got {text!r}") from None
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     model_flags(p)
-    p.add_argument("--layer", type=int, required=True)
+    p.add_argument(
+        "--layer", type=_layers, required=True,
+        help="layer, or comma-separated layers trained together from one forward (-> OUT/layer_L/)",
+    )  # fmt: skip
     p.add_argument("--width", type=int, default=4096)
     p.add_argument("--arch", choices=["topk", "jumprelu", "standard"], default="topk")
     p.add_argument("--k", type=int, default=64, help="active latents per token (topk)")
@@ -91,26 +101,43 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-harmless", type=int, default=None, help="cap harmless train prompts")
     p.add_argument("--answered", type=int, default=256, help="prompts the model answers for the corpus")
     p.add_argument("--checkpoints", type=int, default=4, help="full checkpoints per run (newest kept)")
+    p.add_argument("--autocast", action="store_true", help="bf16 mixed precision for the SAE steps")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--out", required=True)
 
 
-@command("train-sae", "train a residual-stream SAE on one layer with the sae-lens trainer")(_train_args)
+_TRAIN_HELP = "train residual-stream SAEs (one layer, or several from one forward) with the sae-lens trainer"
+
+
+@command("train-sae", _TRAIN_HELP)(_train_args)
 def train_sae_cmd(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
-    from ..saes import CorpusConfig, TrainConfig, build_corpus, check_train_args, resume_point, train_sae
+    from ..saes import (
+        CorpusConfig,
+        TrainConfig,
+        build_corpus,
+        check_same_run,
+        check_train_args,
+        resume_point,
+        train_sae,
+        train_saes,
+    )
 
-    cfg = TrainConfig(
-        layer=args.layer, width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
+    shared = TrainConfig(
+        layer=args.layer[0], width=args.width, arch=args.arch, tokens=args.tokens, k=args.k, seed=args.seed,
         dead_feature_window=args.dead_window, lr=args.lr, batch_tokens=args.batch_tokens,
-        n_checkpoints=args.checkpoints, aux_coefficient=args.aux_coef,
+        n_checkpoints=args.checkpoints, aux_coefficient=args.aux_coef, autocast=args.autocast,
     )  # fmt: skip
+    cfgs = [replace(shared, layer=layer) for layer in args.layer]
     out = Path(args.out)
     chat = load_cli_model(args)
-    check_train_args(cfg, chat.n_layers, out)
+    check_same_run(cfgs)
+    for cfg in cfgs:
+        check_train_args(cfg, chat.n_layers, out)
     if args.resume:
-        resume_point(out, cfg, chat.revision)  # fail before the corpus is built
+        resume_point(out, cfgs, chat.revision)  # fail before the corpus is built
     t0 = time.perf_counter()
     corpus = build_corpus(chat, CorpusConfig(n_answered=args.answered, max_harmless=args.max_harmless))
     n_tok = sum(map(len, corpus))
@@ -118,10 +145,14 @@ def train_sae_cmd(args: argparse.Namespace) -> int:
         f"corpus: {len(corpus)} sequences, {n_tok} tokens ({time.perf_counter() - t0:.0f}s)", file=sys.stderr
     )
     t1 = time.perf_counter()
-    train_sae(chat, corpus, cfg, out, resume=args.resume)
+    if len(cfgs) == 1:
+        written = [train_sae(chat, corpus, cfgs[0], out, resume=args.resume)]
+    else:
+        written = list(train_saes(chat, corpus, cfgs, out, resume=args.resume).values())
+    where = ", ".join(map(str, written))
     print(
-        f"trained {cfg.arch} SAE (width {cfg.width}) on layer {cfg.layer} over {cfg.tokens} tokens "
-        f"in {time.perf_counter() - t1:.0f}s -> {out}"
+        f"trained {args.arch} SAE (width {args.width}) on layer {','.join(map(str, args.layer))} over "
+        f"{args.tokens} tokens in {time.perf_counter() - t1:.0f}s -> {where}"
     )
     return 0
 
@@ -135,14 +166,13 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 @command("sae-report", "SAE quality on held-out chat text: FVE, L0, dead latents, spliced CE")(_report_args)
 def sae_report_cmd(args: argparse.Namespace) -> int:
-    from ..saes import heldout_texts, load_saes, sae_quality
+    from ..saes import heldout_texts, load_saes, sae_qualities
 
     chat = load_cli_model(args)
     saes = load_saes(args.sae, model=chat)
     texts = heldout_texts(chat)
-    rows = [
-        sae_quality(chat, saes[layer], texts, batch_size=args.batch_size).to_dict() for layer in saes.layers
-    ]
+    coders = [saes[layer] for layer in saes.layers]
+    rows = [q.to_dict() for q in sae_qualities(chat, coders, texts, batch_size=args.batch_size)]
     print("| layer | arch | d_sae | tokens | FVE | L0 | dead | CE clean | CE spliced |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -20,9 +20,9 @@ from ._load import (
     shipped_releases,
     to_sae_lens,
 )
-from ._report import SAEQuality, heldout_texts, sae_quality
+from ._report import SAEQuality, heldout_texts, sae_qualities, sae_quality
 from ._stream import SaeHeader, StreamedSAEs, headers, rows_of, stream_saes
-from ._train import build_corpus, check_train_args, pack, train_sae
+from ._train import build_corpus, check_same_run, check_train_args, layer_dir, pack, train_sae, train_saes
 
 __all__ = [
     "RELEASE_ID_TEMPLATES",
@@ -35,6 +35,7 @@ __all__ = [
     "TrainConfig",
     "build_corpus",
     "check_saes",
+    "check_same_run",
     "check_train_args",
     "checkpoints",
     "from_sae_lens",
@@ -43,15 +44,18 @@ __all__ = [
     "hook_of",
     "id_layer",
     "is_local_source",
+    "layer_dir",
     "load_saes",
     "pack",
     "release_ids",
     "resolve_release_ids",
     "resume_point",
     "rows_of",
+    "sae_qualities",
     "sae_quality",
     "shipped_releases",
     "stream_saes",
     "to_sae_lens",
     "train_sae",
+    "train_saes",
 ]

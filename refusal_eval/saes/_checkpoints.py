@@ -12,6 +12,7 @@ import logging
 import shutil
 import signal
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +24,46 @@ log = logging.getLogger(__name__)
 
 TRAIN_STATE = "train_state.json"  # the config of an unfinished run in ``out`` (for --resume)
 _COMPLETE = ("trainer_state.pt", "activations_store_state.safetensors", "cfg.json")
+_MULTI_COMPLETE = ("activations_store_state.safetensors", "runner_cfg.json")
 
 
-def _state_body(cfg: TrainConfig, revision: str | None) -> dict[str, Any]:
-    return {"version": 1, "model_revision": revision, "train_config": cfg.__dict__}
+def run_settings(cfgs: Sequence[TrainConfig]) -> dict[str, Any]:
+    """A run's settings as ``train_state.json`` keeps them: one SAE's config as it is; a
+    multi-layer run's shared config with ``layers`` in place of ``layer``."""
+    if len(cfgs) == 1:
+        return dict(cfgs[0].__dict__)
+    shared = {k: v for k, v in cfgs[0].__dict__.items() if k != "layer"}
+    return {**shared, "layers": [c.layer for c in cfgs]}
 
 
-def write_train_state(out: Path, cfg: TrainConfig, revision: str | None) -> None:
-    (out / TRAIN_STATE).write_text(json.dumps(_state_body(cfg, revision), indent=2))
+def _state_body(cfgs: Sequence[TrainConfig], revision: str | None) -> dict[str, Any]:
+    return {"version": 1, "model_revision": revision, "train_config": run_settings(cfgs)}
+
+
+def write_train_state(out: Path, cfgs: Sequence[TrainConfig], revision: str | None) -> None:
+    (out / TRAIN_STATE).write_text(json.dumps(_state_body(cfgs, revision), indent=2))
+
+
+def _complete(d: Path) -> bool:
+    """sae-lens writes the runner's files last: a single-SAE checkpoint holds the trainer state
+    beside them, a multi-SAE one a folder per SAE (``<name>/trainer_state.pt``)."""
+    if all((d / f).exists() for f in _COMPLETE):
+        return True
+    per_sae = [s for s in d.iterdir() if s.is_dir()]
+    return (
+        all((d / f).exists() for f in _MULTI_COMPLETE)
+        and bool(per_sae)
+        and all((s / "trainer_state.pt").exists() for s in per_sae)
+    )
 
 
 def checkpoints(out: Path) -> list[tuple[int, Path]]:
     """Complete sae-lens checkpoints under ``out/checkpoints/<run id>/<tokens seen>``, oldest first."""
-    found = [
-        (int(d.name), d)
-        for d in (out / "checkpoints").glob("*/*")
-        if d.name.isdigit() and all((d / f).exists() for f in _COMPLETE)
-    ]
+    found = [(int(d.name), d) for d in (out / "checkpoints").glob("*/*") if d.name.isdigit() and _complete(d)]
     return sorted(found)
 
 
-def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
+def resume_point(out: Path, cfgs: Sequence[TrainConfig], revision: str | None) -> Path:
     """The newest checkpoint of an interrupted run of the same config and model."""
     state_file, found = out / TRAIN_STATE, checkpoints(out)
     if not state_file.exists() or not found:
@@ -58,7 +78,7 @@ def resume_point(out: Path, cfg: TrainConfig, revision: str | None) -> Path:
             f"--resume: {state_file} is corrupt", f"delete {out} and start afresh"
         ) from None
     old = saved.get("train_config", {})
-    new = json.loads(json.dumps(cfg.__dict__))  # as JSON stores it (tuples -> lists)
+    new = json.loads(json.dumps(run_settings(cfgs)))  # as JSON stores it (tuples -> lists)
     diff = sorted(k for k in {**old, **new} if old.get(k) != new.get(k))
     if saved.get("model_revision") != revision:
         diff.append("model")
@@ -82,9 +102,7 @@ def checkpointing_runner(base: type) -> type:
                 return
             checkpoint_path.mkdir(parents=True, exist_ok=True)
             super().save_checkpoint(checkpoint_path)
-            for _, old in checkpoints(checkpoint_path.parents[2]):  # out/checkpoints/<run id>/<n>
-                if old != checkpoint_path:
-                    shutil.rmtree(old, ignore_errors=True)
+            _prune_older(checkpoint_path)
 
         def run_trainer_with_interruption_handling(self, trainer: Any) -> Any:
             in_main = threading.current_thread() is threading.main_thread()
@@ -100,5 +118,40 @@ def checkpointing_runner(base: type) -> type:
             finally:
                 if in_main:
                     signal.signal(signal.SIGTERM, previous)
+
+    return Runner
+
+
+def _prune_older(checkpoint_path: Path) -> None:
+    for _, old in checkpoints(checkpoint_path.parents[2]):  # out/checkpoints/<run id>/<n>
+        if old != checkpoint_path:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def checkpointing_multi_runner() -> type:
+    """sae-lens' multi-SAE runner with the single runner's habits: only the newest checkpoint
+    kept, thresholds already passed skipped on resume, the signal handlers it installs put back
+    afterwards, and an interrupt surfacing as KeyboardInterrupt (after its checkpoint)."""
+    from sae_lens.multi_sae_training_runner import MultiSAETrainingRunner
+    from sae_lens.training._interruption import InterruptedException
+
+    class Runner(MultiSAETrainingRunner):  # type: ignore[misc]
+        def _save_runner_checkpoint_files(self, checkpoint_path: Path | None) -> None:
+            super()._save_runner_checkpoint_files(checkpoint_path)
+            if checkpoint_path is not None:
+                _prune_older(checkpoint_path)
+
+        def _run_with_interruption_handling(self, trainer: Any) -> Any:
+            done = trainer.n_training_samples
+            trainer.checkpoint_thresholds = [t for t in trainer.checkpoint_thresholds if t >= done]
+            previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                return super()._run_with_interruption_handling(trainer)
+            except InterruptedException:  # SIGINT / SIGTERM, checkpoint written
+                log.warning("interrupted: saved a checkpoint; rerun with --resume to continue")
+                raise KeyboardInterrupt from None
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
     return Runner

@@ -17,6 +17,7 @@ import json
 import logging
 import random
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ from ..chat import format_chat, generate
 from ..data import XSTEST_COMPLETION_FILES, load_prompts, xstest_completions
 from ..errors import RefusalEvalError
 from ..hooks import HookPoint
-from ._checkpoints import TRAIN_STATE, checkpointing_runner, resume_point, write_train_state
+from ._checkpoints import (
+    TRAIN_STATE,
+    checkpointing_multi_runner,
+    checkpointing_runner,
+    resume_point,
+    write_train_state,
+)
 from ._config import CorpusConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +131,52 @@ def check_train_args(cfg: TrainConfig, n_layers: int, out: Path) -> None:
         ) from None
 
 
+def _runner_args(chat: Any, cfg: TrainConfig, out: Path, start: Path | None) -> dict[str, Any]:
+    """What the single- and the multi-SAE runner configs share (the same names in both)."""
+    return {
+        "model_name": chat.spec,
+        "model_class_name": "AutoModelForCausalLM",
+        "dataset_path": "local",
+        "streaming": False,
+        "context_size": cfg.context_size,
+        "prepend_bos": False,
+        "seqpos_slice": (1, None),  # position 0 of a window is an attention sink with a huge norm
+        "training_tokens": cfg.tokens,
+        "train_batch_size_tokens": cfg.batch_tokens,
+        "store_batch_size_prompts": 16,
+        # the mixing buffer holds n_batches_in_buffer x context tokens: keep >= 4 train batches
+        "n_batches_in_buffer": max(16, -(-4 * cfg.batch_tokens // (cfg.context_size - 1))),
+        "lr": cfg.lr,
+        "dead_feature_window": cfg.dead_feature_window,
+        "feature_sampling_window": max(cfg.dead_feature_window, 50),
+        "lr_warm_up_steps": max(1, cfg.tokens // cfg.batch_tokens // 20),
+        "lr_decay_steps": max(1, cfg.tokens // cfg.batch_tokens // 5),
+        "device": str(chat.device),
+        "dtype": "float32",
+        "autocast": cfg.autocast,
+        "seed": cfg.seed,
+        "n_checkpoints": cfg.n_checkpoints,
+        "resume_from_checkpoint": None if start is None else str(start),
+        "checkpoint_path": str(out / "checkpoints"),
+        "output_path": str(out),
+        "n_eval_batches": 2,
+    }
+
+
+def _start(out: Path, cfgs: Sequence[TrainConfig], revision: str | None, resume: bool) -> Path | None:
+    torch.manual_seed(cfgs[0].seed)
+    start = resume_point(out, cfgs, revision) if resume else None
+    if start is None:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a fresh run: drop a stale one
+    write_train_state(out, cfgs, revision)
+    return start
+
+
+def _finish(out: Path) -> None:
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / TRAIN_STATE).unlink(missing_ok=True)
+
+
 def train_sae(
     chat: Any, sequences: list[list[int]], cfg: TrainConfig, out: Path, *, resume: bool = False
 ) -> Path:
@@ -137,54 +190,77 @@ def train_sae(
 
     check_train_args(cfg, chat.n_layers, out)
     hook = HookPoint(cfg.layer)
-    module_name = f"model.layers.{cfg.layer}"
-    torch.manual_seed(cfg.seed)
-    start = resume_point(out, cfg, chat.revision) if resume else None
-    if start is None:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)  # a fresh run: drop a stale one
-    write_train_state(out, cfg, chat.revision)
+    start = _start(out, [cfg], chat.revision, resume)
     runner_cfg = LanguageModelSAERunnerConfig(
         sae=_sae_config(cfg, chat.d_model),
-        model_name=chat.spec,
-        model_class_name="AutoModelForCausalLM",
-        hook_name=module_name,
-        dataset_path="local",
+        hook_name=hook.hf_name,
         is_dataset_tokenized=True,
-        streaming=False,
-        context_size=cfg.context_size,
-        prepend_bos=False,
-        seqpos_slice=(1, None),  # position 0 of a window is an attention sink with a huge norm
-        training_tokens=cfg.tokens,
-        train_batch_size_tokens=cfg.batch_tokens,
-        store_batch_size_prompts=16,
-        # the mixing buffer holds n_batches_in_buffer x context tokens: keep >= 4 train batches
-        n_batches_in_buffer=max(16, -(-4 * cfg.batch_tokens // (cfg.context_size - 1))),
-        lr=cfg.lr,
-        dead_feature_window=cfg.dead_feature_window,
-        feature_sampling_window=max(cfg.dead_feature_window, 50),
-        lr_warm_up_steps=max(1, cfg.tokens // cfg.batch_tokens // 20),
-        lr_decay_steps=max(1, cfg.tokens // cfg.batch_tokens // 5),
-        device=str(chat.device),
-        dtype="float32",
-        seed=cfg.seed,
-        n_checkpoints=cfg.n_checkpoints,
-        resume_from_checkpoint=None if start is None else str(start),
-        checkpoint_path=str(out / "checkpoints"),
-        output_path=str(out),
         logger=LoggingConfig(log_to_wandb=False),
-        n_eval_batches=2,
         verbose=True,
+        **_runner_args(chat, cfg, out, start),
     )
     dataset = datasets.Dataset.from_dict({"input_ids": pack(sequences, cfg.context_size)})
-    proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[module_name])
+    proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[hook.hf_name])
     runner = checkpointing_runner(LanguageModelSAETrainingRunner)(
         runner_cfg, override_dataset=dataset, override_model=proxy
     )
     runner.run()
     _write_metadata(out, hook, chat, cfg, n_sequences=len(sequences))
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    (out / TRAIN_STATE).unlink(missing_ok=True)
+    _finish(out)
     return out
+
+
+def layer_dir(layer: int) -> str:
+    """The folder of one layer's SAE in a multi-layer run, as in a shipped release."""
+    return f"layer_{layer}"
+
+
+def check_same_run(cfgs: Sequence[TrainConfig]) -> None:
+    """SAEs trained together share everything but their layer (one forward feeds them all)."""
+    layers = [c.layer for c in cfgs]
+    if len(set(layers)) != len(layers):
+        raise RefusalEvalError(f"layer listed twice in {layers}", "list each layer once, e.g. --layer 4,8,12")
+    first = {k: v for k, v in cfgs[0].__dict__.items() if k != "layer"}
+    for c in cfgs[1:]:
+        if {k: v for k, v in c.__dict__.items() if k != "layer"} != first:
+            raise RefusalEvalError(
+                "SAEs trained in one run must share every setting but the layer",
+                "train differing SAEs in separate runs",
+            )
+
+
+def train_saes(
+    chat: Any, sequences: list[list[int]], cfgs: Sequence[TrainConfig], out: Path, *, resume: bool = False
+) -> dict[int, Path]:
+    """Train one SAE per config from one shared forward pass (sae-lens' multi-SAE runner): the
+    model runs once per batch up to the deepest layer and every SAE steps on its own layer's
+    activations, each with its own optimizer, schedule and dead-latent tracking, exactly as a
+    single-layer run. Writes ``out/layer_L/`` per layer (a release's layout); returns those paths.
+    Checkpoints and ``resume`` work as in :func:`train_sae`."""
+    import datasets
+    from sae_lens import LoggingConfig
+    from sae_lens.load_model import HookedProxyLM
+    from sae_lens.multi_sae_training_runner import MultiSAETrainingRunnerConfig
+
+    check_same_run(cfgs)
+    for c in cfgs:
+        check_train_args(c, chat.n_layers, out)
+    hooks = {layer_dir(c.layer): HookPoint(c.layer) for c in cfgs}
+    start = _start(out, cfgs, chat.revision, resume)
+    runner_cfg = MultiSAETrainingRunnerConfig(
+        saes={layer_dir(c.layer): _sae_config(c, chat.d_model) for c in cfgs},
+        hook_names={name: h.hf_name for name, h in hooks.items()},
+        logger=LoggingConfig(log_to_wandb=False),
+        **_runner_args(chat, cfgs[0], out, start),
+    )
+    dataset = datasets.Dataset.from_dict({"input_ids": pack(sequences, cfgs[0].context_size)})
+    proxy = HookedProxyLM(chat.model, chat.tokenizer, hook_names=[h.hf_name for h in hooks.values()])
+    runner = checkpointing_multi_runner()(runner_cfg, override_dataset=dataset, override_model=proxy)
+    runner.run()
+    for c in cfgs:
+        _write_metadata(out / layer_dir(c.layer), HookPoint(c.layer), chat, c, n_sequences=len(sequences))
+    _finish(out)
+    return {c.layer: out / layer_dir(c.layer) for c in cfgs}
 
 
 def sae_model_metadata(info: dict[str, Any], spec: str, revision: str | None) -> dict[str, Any]:
