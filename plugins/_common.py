@@ -230,13 +230,10 @@ class AblationRunner:
         if source is None:
             return None
         if plan not in ("none", "auto") and ids is None and not is_local_source(source):
-            # a plan names the hub ids it was searched with (e.g. Gemma Scope's width_65k)
             made = AblationPlan.load(plan)
             layers = layers or sorted(made.sae_layer_ids)
-            if source == made.sae_source and set(layers) <= set(made.sae_layer_ids):
-                return self._load_held(
-                    source, layers, [made.sae_layer_ids[x] for x in layers], made, sae_latents
-                )
+            if (plan_ids := made.sae_ids_for(source, layers)) is not None:
+                return self._load_held(source, layers, plan_ids, made, sae_latents)
         if sae_latents == "all" or plan == "none":
             return load_saes(source, layers=layers, ids=ids, model=self.chat)
         if plan == "auto":

@@ -193,3 +193,24 @@ def test_the_search_has_a_public_face():
     assert search.AblationPlan is AblationPlan and search.PlanBody is PlanBody
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         search.nope  # noqa: B018
+
+
+def test_a_hub_plan_names_the_sae_ids_it_was_searched_with():
+    """The one rule both the lm-eval model and the CLI use: the plan's own hub release gives its
+    own ids (Gemma Scope has several SAEs per layer); anything else resolves ids as usual."""
+    from refusal_eval.saes import shipped_releases
+
+    shipped = AblationPlan.load(SHIPPED[0])
+    layers = sorted(shipped.sae_layer_ids)
+    assert shipped.sae_source in shipped_releases()
+    assert shipped.sae_ids_for(shipped.sae_source, layers) is None
+    ids = {layer: f"layer_{layer}/width_65k/average_l0_{layer + 50}" for layer in layers}
+    saes = dataclasses.replace(
+        shipped.body.saes,
+        source="gemma-scope-2b-pt-res",
+        layers={x: dataclasses.replace(info, id=ids[x]) for x, info in shipped.body.saes.layers.items()},
+    )
+    hub = dataclasses.replace(shipped, body=dataclasses.replace(shipped.body, saes=saes))
+    assert hub.sae_ids_for("gemma-scope-2b-pt-res", layers[1:]) == [ids[x] for x in layers[1:]]
+    assert hub.sae_ids_for("gemma-scope-2b-pt-res-canonical", layers) is None  # another release
+    assert hub.sae_ids_for("gemma-scope-2b-pt-res", [*layers, 99]) is None  # a layer it has no SAE on

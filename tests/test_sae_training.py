@@ -167,7 +167,8 @@ def test_layers_trained_together_share_one_forward_and_load_as_a_release(tiny_mo
         assert meta["refusal_eval_training"]["layer"] == layer
         x = _residuals(chat.model, torch.tensor(sequences[:8]), layer)
         assert _fve(SAE.load_from_disk(str(written[layer])), x) > 0.2
-    assert not (tmp_path / "r" / "checkpoints").exists() and not (tmp_path / "r" / "train_state.json").exists()
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    assert not (tmp_path / "r" / "train_state.json").exists()
 
 
 def test_layers_trained_together_resume_and_refuse_other_layers(tiny_model_dir, tmp_path, monkeypatch):

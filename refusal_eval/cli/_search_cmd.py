@@ -110,14 +110,13 @@ def _plan_model_saes(
 ) -> tuple[Any, Any, Any]:
     """The plan ``args.plan``, its model and its SAEs (the ids it was searched with), checked to
     fit it; ``latents(plan)`` picks what the SAEs hold (None: every latent)."""
-    from ..saes import is_local_source, load_saes
+    from ..saes import load_saes
     from ..search.plan import AblationPlan, sae_weights_hash
 
     plan = AblationPlan.load(args.plan)
     chat = load_cli_model(args, args.model or plan.body.model.spec)
     source, layers = args.saes or plan.sae_source, sorted(plan.sae_layer_ids)
-    hub = not is_local_source(source) and source == plan.sae_source
-    ids = [plan.sae_layer_ids[x] for x in layers] if hub else None
+    ids = plan.sae_ids_for(source, layers)
     held = latents(plan) if latents is not None else None
     saes = load_saes(source, layers=layers, ids=ids, latents=held, model=chat)
     plan.check_fits(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,17 @@ class AblationPlan:
     def sae_layer_ids(self) -> dict[int, str]:
         """The SAE layers the plan was made with, and their ids."""
         return {layer: info.id for layer, info in self.body.saes.layers.items()}
+
+    def sae_ids_for(self, source: str, layers: Sequence[int]) -> list[str] | None:
+        """The hub ids the plan was searched with, for ``layers``, when ``source`` is the plan's
+        own hub release (a release has several SAEs per layer, e.g. Gemma Scope's widths, and
+        the plan fits only its own). None for a local source, another release or a layer the
+        plan has no SAE on: then the ids come from the source as usual."""
+        from ..saes import is_local_source
+
+        if is_local_source(source) or source != self.sae_source or not set(layers) <= set(self.sae_layer_ids):
+            return None
+        return [self.sae_layer_ids[x] for x in layers]
 
     @property
     def direction(self) -> Tensor:
