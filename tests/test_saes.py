@@ -129,13 +129,14 @@ def test_convert_sae_to_fp16_round_trips(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    ("release", "layers", "d_in", "training_tokens"),
+    ("release", "layers", "d_in", "d_sae", "training_tokens"),
     [
-        ("qwen2.5-coder-0.5b-instruct-res", [10, 14, 18], 896, 1_048_576),
-        ("qwen2.5-coder-1.5b-instruct-res", [22], 1536, 262_144),
+        ("qwen2.5-coder-0.5b-instruct-res", [10, 14, 18], 896, 4096, 1_048_576),
+        ("qwen2.5-coder-0.5b-instruct-res-2k", [6, 8, 10, 12, 14, 16, 18, 20], 896, 2048, 1_048_576),
+        ("qwen2.5-coder-1.5b-instruct-res", [22], 1536, 4096, 262_144),
     ],
 )
-def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_tokens):
+def test_shipped_releases_load_offline_by_name(release, layers, d_in, d_sae, training_tokens):
     import json
 
     from refusal_eval.models._builtin import QWEN_05B, QWEN_15B
@@ -145,16 +146,27 @@ def test_shipped_releases_load_offline_by_name(release, layers, d_in, training_t
     assert bundle.layers == layers
     for layer in layers:
         coder = bundle[layer]
-        assert (coder.d_in, coder.d_sae, coder.architecture) == (d_in, 4096, "topk")
+        assert (coder.d_in, coder.d_sae, coder.architecture) == (d_in, d_sae, "topk")
         assert coder.hook.hf_name == f"model.layers.{layer}"
         cfg = json.loads((shipped_releases()[release] / f"layer_{layer}" / "cfg.json").read_text())
         assert cfg["metadata"]["refusal_eval_training"]["tokens"] == training_tokens
         # sae-lens conventions: the HF id as model_name, no HF revision (a GGUF sha is not one)
         meta = cfg["metadata"]
-        assert meta["model_name"] == next(m.hub_id for m in (QWEN_05B, QWEN_15B) if m.default_saes == release)
+        assert meta["model_name"] == next(
+            m.hub_id for m in (QWEN_05B, QWEN_15B) if release.startswith(m.default_saes or "-")
+        )
         assert meta["model_revision"] is None and len(meta["refusal_eval_model"]["gguf_sha256"]) == 64
     size = sum(f.stat().st_size for f in shipped_releases()[release].rglob("*.safetensors"))
-    assert size <= 50_000_000  # fp16, within the package budget
+    assert size <= 60_000_000  # fp16: eight 2,048-wide layers are 58.7 MB
+
+
+def test_shipped_saes_stay_within_the_package_budget():
+    """All shipped SAEs together. The 3-layer 4,096-wide 0.5B release (43 MB) goes once the
+    default plan moves to the 8-layer 2,048-wide one (docs/saes); then this budget drops to 90 MB."""
+    from refusal_eval.saes import shipped_releases
+
+    total = sum(f.stat().st_size for d in shipped_releases().values() for f in d.rglob("*.safetensors"))
+    assert total <= 130_000_000
 
 
 def test_paper_release_ids_resolve_from_sae_lens_directory_for_every_layer():
