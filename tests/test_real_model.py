@@ -53,3 +53,24 @@ def test_pretrained_default_finds_the_shipped_multilayer_plan():
     assert plan.path in shipped_plans()
     assert len(plan.sae_layers) >= 2 and plan.hydra_count is not None
     assert plan.body.stage1.selected_by != "arditi" or plan.layer >= 10
+
+
+@pytest.mark.skipif(not _parts_installed(), reason="needs pip install 'refusal_eval[models]'")
+def test_the_eight_layer_plan_is_found_by_its_key():
+    """saes=qwen2.5-coder-0.5b-instruct-res-2k with the settings it was searched with (top_k=20,
+    n_harmful=64) finds the shipped 8-layer plan without searching; the default settings do not."""
+    from refusal_eval.config import SearchConfig
+    from refusal_eval.saes import load_saes
+    from refusal_eval.search.auto import find_plan_for
+    from refusal_eval.search.pipeline import search_inputs
+    from refusal_eval.search.plan import AblationPlan
+
+    chat = load_model("default")
+    saes = load_saes("qwen2.5-coder-0.5b-instruct-res-2k", latents={}, model=chat)
+    assert sorted(saes) == [6, 8, 10, 12, 14, 16, 18, 20]
+    found = find_plan_for(search_inputs(chat, saes, SearchConfig(top_k=20, n_harmful=64)))
+    assert found is not None and found.name == "qwen2.5-coder-0.5b-instruct-res-2k.json"
+    plan = AblationPlan.load(found)
+    assert sorted(plan.sae_layer_ids) == [6, 8, 10, 12, 14, 16, 18, 20]
+    assert plan.hydra_count == 0 and plan.body.stage3.woken.n_tested > 2000  # zero, measured
+    assert find_plan_for(search_inputs(chat, saes, SearchConfig())) is None

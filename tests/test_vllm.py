@@ -294,7 +294,7 @@ def test_lm_eval_end_to_end_on_the_default_model():
         gen_kwargs="max_gen_toks=24",
     )
     config, res = out["config"], out["results"]
-    shipped = next(p for p in shipped_plans() if "0.5b" in p.name)
+    shipped = next(p for p in shipped_plans() if p.name == "qwen2.5-coder-0.5b-instruct-res.json")
     assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
     assert config["refusal_eval_plan_layers"] == [10, 14, 18]
     assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"
