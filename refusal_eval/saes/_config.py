@@ -36,6 +36,6 @@ class TrainConfig:
     # TopK's auxiliary loss (dead latents reconstruct the residual error); 1.0 is sae-lens' default
     aux_coefficient: float = 1.0
     n_checkpoints: int = 4  # full trainer checkpoints during the run (only the newest is kept)
-    # bf16 autocast for the SAE's own steps (weights and optimizer stay fp32): 1.6x faster steps
+    # bf16 autocast for the SAE's own steps (weights and optimizer stay fp32): 1.46x faster steps
     # on an AVX512-BF16 CPU (BENCHMARKS.md), which matters when one forward feeds many SAEs
     autocast: bool = False
