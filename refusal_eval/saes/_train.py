@@ -6,8 +6,9 @@ activations matter for refusal) and the human-labelled XSTest completions as ass
 Validation and test prompts never enter it. Token sequences are cached (JSON) per model.
 
 The model is wrapped in sae-lens' ``HookedProxyLM``; the activation store stops the forward at
-the hooked layer. The output is a plain sae-lens directory (``cfg.json`` +
-``sae_weights.safetensors``) whose metadata names the hook both ways.
+the hooked layer (the deepest one when :func:`train_saes` trains several from one forward). The
+output is a plain sae-lens directory (``cfg.json`` + ``sae_weights.safetensors``) per SAE whose
+metadata names the hook both ways.
 """
 
 from __future__ import annotations
