@@ -61,8 +61,9 @@ def main() -> None:
     chat = load_model("default", dtype=args.dtype)
     saes = load_saes(body.saes.source, layers=sorted(body.saes.layers), model=chat)
     t0 = time.time()
-    act_h = pooled_activations(chat.model, chat.tokenizer, harmful, saes=saes, pool=cfg.pool, batch_size=16)
-    act_b = pooled_activations(chat.model, chat.tokenizer, harmless, saes=saes, pool=cfg.pool, batch_size=16)
+    pool = {"saes": saes, "pool": cfg.pool, "batch_size": 16}
+    act_h = pooled_activations(chat.model, chat.tokenizer, harmful, **pool).dense()
+    act_b = pooled_activations(chat.model, chat.tokenizer, harmless, **pool).dense()
     print(f"activations of {len(harmful)} + {len(harmless)} prompts in {time.time() - t0:.0f} s")
     from refusal_eval.search.activations import feature_index
 

@@ -78,10 +78,10 @@ def main() -> None:
         flush=True,
     )
 
-    before = pooled_activations(chat.model, chat.tokenizer, prompts, saes, **pool)
+    before = pooled_activations(chat.model, chat.tokenizer, prompts, saes, **pool).dense()
     whole = pooled_activations(
         chat.model, chat.tokenizer, prompts, saes, edits=per_row_edits(saes, sets), **pool
-    )
+    ).dense()
     check = {}
     for j in layers:
         rows = [p for p, s in enumerate(sets) if s and min(la for la, _ in s) < j]
@@ -102,7 +102,7 @@ def main() -> None:
             continue
         after = pooled_activations(
             chat.model, chat.tokenizer, prompts, saes, edits=per_row_edits(saes, part), **pool
-        )
+        ).dense()
         for j in (j for j in layers if j > i):
             woken = woken_between(before, after, columns[j], rows, thr)
             tests: list[tuple[int, Latent]] = []

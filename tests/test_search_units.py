@@ -204,19 +204,35 @@ def test_plan_key_ignores_compute_only_settings():
     assert "batch_size" in SearchConfig().to_dict() and "batch_size" not in SearchConfig().result_dict()
 
 
+def pooled_from_dense(index, rows):
+    """A Pooled holding ``rows`` (columns named by ``index``), as pooled_activations builds it."""
+    from refusal_eval.search.activations import Pooled
+
+    dense = torch.tensor(rows)
+    layers = sorted({layer for layer, _ in index})
+    widths = {layer: sum(1 for la, _ in index if la == layer) for layer in layers}
+    ids, values = {}, {}
+    for layer in layers:
+        block = dense[:, [c for c, (la, _) in enumerate(index) if la == layer]]
+        ids[layer] = torch.nonzero(block.amax(0) > 0).flatten()
+        values[layer] = block[:, ids[layer]]
+    return Pooled(len(rows), widths, ids, values)
+
+
 def test_woken_latents_pure_rule():
     from refusal_eval.search.hydra import effect_rows, woken_latents
 
     index = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0)]
-    before = torch.tensor([[1.0, 0.0, 0.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    after = torch.tensor([[1.0, 0.0, 3.0, 0.5, 2.5, 4.0], [1.0, 0.0, 9.0, 0.0, 0.0, 0.0]])
+    before = pooled_from_dense(index, [[1.0, 0.0, 0.0, 0.0, 2.0, 0.0], [1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    after = pooled_from_dense(index, [[1.0, 0.0, 3.0, 0.5, 2.5, 4.0], [1.0, 0.0, 9.0, 0.0, 0.0, 0.0]])
+    assert before.active() == [(0, 0), (1, 2)] and after.active() == [(0, 0), (1, 0), (1, 1), (1, 2), (2, 0)]
     sets = [frozenset({(0, 0)}), frozenset({(1, 1)})]
-    tests, woken = woken_latents(before, after, index, sets, threshold=0.0, top_n=1)
+    tests, woken = woken_latents(before, after, sets, threshold=0.0, top_n=1)
     # prompt 0: layer 1 wakes (1,0) and (1,1) (not (1,2): it was active), capped to the largest;
     # layer 2 wakes (2,0). Prompt 1's minimal set starts at layer 1: only layer 2 is above it.
     assert [(t.prompt, t.latent, t.after) for t in tests] == [(0, (1, 0), 3.0), (0, (2, 0), 4.0)]
     assert woken == {0: 0, 1: 2, 2: 1}
-    tests, _ = woken_latents(before, after, index, sets, threshold=1.0, top_n=5)
+    tests, _ = woken_latents(before, after, sets, threshold=1.0, top_n=5)
     assert [t.latent for t in tests] == [(1, 0), (2, 0)]  # 0.5 is not above the threshold
     m = frozenset({(0, 0), (1, 0)})
     t_in = tests[0]
@@ -313,3 +329,34 @@ def test_features_never_active_in_training_rows_are_zeroed_not_blown_up():
     kw = {"rank": 4, "lr": 0.05, "epochs": 60, "batch_size": 8, "init_std": 0.1}
     assert fit_fm(new, y, train, test, **kw).test_accuracy >= 0.85  # 9 of 10
     assert fit_fm(old, y, train, test, **kw).test_accuracy <= 0.7
+
+
+def test_pooled_activations_hold_only_latents_that_fired_and_equal_the_dense_pooling(qwen_tiny):
+    from refusal_eval.chat import encode_chat
+    from refusal_eval.hooks import forward_until
+    from refusal_eval.search.activations import capture_outputs, pooled_activations
+
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    saes = {
+        0: make_coder("standard", layer=0, d_sae=32, seed=5),
+        2: make_coder("standard", layer=2, d_sae=32, seed=6),
+    }
+    with torch.no_grad():
+        saes[2].b_enc[:8] = -1e4  # latents 0-7 of layer 2 never fire
+    prompts = ["w1 w2 w3", "w4 w5 w6 w7 w8", "w9"]
+    got = pooled_activations(qwen_tiny, tok, prompts, saes, batch_size=2)
+    want = []
+    for prompt in prompts:  # one unpadded prompt at a time, max over positions after the first
+        enc = encode_chat(tok, [prompt])
+        with torch.inference_mode(), capture_outputs(qwen_tiny, [0, 2]) as seen:
+            forward_until(qwen_tiny, enc, 2)
+            want.append(
+                torch.cat([saes[la].encode(seen[la][0, 1:].float()).clamp_min(0).amax(0) for la in (0, 2)])
+            )
+    torch.testing.assert_close(got.dense(), torch.stack(want), atol=1e-5, rtol=1e-5)
+    held = {layer: v.shape for layer, v in got.values.items()}
+    assert held[2][0] == 3 and held[2][1] <= 24 and not set(got.ids[2].tolist()) & set(range(8))
+    assert got.active() == [(la, int(i)) for la in (0, 2) for i in got.ids[la]]
+    live = got.active()[-1]
+    assert got.columns([(2, 3), live]).tolist() == [[0.0, got.value(r, live)] for r in range(3)]

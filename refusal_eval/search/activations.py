@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -14,8 +16,52 @@ from ..chat import chat_batches, encode_chat
 from ..coders import SparseCoder
 from ..hooks import decoder_layers, forward_until
 from ..saes._stream import widths
+from .artifacts import Latent
 
 Pool = Literal["max", "mean"]
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """Pooled activations of ``n_rows`` prompts, held sparsely: per SAE layer only the latents
+    that fired on some prompt (every other latent is 0 on every prompt). With a few hundred
+    prompts a layer keeps a few thousand of its 16k-131k latents, so stage 3 holds
+    ~O(prompts x active latents) instead of prompts x (layers x width)."""
+
+    n_rows: int
+    widths: Mapping[int, int]  # SAE layer -> d_sae
+    ids: Mapping[int, Tensor]  # layer -> sorted latent ids that fired, (m,)
+    values: Mapping[int, Tensor]  # layer -> their activations, (n_rows, m)
+
+    def active(self) -> list[Latent]:
+        """Every latent that fired on some prompt, by layer then id."""
+        return [(layer, int(i)) for layer in sorted(self.ids) for i in self.ids[layer].tolist()]
+
+    def layer(self, layer: int) -> Tensor:
+        """``(n_rows, d_sae)`` dense activations of one layer."""
+        out = torch.zeros(self.n_rows, self.widths[layer])
+        out[:, self.ids[layer]] = self.values[layer]
+        return out
+
+    @functools.cached_property
+    def _where(self) -> dict[int, dict[int, int]]:  # layer -> latent id -> column of values
+        return {layer: {int(i): j for j, i in enumerate(ids.tolist())} for layer, ids in self.ids.items()}
+
+    def columns(self, latents: Sequence[Latent]) -> Tensor:
+        """``(n_rows, len(latents))``: the activations of ``latents``, 0 where they never fired."""
+        out = torch.zeros(self.n_rows, len(latents))
+        for c, (layer, i) in enumerate(latents):
+            j = self._where[layer].get(i)
+            if j is not None:
+                out[:, c] = self.values[layer][:, j]
+        return out
+
+    def value(self, row: int, latent: Latent) -> float:
+        return float(self.columns([latent])[row, 0])
+
+    def dense(self) -> Tensor:
+        """``(n_rows, sum of d_sae)``, layers ascending (columns as :func:`feature_index`)."""
+        return torch.cat([self.layer(layer) for layer in sorted(self.widths)], dim=-1)
 
 
 @contextlib.contextmanager
@@ -59,8 +105,8 @@ def pooled_activations(
     skip_first: bool = True,
     progress: bool = False,
     edits: Callable[[range], Sequence[Ablation]] | None = None,
-) -> Tensor:
-    """``(len(prompts), sum of d_sae)`` pooled activations, SAE layers in ascending order.
+) -> Pooled:
+    """Pooled activations of ``prompts`` (max or mean over real positions), held sparsely.
 
     ``edits(rows)`` gives ablations for the prompts at ``rows`` of each batch; a layer's
     activations are then read before that layer's own edit, i.e. given the edits upstream.
@@ -85,9 +131,8 @@ def pooled_activations(
             # kept off the accelerator until encoded (exact: moved back as they were)
             recorded.append(({layer: seen[layer].cpu() for layer in layers}, valid.cpu()))
             seen.clear()
-    if not recorded:
-        return torch.zeros(0, sum(width.values()))
-    per_layer: list[Tensor] = []
+    ids: dict[int, Tensor] = {}
+    values: dict[int, Tensor] = {}
     for layer in layers:
         coder, parts = saes[layer], []
         for residuals, kept in recorded:
@@ -98,8 +143,11 @@ def pooled_activations(
             else:
                 parts.append((acts.sum(dim=1) / valid.sum(dim=1).clamp_min(1)).cpu())
         del coder  # a streamed SAE's layer goes before the next one is read
-        per_layer.append(torch.cat(parts))
-    return torch.cat(per_layer, dim=-1)
+        dense = torch.cat(parts) if parts else torch.zeros(0, width[layer])
+        fired = dense.amax(dim=0) > 0 if len(dense) else torch.zeros(width[layer], dtype=torch.bool)
+        ids[layer] = torch.nonzero(fired).flatten()
+        values[layer] = dense[:, ids[layer]]
+    return Pooled(len(prompts), dict(width), ids, values)
 
 
 def feature_index(saes: Mapping[int, SparseCoder]) -> list[tuple[int, int]]:

@@ -19,14 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
 
 from ..ablation import Ablation, LatentAblation, as_ablations
 from ..chat import ChatLike
 from ..coders import SparseCoder
 from ..config import SearchConfig
 from ..saes._stream import rows_of
-from .activations import pooled_activations, position_activations
+from .activations import Pooled, pooled_activations, position_activations
 from .artifacts import Hydra, Latent, WakeEffect, Woken, by_layer
 from .scorer import Row, SubsetScorer
 
@@ -58,34 +57,32 @@ class WakeTest:
 
 
 def woken_latents(
-    before: Tensor,
-    after: Tensor,
-    index: Sequence[Latent],
+    before: Pooled,
+    after: Pooled,
     sets: Sequence[frozenset[Latent]],
     *,
     threshold: float,
     top_n: int,
 ) -> tuple[list[WakeTest], dict[int, int]]:
     """Pure: the woken latents to test (largest ``after`` first, ``top_n`` per prompt and layer)
-    and the number woken per layer before that cap."""
-    columns: dict[int, list[int]] = {}
-    for col, (layer, _) in enumerate(index):
-        columns.setdefault(layer, []).append(col)
+    and the number woken per layer before that cap. One layer is made dense at a time."""
     tests: list[WakeTest] = []
-    woken_per_layer: dict[int, int] = {layer: 0 for layer in columns}
-    for p, minimal in enumerate(sets):
-        if not minimal:
+    woken_per_layer: dict[int, int] = {layer: 0 for layer in before.widths}
+    lowest = {p: min(layer for layer, _ in s) for p, s in enumerate(sets) if s}
+    found: dict[int, list[WakeTest]] = {p: [] for p in lowest}
+    for layer in sorted(before.widths):
+        rows = [p for p, low in lowest.items() if layer > low]
+        if not rows:
             continue
-        lowest = min(layer for layer, _ in minimal)
-        for layer, cols in sorted(columns.items()):
-            if layer <= lowest:
-                continue
-            idx = torch.tensor(cols)
-            b, a = before[p, idx], after[p, idx]
+        b_all, a_all = before.layer(layer), after.layer(layer)
+        for p in rows:
+            b, a = b_all[p], a_all[p]
             hits = torch.nonzero((b <= threshold) & (a > threshold)).flatten().tolist()
             woken_per_layer[layer] += len(hits)
             hits.sort(key=lambda h: (-float(a[h]), h))
-            tests.extend(WakeTest(p, index[cols[h]], float(b[h]), float(a[h])) for h in hits[:top_n])
+            found[p].extend(WakeTest(p, (layer, h), float(b[h]), float(a[h])) for h in hits[:top_n])
+    for p in sorted(found):  # prompt-major, layers ascending: the order the tests always had
+        tests.extend(found[p])
     return tests, woken_per_layer
 
 
@@ -100,8 +97,7 @@ def find_hydras(
     saes: Mapping[int, SparseCoder],
     prompts: Sequence[str],
     sets: Sequence[frozenset[Latent]],
-    before: Tensor,
-    index: Sequence[Latent],
+    before: Pooled,
     scorer_for: Callable[[Sequence[Latent]], SubsetScorer],
     cfg: SearchConfig,
     *,
@@ -120,9 +116,7 @@ def find_hydras(
         progress=progress,
         edits=per_row_edits(minimal, sets),
     )
-    tests, woken = woken_latents(
-        before, after, index, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n
-    )
+    tests, woken = woken_latents(before, after, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n)
     pairs = [effect_rows(t, sets[t.prompt]) for t in tests]
     scorer = scorer_for(sorted({t.latent for t in tests}))
     p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)")

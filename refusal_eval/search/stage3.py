@@ -16,7 +16,7 @@ from torch import Tensor
 from ..ablation import as_ablations
 from ..coders import SparseCoder
 from ..saes._stream import rows_of, widths
-from .activations import feature_index, pooled_activations, position_activations
+from .activations import Pooled, pooled_activations, position_activations
 from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
 from .hydra import find_hydras
 from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
@@ -38,12 +38,10 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         pool=cfg.pool, batch_size=cfg.batch_size, progress=ctx.progress,
     )  # fmt: skip
     act_h, act_b = pooled(harmful), pooled(harmless)
-    index = feature_index(ctx.saes)
     union = list(stage2.union)
-    pos = {f: i for i, f in enumerate(index)}
-    active = set(torch.nonzero(act_h.amax(0) > 0).flatten().tolist())
-    columns = sorted(active | {pos[u] for u in union})
-    x = torch.cat([act_h, act_b])[:, columns]
+    # the features: every latent that fired on a refused prompt, and the union (by layer, id)
+    feat = sorted(set(act_h.active()) | set(union))
+    x = torch.cat([act_h.columns(feat), act_b.columns(feat)])
     y = torch.cat([torch.ones(len(harmful)), torch.zeros(len(harmless))])
     train, test = split(len(y), cfg.test_frac, cfg.seed, y)
     x, unseen = scale_by_training_max(x, train)
@@ -52,7 +50,6 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         batch_size=cfg.fm_batch_size, init_std=cfg.fm_init_std, seed=cfg.seed,
     )  # fmt: skip
     probe = fit_probe(x, y, train, test, c=cfg.probe_l2)
-    feat = [index[c] for c in columns]
     in_union = [i for i, f in enumerate(feat) if f in set(union)]
     fm_scores = interaction_scores(fm.model.V.detach(), in_union)
     # a latent the fit never saw active has only its random initial factors: never an extra
@@ -64,17 +61,15 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     random_same = _random_like(union, ctx.saes, rng)
     sets = stage2.minimal_sets()
     scorer = ctx.scorer(screen, stage1.sae_layers, stage1.candidate_latents)
-    dormant = find_dormant(ctx, harmful, stage2, act_h, pos, scorer)
+    dormant = find_dormant(ctx, harmful, stage2, act_h, scorer)
 
     def scorer_for(latents: Sequence[Latent]) -> SubsetScorer:  # the hydra test's woken latents too
         held = sorted(set(stage1.candidate_latents) | set(latents))
         return ctx.scorer(screen, stage1.sae_layers, held)
 
-    woken = find_hydras(
-        ctx.chat, ctx.saes, harmful, sets, act_h, index, scorer_for, cfg, progress=ctx.progress
-    )
+    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, scorer_for, cfg, progress=ctx.progress)
     result = Stage3(
-        n_features=len(columns),
+        n_features=len(feat),
         n_train=len(train),
         n_test=len(test),
         fm=Fit(fm.train_accuracy, fm.test_accuracy, tuple(fm.losses)),
@@ -129,17 +124,14 @@ def find_dormant(
     ctx: Context,
     harmful: Sequence[str],
     stage2: Stage2,
-    act_h: Tensor,
-    pos: Mapping[Latent, int],
+    act_h: Pooled,
     scorer: SubsetScorer,
 ) -> list[Dormant]:
     """Minimal-set members that are zero on their prompt yet necessary: restoring them alone
     raises P(refusal) by ``tau``. For each, where it fires once the active members are ablated."""
     cfg = ctx.cfg
     sets = stage2.minimal_sets()
-    tests = [
-        (p, m) for p, minimal in enumerate(sets) for m in sorted(minimal) if float(act_h[p, pos[m]]) == 0.0
-    ]
+    tests = [(p, m) for p, minimal in enumerate(sets) for m in sorted(minimal) if act_h.value(p, m) == 0.0]
     if not tests:
         return []
     p_back = scorer.p_refusal([(p, sets[p] - {m}) for p, m in tests], desc="dormant")
@@ -149,7 +141,7 @@ def find_dormant(
         base = stage2.prompts[p].p_minimal
         if (back - base) / max(base, cfg.eps) < cfg.tau:
             continue
-        active = [a for a in sorted(sets[p]) if a != m and float(act_h[p, pos[a]]) > 0]
+        active = [a for a in sorted(sets[p]) if a != m and act_h.value(p, a) > 0]
         ablations = as_ablations(by_layer(active), held)
         tokens, acts = position_activations(
             ctx.chat.model, ctx.chat.tokenizer, harmful[p], ctx.saes, [m], ablations
