@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,41 +22,56 @@ Pool = Literal["max", "mean"]
 
 @dataclass(frozen=True)
 class Pooled:
-    """Pooled activations of ``n_rows`` prompts, held sparsely: per SAE layer only the latents
-    that fired on some prompt (every other latent is 0 on every prompt). With a few hundred
-    prompts a layer keeps a few thousand of its 16k-131k latents, so stage 3 holds
-    ~O(prompts x active latents) instead of prompts x (layers x width)."""
+    """Pooled activations of ``n_rows`` prompts, held sparsely: per SAE layer a coalesced
+    ``(n_rows, d_sae)`` COO tensor of the nonzero entries (20 bytes each against 4 dense).
+    A prompt's max over its positions is nonzero for at most positions x L0 latents: 64 x ~100
+    of Llama Scope's 131k (~5%, a quarter of the dense bytes), while the default model's
+    2,048-wide SAEs on ~40-token prompts are 42% nonzero (262,178 of 622,592 entries on the
+    eight-layer plan), where sparse costs about twice dense, a few MB. One layer is dense at a time."""
 
     n_rows: int
     widths: Mapping[int, int]  # SAE layer -> d_sae
-    ids: Mapping[int, Tensor]  # layer -> sorted latent ids that fired, (m,)
-    values: Mapping[int, Tensor]  # layer -> their activations, (n_rows, m)
+    sparse: Mapping[int, Tensor]  # layer -> coalesced sparse (n_rows, d_sae)
+
+    @classmethod
+    def from_dense(cls, per_layer: Mapping[int, Tensor]) -> Pooled:
+        """From ``(n_rows, d_sae)`` dense activations per layer (one layer at a time is dense)."""
+        rows = {int(t.shape[0]) for t in per_layer.values()}
+        if len(rows) > 1:
+            raise ValueError(f"layers disagree on the number of prompts: {sorted(rows)}")
+        return cls(
+            rows.pop() if rows else 0,
+            {layer: int(t.shape[1]) for layer, t in per_layer.items()},
+            {layer: t.to_sparse().coalesce() for layer, t in per_layer.items()},
+        )
 
     def active(self) -> list[Latent]:
         """Every latent that fired on some prompt, by layer then id."""
-        return [(layer, int(i)) for layer in sorted(self.ids) for i in self.ids[layer].tolist()]
+        return [
+            (layer, int(i))
+            for layer in sorted(self.sparse)
+            for i in torch.unique(self.sparse[layer].indices()[1]).tolist()
+        ]
 
     def layer(self, layer: int) -> Tensor:
         """``(n_rows, d_sae)`` dense activations of one layer."""
-        out = torch.zeros(self.n_rows, self.widths[layer])
-        out[:, self.ids[layer]] = self.values[layer]
-        return out
-
-    @functools.cached_property
-    def _where(self) -> dict[int, dict[int, int]]:  # layer -> latent id -> column of values
-        return {layer: {int(i): j for j, i in enumerate(ids.tolist())} for layer, ids in self.ids.items()}
+        return self.sparse[layer].to_dense()
 
     def columns(self, latents: Sequence[Latent]) -> Tensor:
-        """``(n_rows, len(latents))``: the activations of ``latents``, 0 where they never fired."""
+        """``(n_rows, len(latents))`` dense activations of ``latents`` (0 where they never fired)."""
         out = torch.zeros(self.n_rows, len(latents))
-        for c, (layer, i) in enumerate(latents):
-            j = self._where[layer].get(i)
-            if j is not None:
-                out[:, c] = self.values[layer][:, j]
+        for layer in sorted({la for la, _ in latents}):
+            cols = [c for c, (la, _) in enumerate(latents) if la == layer]
+            ids = torch.tensor([latents[c][1] for c in cols], dtype=torch.long)
+            out[:, cols] = self.sparse[layer].index_select(1, ids).to_dense()
         return out
 
     def value(self, row: int, latent: Latent) -> float:
         return float(self.columns([latent])[row, 0])
+
+    def nnz(self) -> int:
+        """Stored entries over all layers."""
+        return sum(int(t.values().numel()) for t in self.sparse.values())
 
     def dense(self) -> Tensor:
         """``(n_rows, sum of d_sae)``, layers ascending (columns as :func:`feature_index`)."""
@@ -131,8 +145,7 @@ def pooled_activations(
             # kept off the accelerator until encoded (exact: moved back as they were)
             recorded.append(({layer: seen[layer].cpu() for layer in layers}, valid.cpu()))
             seen.clear()
-    ids: dict[int, Tensor] = {}
-    values: dict[int, Tensor] = {}
+    per_layer: dict[int, Tensor] = {}
     for layer in layers:
         coder, parts = saes[layer], []
         for residuals, kept in recorded:
@@ -144,10 +157,8 @@ def pooled_activations(
                 parts.append((acts.sum(dim=1) / valid.sum(dim=1).clamp_min(1)).cpu())
         del coder  # a streamed SAE's layer goes before the next one is read
         dense = torch.cat(parts) if parts else torch.zeros(0, width[layer])
-        fired = dense.amax(dim=0) > 0 if len(dense) else torch.zeros(width[layer], dtype=torch.bool)
-        ids[layer] = torch.nonzero(fired).flatten()
-        values[layer] = dense[:, ids[layer]]
-    return Pooled(len(prompts), dict(width), ids, values)
+        per_layer[layer] = dense.to_sparse().coalesce()  # one layer is dense at a time
+    return Pooled(len(prompts), dict(width), per_layer)
 
 
 def feature_index(saes: Mapping[int, SparseCoder]) -> list[tuple[int, int]]:
