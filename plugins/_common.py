@@ -22,7 +22,7 @@ from refusal_eval.judges import Judge, get_judge, judge_texts
 from refusal_eval.models import ChatModel, load_model
 from refusal_eval.report.summary import encode_verdicts, verdict_code
 from refusal_eval.runs import GROUP, PREFIX, RunInfo, Scored, condition_of_task
-from refusal_eval.saes import SAEBundle, is_local_source, load_saes
+from refusal_eval.saes import SAEBundle, StreamedSAEs, is_local_source, load_saes, stream_saes
 from refusal_eval.search.plan import AblationPlan, display_path
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,10 @@ OWN_ARGS = (
     "revision",
 )  # fmt: skip
 #: ``sae_latents=``: hold only the latents the plan ablates (when the plan is known without a
-#: search), or every latent of every SAE
-SAE_LATENTS = ("plan", "all")
+#: search), or every latent of every SAE, or (``stream``) the plan's latents and, when ``plan=auto``
+#: must search, a search that holds one whole SAE layer at a time (``refusal-eval search
+#: --stream-saes``: many wide SAEs)
+SAE_LATENTS = ("plan", "all", "stream")
 
 
 def split_args(
@@ -162,7 +164,7 @@ class AblationRunner:
     """Mixin: the plan, the per-request condition, grouped execution, judging, provenance."""
 
     chat: ChatModel
-    saes: SAEBundle | None
+    saes: SAEBundle | StreamedSAEs | None  # streamed only until a streamed search has its plan
     search_config: SearchConfig
     plan_arg: str
     default_condition: str
@@ -172,6 +174,8 @@ class AblationRunner:
     batch_size_used: int | str | None = None
     ablate_positions: str = "all"  # refusal_eval.positions.ABLATE_POSITIONS
     _plan: AblationPlan | None = None
+    #: (source, layers, ids) of streamed SAEs, whose plan's rows are loaded once the search is done
+    _streamed_from: tuple[str, list[int] | None, Any] | None = None
 
     @functools.cached_property
     def template_applied_by(self) -> set[str]:
@@ -199,11 +203,14 @@ class AblationRunner:
         if sae_latents not in SAE_LATENTS:
             raise RefusalEvalError(
                 f"sae_latents={sae_latents!r} is not one of {list(SAE_LATENTS)}",
-                "pass sae_latents=plan (hold the plan's latents only) or sae_latents=all",
+                "pass sae_latents=plan (hold the plan's latents only), all, or stream (a search "
+                "holding one SAE layer at a time)",
             )
         self.judge = get_judge(judge)  # built once; fails early on a bad spec
         self.chat = load_model(str(pretrained), **load)
-        self.search_config = load_config(overrides=search_overrides)
+        self.search_config = load_config(
+            overrides=search_overrides, model_defaults=self.chat.search_defaults(saes)
+        )
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
         layers = parse_layers(sae_layers)
         if not saes and layers is None and plan == "auto":  # its own release: its plan's layers
@@ -221,12 +228,13 @@ class AblationRunner:
         plan: str,
         sae_latents: str,
         ids: str | None = None,
-    ) -> SAEBundle | None:
+    ) -> SAEBundle | StreamedSAEs | None:
         """The SAEs, holding only the latents the plan ablates when the plan is known before any
         search: a plan file, or ``plan=auto`` with a cached or shipped plan for these SAEs (its
         key needs only the SAEs' fingerprints, so they are first loaded holding no latents).
         Held whole: ``sae_latents=all``, TopK SAEs, and a search still to come (it reads every
-        latent)."""
+        latent), unless ``sae_latents=stream``: then the search gets one layer at a time and the
+        plan's rows are loaded once it is done (:attr:`plan`)."""
         if source is None:
             return None
         if plan not in ("none", "auto") and ids is None and not is_local_source(source):
@@ -244,6 +252,10 @@ class AblationRunner:
             if all(c.held is None for c in headers.values()):
                 return headers  # TopK: held whole already
             found = find_plan_for(search_inputs(self.chat, headers, self.search_config))
+            if found is None and sae_latents == "stream":
+                self._streamed_from = (source, layers, ids)
+                hub_ids = None if is_local_source(source) else [headers.ids[x] for x in headers.layers]
+                return stream_saes(source, headers.layers, hub_ids, model=self.chat)
             if found is None:
                 return load_saes(source, layers=layers, ids=ids, model=self.chat)
             plan = str(found)
@@ -280,6 +292,10 @@ class AblationRunner:
             self._plan = self._resolve_plan()
             if rank == 0:
                 barrier()
+            if self._streamed_from is not None:  # the search streamed: hold the plan's rows now
+                source, layers, ids = self._streamed_from
+                self.saes = self._load_held(source, layers, ids, self._plan, "plan")
+                self._streamed_from = None
             log.warning("refusal_eval: plan %s (sha256 %s)", self._plan.path, self._plan.hash[:12])
         return self._plan
 

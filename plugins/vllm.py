@@ -8,10 +8,11 @@ vLLM engine argument (``tensor_parallel_size``, ``gpu_memory_utilization``, ...)
 runs refusal_eval's edited model class for the model's architecture
 (:mod:`refusal_eval.vllm_backend`): the SAE weights are copied into the decoder layers once,
 and each condition's requests run in one ``generate()`` after an in-place write of its latent
-ids / direction, compiled or eager. The plan is resolved before the engine starts (a search,
-when none is cached, runs on the HF model, which is then freed); with ``generate_with=vllm``
-the engine starts first and the search's generations (screening, verification) run on it
-while its forward passes (scores, activations) stay on HF. Prefix caching is off and
+ids / direction, compiled or eager. When no plan is cached, a search runs: with
+``generate_with=hf`` (``auto`` on a CUDA host) before the engine starts, on the HF model, which
+is then freed; with ``generate_with=vllm`` (``auto`` on a CPU host) the engine starts first and
+the search's generations (screening, verification) run on it while its forward passes (scores,
+activations) stay on HF. Prefix caching is off and
 ``data_parallel_size`` > 1 is refused: lm-eval's data parallelism starts engines this plugin
 cannot reach. On a CPU host, vLLM runs in-process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``,
 measured faster) with a 2 GiB KV cache (``kv_cache_memory_bytes``) unless you set them.
@@ -46,6 +47,7 @@ from refusal_eval.ablation import Ablation  # noqa: E402
 from refusal_eval.errors import RefusalEvalError  # noqa: E402
 from refusal_eval.models import load_model  # noqa: E402
 from refusal_eval.positions import check_ablate_positions  # noqa: E402
+from refusal_eval.search.engines import pick_generate_with  # noqa: E402
 from refusal_eval.search.plan import AblationPlan  # noqa: E402
 
 from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, split_args  # noqa: E402
@@ -91,7 +93,7 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
                 "sees flattened tokens, not which prompt part they belong to)",
                 "use --model sae_ablated for ablate_positions=content",
             )
-        self.generate_with = _generate_with(generate_with, search_backend)
+        self.generate_with = _generate_with(generate_with, search_backend, stream=sae_latents == "stream")
         search_overrides, vllm_kwargs = split_args(
             kwargs,
             (_VLLM_ARGS | _engine_arg_names() | {"device"})
@@ -171,10 +173,11 @@ class SAEAblatedVLLM(AblationRunner, VLLM):  # type: ignore[misc]  # lm-eval shi
         return info
 
 
-def _generate_with(value: str | None, deprecated: str | None) -> str:
+def _generate_with(value: str | None, deprecated: str | None, *, stream: bool = False) -> str:
     """Where a search started by this model generates: ``generate_with`` (the CLI's word, as in
-    ``refusal-eval search --generate-with``), or its old name ``search_backend``, which broke the
-    rule that every ``search_<key>`` model_arg is a search-config key."""
+    ``refusal-eval search --generate-with``; default ``auto``, see
+    :func:`~refusal_eval.search.engines.pick_generate_with`), or its old name ``search_backend``,
+    which broke the rule that every ``search_<key>`` model_arg is a search-config key."""
     if deprecated is not None:
         if value is not None and value != deprecated:
             raise RefusalEvalError(
@@ -183,7 +186,4 @@ def _generate_with(value: str | None, deprecated: str | None) -> str:
             )
         log.warning("refusal_eval: search_backend= is deprecated; pass generate_with=%s", deprecated)
         value = deprecated
-    value = value or "hf"
-    if value not in ("hf", "vllm"):
-        raise RefusalEvalError(f"unknown generate_with={value!r}", "use hf or vllm")
-    return value
+    return pick_generate_with(value or "auto", stream_saes=stream)

@@ -190,9 +190,11 @@ def load_config(
     file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
+    model_defaults: Mapping[str, Any] | None = None,
 ) -> SearchConfig:
-    """Defaults < ``file`` < ``REFUSAL_EVAL_*`` environment < ``overrides``."""
-    merged: dict[str, Any] = {}
+    """Defaults < ``model_defaults`` (a registered model's, ``ChatModel.search_defaults``) <
+    ``file`` < ``REFUSAL_EVAL_*`` environment < ``overrides``."""
+    merged: dict[str, Any] = dict(model_defaults or {})
     if file is not None:
         merged.update(read_config_file(file))
     merged.update(env_overrides(environ))

@@ -63,7 +63,7 @@ def _as_v1(raw: dict) -> dict:
 
 
 def test_a_version_1_plan_loads_and_upgrades_to_the_shipped_bytes(tmp_path):
-    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res.json"
+    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res-2k.json"
     raw = _raw(shipped)
     v1 = _as_v1(raw)
     assert v1 != raw
@@ -84,7 +84,7 @@ def test_a_version_1_plan_loads_and_upgrades_to_the_shipped_bytes(tmp_path):
 
 
 def test_a_plan_whose_inputs_do_not_give_its_key_keeps_it(tmp_path):
-    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res.json"
+    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res-2k.json"
     v1 = _as_v1(_raw(shipped))
     v1["key"] = "0" * 64
     v1.pop("content_sha256")
@@ -98,7 +98,7 @@ def test_a_plan_whose_inputs_do_not_give_its_key_keeps_it(tmp_path):
 
 
 def test_a_malformed_plan_names_the_field(tmp_path):
-    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res.json"
+    shipped = PLANS / "qwen2.5-coder-0.5b-instruct-res-2k.json"
     raw = _raw(shipped)
     raw["stage2"]["prompts"][1]["p_clean"] = "high"
     raw.pop("content_sha256")

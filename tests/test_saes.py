@@ -131,9 +131,7 @@ def test_convert_sae_to_fp16_round_trips(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("release", "layers", "d_in", "d_sae", "training_tokens"),
     [
-        ("qwen2.5-coder-0.5b-instruct-res", [10, 14, 18], 896, 4096, 1_048_576),
         ("qwen2.5-coder-0.5b-instruct-res-2k", [6, 8, 10, 12, 14, 16, 18, 20], 896, 2048, 1_048_576),
-        ("qwen2.5-coder-1.5b-instruct-res", [22], 1536, 4096, 262_144),
         ("qwen2.5-coder-1.5b-instruct-res-2k", [10, 16, 22], 1536, 2048, 1_048_576),
     ],
 )
@@ -162,13 +160,12 @@ def test_shipped_releases_load_offline_by_name(release, layers, d_in, d_sae, tra
 
 
 def test_shipped_saes_stay_within_the_package_budget():
-    """All shipped SAEs together: both releases of each model while the board still uses the
-    first ones (0.5B 3 x 4,096 wide, 43 MB; 1.5B layer 22, 25 MB). Once the committed board moves
-    to the 2,048-wide releases (58.7 + 37.7 MB, docs/saes) the old two go and this drops to 100 MB."""
+    """All shipped SAEs together: one 2,048-wide release per model (58.7 + 37.7 MB, docs/saes; the
+    first releases, 0.5B 3 x 4,096 and 1.5B layer 22, went when the board moved to these)."""
     from refusal_eval.saes import shipped_releases
 
     total = sum(f.stat().st_size for d in shipped_releases().values() for f in d.rglob("*.safetensors"))
-    assert total <= 170_000_000  # 165.6 MB now
+    assert total <= 100_000_000  # 96.5 MB now
 
 
 def test_paper_release_ids_resolve_from_sae_lens_directory_for_every_layer():

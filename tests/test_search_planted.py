@@ -483,3 +483,25 @@ def test_a_search_over_streamed_saes_holds_one_whole_layer_and_finds_the_same_pl
     stage2 = {layer: set(ids) for layer, ids in rows_loads if len(ids) == sum(c[0] == layer for c in cands)}
     assert stage2 == {layer: {i for la, i in cands if la == layer} for layer in (0, 1)}
     assert all(len(ids) < coders[layer].d_sae for layer, ids in rows_loads)
+
+
+def test_generate_with_auto_takes_vllm_only_where_it_is_installed_on_a_host_without_cuda(monkeypatch):
+    from refusal_eval.search import engines
+
+    monkeypatch.setattr(engines, "vllm_installed", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engines.pick_generate_with("auto") == "vllm"
+    assert engines.pick_generate_with("auto", stream_saes=True) == "hf"  # vLLM holds every layer
+    with pytest.raises(RefusalEvalError, match="streams its SAEs generates on the HF model"):
+        engines.pick_generate_with("vllm", stream_saes=True)
+    assert engines.pick_generate_with("hf") == "hf"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert engines.pick_generate_with("auto") == "hf"  # the engine would take the HF model's memory
+    assert engines.pick_generate_with("vllm") == "vllm"  # asked for: kept
+    monkeypatch.setattr(engines, "vllm_installed", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert engines.pick_generate_with("auto") == "hf"
+    with pytest.raises(
+        RefusalEvalError, match=r"unknown generate_with='gpu' \(fix: use one of auto, hf, vllm\)"
+    ):
+        engines.pick_generate_with("gpu")

@@ -294,12 +294,12 @@ def test_lm_eval_end_to_end_on_the_default_model():
         gen_kwargs="max_gen_toks=24",
     )
     config, res = out["config"], out["results"]
-    shipped = next(p for p in shipped_plans() if p.name == "qwen2.5-coder-0.5b-instruct-res.json")
+    shipped = next(p for p in shipped_plans() if p.name == "qwen2.5-coder-0.5b-instruct-res-2k.json")
     assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
-    assert config["refusal_eval_plan_layers"] == [10, 14, 18]
+    assert config["refusal_eval_plan_layers"] == [6, 8, 10, 12, 14, 16, 18, 20]
     assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"
     assert config["refusal_eval_chat_template"]["applied_by"] == ["sae_ablated_vllm"]
-    # JBB's first two prompts: the model refuses one; under the 31-latent union it refuses none
+    # JBB's first two prompts: the model refuses one; under the 48-latent union it refuses none
     assert res["refusal_jbb_baseline"]["refusal_rate,none"] == 0.5
     assert res["refusal_jbb_sae"]["refusal_rate,none"] == 0.0
 
@@ -307,7 +307,8 @@ def test_lm_eval_end_to_end_on_the_default_model():
 def test_generate_with_and_its_deprecated_name():
     from refusal_eval.plugins.vllm import _generate_with
 
-    assert _generate_with(None, None) == "hf" and _generate_with("vllm", None) == "vllm"
+    assert _generate_with(None, None) == "vllm"  # auto: vLLM is here and the host has no CUDA
+    assert _generate_with("hf", None) == "hf" and _generate_with("vllm", None) == "vllm"
     assert _generate_with(None, "vllm") == "vllm"  # the old name still works (with a warning)
     with pytest.raises(RefusalEvalError, match="disagree"):
         _generate_with("hf", "vllm")

@@ -13,37 +13,33 @@ BATCH=${BATCH:-auto}
 RUNS=results/leaderboard   # the lm-eval outputs (results + logged samples); the board goes to docs/
 OUT=docs/leaderboard
 
-# 0. (done once, outputs shipped in the package) the SAEs and ablation plans. 0.5B, layers 10,
-#    14 and 18 (commands and quality in docs/saes, docs/search), one for each L:
-#   refusal-eval train-sae --model default --layer L --width 4096 --arch topk --k 64 --tokens 1048576 \
-#     --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae5_lL
-#   refusal-eval convert-sae runs/sae5_lL --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-0.5b-instruct-res
-#    and the multi-layer plan over all three (the default config, nothing set):
-#   refusal-eval search --model default --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res.json
-#    1.5B, layer 22:
-#   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 22 --width 4096 --arch topk \
-#     --k 64 --tokens 262144 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --out runs/sae15_l22
-#   refusal-eval convert-sae runs/sae15_l22 --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-1.5b-instruct-res
-#   refusal-eval search --model qwen2.5-coder-1.5b-instruct --saes qwen2.5-coder-1.5b-instruct-res \
-#     --layers 22 --set layer=22 --set n_harmful=48 --set n_validation=16 \
-#     --out refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json
+# 0. (done once, outputs shipped in the package) the SAEs and ablation plans, each model's default
+#    (models/_builtin.py names the release, its layers and the search settings; docs/saes and
+#    docs/search give quality and results). 0.5B, eight layers 6-20 trained together:
+#   refusal-eval train-sae --model default --layer 6,8,10,12,14,16,18,20 --width 2048 --arch topk \
+#     --k 64 --tokens 1048576 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --autocast --out runs/sae2k
+#   refusal-eval convert-sae runs/sae2k --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-0.5b-instruct-res-2k
+#   refusal-eval search --model default --generate-with vllm \
+#     --out refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res-2k.json   # registered: top_k=20, n_harmful=64
+#    1.5B, layers 10, 16 and 22 trained together:
+#   refusal-eval train-sae --model qwen2.5-coder-1.5b-instruct --layer 10,16,22 --width 2048 --arch topk \
+#     --k 64 --tokens 1048576 --answered 64 --dead-window 10 --lr 1e-3 --batch-tokens 2048 --autocast --out runs/sae15_2k
+#   refusal-eval convert-sae runs/sae15_2k --dtype float16 --out refusal_eval/data/saes/qwen2.5-coder-1.5b-instruct-res-2k
+#   refusal-eval search --model qwen2.5-coder-1.5b-instruct --generate-with vllm \
+#     --out refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-2k.json   # registered: layer=22, n_harmful=48, n_validation=16
 
 done_already() {  # a model whose results file exists is not rerun (resume after a stop)
   compgen -G "$RUNS/$1/*/results_*.json" > /dev/null && echo "$1: done already"
 }
 
-# 1. Qwen2.5-Coder-0.5B-Instruct: its shipped SAEs (layers 10/14/18) and multi-layer plan,
-#    both chosen by pretrained= alone (plan=auto finds the plan by its key).
+# 1. and 2.: each model with its shipped SAEs and multi-layer plan, both chosen by pretrained= alone
+#    (plan=auto finds the plan by its key: the release's layers and the model's registered settings).
 done_already qwen0.5b || lm_eval --model "$MODEL" \
   --model_args pretrained=qwen2.5-coder-0.5b-instruct \
   --tasks refusal_ablation --batch_size "$BATCH" --limit "$LIMIT" --output_path "$RUNS/qwen0.5b" --log_samples
 
-# 2. Qwen2.5-Coder-1.5B-Instruct: its own SAE (refusal-eval train-sae, shipped as
-#    qwen2.5-coder-1.5b-instruct-res) and the plan searched on the first 48 harmful_train prompts,
-#    named by path: it predates the search settings added since (layer rule, hydra detector), so
-#    plan=auto would not take it as the answer to today's config.
 done_already qwen1.5b || lm_eval --model "$MODEL" \
-  --model_args pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,plan=refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json \
+  --model_args pretrained=qwen2.5-coder-1.5b-instruct \
   --tasks refusal_ablation --batch_size "$BATCH" --limit "$LIMIT" --output_path "$RUNS/qwen1.5b" --log_samples
 
 refusal-eval leaderboard "$RUNS"/*/*/results_*.json --out "$OUT"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RefusalEvalError
+from ..search.engines import GENERATE_WITH, pick_generate_with
 from ._registry import check_writable, command, load_cli_model, model_flags
 
 
@@ -19,7 +20,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
         "--saes",
         default=None,
         help="shipped release, local sae-lens dir, or sae-lens release (default: the registered "
-        "model's own release and its plan's layers, e.g. qwen2.5-coder-0.5b-instruct-res 10/14/18)",
+        "model's own release, its plan's layers and search settings, e.g. qwen2.5-coder-0.5b-instruct-res-2k "
+        "6-20 with top_k=20, n_harmful=64)",
     )
     p.add_argument("--layers", type=int, nargs="*", default=None, help="SAE layers to search (default: all)")
     p.add_argument(
@@ -36,9 +38,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="PLAN.json (tensors go to PLAN.safetensors)")
     p.add_argument("--no-cards", action="store_true", help="skip the latent cards (PLAN.cards.md)")
     p.add_argument(
-        "--generate-with", choices=("hf", "vllm"), default="hf",
-        help="engine for the search's generations (screening, verification); vllm needs the vLLM "
-        "venv (docs/vllm.md). Scores and activations always run on HF. Not part of the plan key.",
+        "--generate-with", choices=GENERATE_WITH, default="auto",
+        help="engine for the search's generations (screening, verification): auto takes vllm when "
+        "it is installed on a host without CUDA (the vLLM venv, docs/vllm.md), else hf. Scores and "
+        "activations always run on HF. Not part of the plan key.",
     )  # fmt: skip
     p.add_argument(
         "--stream-saes", action="store_true",
@@ -58,7 +61,8 @@ def search_cmd(args: argparse.Namespace) -> int:
     for key in ("harmful", "harmless"):
         if getattr(args, key):
             overrides[key] = getattr(args, key)
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)  # checked before the model loads; again below
+    generate_with = pick_generate_with(args.generate_with, stream_saes=args.stream_saes)
     out = Path(args.out)
     if out.suffix != ".json":
         raise RefusalEvalError(f"--out {out} must end in .json", "pass e.g. --out plan.json")
@@ -71,12 +75,8 @@ def search_cmd(args: argparse.Namespace) -> int:
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
     layers = args.layers if args.layers is not None or args.saes else chat.info.get("default_sae_layers")
+    cfg = load_config(args.config, overrides, model_defaults=chat.search_defaults(args.saes))
     if args.stream_saes:
-        if args.generate_with == "vllm":
-            raise RefusalEvalError(
-                "--stream-saes generates on the HF model (vLLM needs every layer's SAE at once)",
-                "drop --generate-with vllm, or drop --stream-saes",
-            )
         # which layers there are, from SAEs holding no latents (no layer is read whole for this)
         found = load_saes(release, layers=layers, ids=args.sae_ids, latents={}, model=chat)
         hub_ids = None if is_local_source(release) else [found.ids[x] for x in found.layers]
@@ -86,7 +86,7 @@ def search_cmd(args: argparse.Namespace) -> int:
     else:
         saes = load_saes(release, layers=layers, ids=args.sae_ids, model=chat)
     generator = None
-    if args.generate_with == "vllm":
+    if generate_with == "vllm":
         from ..vllm_backend import start_generator
 
         generator = start_generator(chat, saes)

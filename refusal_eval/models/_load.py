@@ -43,6 +43,14 @@ class ChatModel:
     refusal_tokens: tuple[str, ...] = ("I", "Sorry", "As")
     info: dict[str, Any] = field(default_factory=dict)
 
+    def search_defaults(self, saes: str | None) -> dict[str, Any]:
+        """The registered search settings of this model's shipped plan when ``saes`` is its own
+        release (or None, meaning that release); nothing for other SAEs, which that plan's
+        settings were not chosen for."""
+        if saes is not None and saes != self.info.get("default_saes"):
+            return {}
+        return dict(self.info.get("default_search") or {})
+
     @property
     def n_layers(self) -> int:
         return int(self.model.config.get_text_config().num_hidden_layers)
@@ -188,6 +196,7 @@ def load_model(
             "default_saes": registered.default_saes if registered else None,
             "hub_id": registered.hub_id if registered else None,
             "default_sae_layers": list(registered.default_sae_layers or ()) or None if registered else None,
+            "default_search": dict(registered.default_search) if registered else {},
         },
     )
 

@@ -27,6 +27,11 @@ class OfflineModel:
     #: The layers of ``default_saes`` used when none are named: those its shipped plan was searched
     #: over, so ``plan=auto`` finds that plan while the release grows (None: every layer it has).
     default_sae_layers: tuple[int, ...] | None = None
+    #: The search settings that shipped plan was searched with (config key, value), e.g. the
+    #: paper's per-model K (``top_k``). They sit under every setting the user makes and apply only
+    #: with ``default_saes``: ``plan=auto`` with the defaults then finds that plan by its key, and
+    #: ``refusal-eval search --model NAME`` reproduces it.
+    default_search: tuple[tuple[str, int | float | str], ...] = ()
 
     def part_modules(self) -> list[str]:
         return [f"{self.module_prefix}{i}" for i in range(1, self.n_parts + 1)]

@@ -1,7 +1,7 @@
 """Load residual-stream SAEs as :class:`SparseCoder` s, one per layer.
 
 ``source`` is one of
-- a release shipped inside refusal_eval (e.g. ``qwen2.5-coder-0.5b-instruct-res``),
+- a release shipped inside refusal_eval (e.g. ``qwen2.5-coder-0.5b-instruct-res-2k``),
 - a local sae-lens directory (``cfg.json`` + ``sae_weights.safetensors``), or a directory of
   such directories (one per layer),
 - a sae-lens pretrained release (``gemma-scope-2b-pt-res-canonical``, ``llama_scope_lxr_8x``, ...)
