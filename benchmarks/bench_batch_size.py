@@ -16,7 +16,7 @@ import torch
 from refusal_eval import ablate, load_model, load_saes
 from refusal_eval.chat import encode_chat
 from refusal_eval.data import load_prompts
-from refusal_eval.search.auto import shipped_plans
+from refusal_eval.search.auto import default_plan
 from refusal_eval.search.plan import AblationPlan
 
 
@@ -27,10 +27,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="1,4,8,16")
     args = ap.parse_args()
     chat = load_model("default")
-    saes = load_saes("qwen2.5-coder-0.5b-instruct-res", model=chat)
-    plan = AblationPlan.load(
-        next(p for p in shipped_plans() if p.name == "qwen2.5-coder-0.5b-instruct-res.json")
-    )
+    saes = load_saes(chat.info["default_saes"], model=chat)
+    plan = AblationPlan.load(default_plan())
     prompts = [p.text for p in load_prompts("jbb")[: args.prompts]]
     print(f"{len(prompts)} JBB prompts, {args.max_new_tokens} new tokens each, sae condition, bf16")
     print("| batch size | seconds | new tokens / s |\n| --- | --- | --- |")

@@ -22,7 +22,7 @@ from refusal_eval.search.plan import AblationPlan
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--plan", required=True)
-    ap.add_argument("--saes", default="qwen2.5-coder-0.5b-instruct-res")
+    ap.add_argument("--saes", default="qwen2.5-coder-0.5b-instruct-res-2k")
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)

@@ -9,7 +9,7 @@ memo, layers below the first SAE skipped, last-position logits only, sparse-delt
 Both must select identical minimal sets.
 
 Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_greedy.py \
-        --saes qwen2.5-coder-0.5b-instruct-res --prompts 8 --top-k 20
+        --saes qwen2.5-coder-0.5b-instruct-res-2k --prompts 8 --top-k 20
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def naive_greedy(model, tok, prompts, saes, candidates, refusal_ids, tau, block_
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--saes", default="qwen2.5-coder-0.5b-instruct-res")
+    ap.add_argument("--saes", default="qwen2.5-coder-0.5b-instruct-res-2k")
     ap.add_argument("--layers", type=int, nargs="*", default=None)
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=20)

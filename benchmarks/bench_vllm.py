@@ -21,7 +21,7 @@ import torch
 from refusal_eval import ablate, load_model, load_saes
 from refusal_eval.chat import encode_chat, format_chat
 from refusal_eval.data import load_prompts
-from refusal_eval.search.auto import shipped_plans
+from refusal_eval.search.auto import default_plan
 from refusal_eval.search.plan import AblationPlan
 
 
@@ -34,8 +34,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     chat = load_model("default")
-    saes = load_saes("qwen2.5-coder-0.5b-instruct-res", model=chat)
-    plan = AblationPlan.load(next(p for p in shipped_plans() if "0.5b" in p.name))
+    saes = load_saes(chat.info["default_saes"], model=chat)
+    plan = AblationPlan.load(default_plan())
     ablations = plan.ablations(saes, "sae")
     prompts = [p.text for p in load_prompts("jbb")[: args.prompts]]
     n_new, threads = args.max_new_tokens, torch.get_num_threads()

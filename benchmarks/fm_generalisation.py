@@ -1,12 +1,13 @@
 """Why the stage-3 factorization machine overfits, and what makes it generalise.
 
-Rebuilds stage 3's exact inputs for the shipped default plan (the refused harmful prompts and
-the size-matched answered harmless ones of its screen, max-pooled SAE activations on its layers,
-the same stratified split and max-scaling), then fits the FM under one change at a time and the
-probe beside it. Activations are computed in ``--dtype`` (fp32 by default: bf16 is emulated on
-AVX2-only CPUs; the plan was searched in bf16, so the inputs differ in rounding only).
+Rebuilds stage 3's exact inputs for a registered model's shipped plan (``--model``): the
+refused harmful prompts and the size-matched answered harmless ones of its screen, max-pooled
+SAE activations on its layers, the same stratified split and max-scaling. Then it fits the FM
+under one change at a time and the probe beside it. Activations are computed in ``--dtype``
+(fp32 by default: bf16 is emulated on AVX2-only CPUs; the plan was searched in bf16, so the
+inputs differ in rounding only).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/fm_generalisation.py [--json OUT]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/fm_generalisation.py [--model NAME] [--json OUT]
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from refusal_eval.config import SearchConfig
 from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
 from refusal_eval.search.activations import pooled_activations
-from refusal_eval.search.auto import shipped_plans
+from refusal_eval.search.auto import default_plan
 from refusal_eval.search.interactions import fit_fm, fit_probe, split
 from refusal_eval.search.pipeline import PromptSets
 from refusal_eval.search.plan import AblationPlan
@@ -43,13 +44,13 @@ VARIANTS: list[tuple[str, dict[str, float]]] = [
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="default", help="a registered model: its shipped plan")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--json", default=None)
     ap.add_argument("--seeds", type=int, default=3, help="FM seeds per variant")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    path = next(p for p in shipped_plans() if p.stem == "qwen2.5-coder-0.5b-instruct-res")
-    plan = AblationPlan.load(path)
+    plan = AblationPlan.load(default_plan(args.model))
     body = plan.body
     cfg = SearchConfig().replace(**body.config)
     prompts = PromptSets.from_config(cfg)
@@ -58,7 +59,7 @@ def main() -> None:
     harmful = [prompts.harmful[i] for i in body.screen.refused_harmful]
     answered = [prompts.harmless[i] for i in body.screen.answered_harmless]
     harmless = answered[: len(harmful)] or prompts.harmless
-    chat = load_model("default", dtype=args.dtype)
+    chat = load_model(args.model, dtype=args.dtype)
     saes = load_saes(body.saes.source, layers=sorted(body.saes.layers), model=chat)
     t0 = time.time()
     pool = {"saes": saes, "pool": cfg.pool, "batch_size": 16}

@@ -36,13 +36,14 @@ from refusal_eval.chat import generate
 from refusal_eval.config import SearchConfig
 from refusal_eval.data import load_prompts
 from refusal_eval.search.artifacts import Latent
+from refusal_eval.search.auto import default_plan
 from refusal_eval.search.greedy import GreedyResult, greedy_minimal_sets
 from refusal_eval.search.hydra import per_row_edits
 from refusal_eval.search.pipeline import PromptSets
 from refusal_eval.search.plan import AblationPlan
 from refusal_eval.search.scorer import SubsetScorer
 
-SHIPPED = Path(__file__).resolve().parents[1] / "refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res.json"
+SHIPPED = default_plan()
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -399,8 +399,13 @@ def test_registered_models_name_their_default_release():
     assert large.default_sae_layers == (10, 16, 22)
     assert {small.default_saes, large.default_saes} == set(shipped_releases())
     # each default plan records the settings its model registers (so plan=auto finds it by key)
+    from refusal_eval.search.auto import default_plan
+
+    assert default_plan() == default_plan(small.name) == PLANS / f"{small.default_saes}.json"
+    with pytest.raises(RefusalEvalError, match="no shipped plan for model 'nope'"):
+        default_plan("nope")
     for model in (small, large):
-        plan = AblationPlan.load(PLANS / f"{model.default_saes}.json")
+        plan = AblationPlan.load(default_plan(model.name))
         assert sorted(plan.sae_layer_ids) == list(model.default_sae_layers or ())
         assert SearchConfig().replace(**dict(model.default_search)).to_dict() == plan.body.config
 

@@ -282,7 +282,7 @@ def test_lm_eval_end_to_end_on_the_default_model():
     by ``sae_ablated``), the ablation task runs under its condition."""
     from lm_eval import simple_evaluate
 
-    from refusal_eval.search.auto import shipped_plans
+    from refusal_eval.search.auto import default_plan
     from refusal_eval.search.plan import AblationPlan
 
     out = simple_evaluate(
@@ -294,7 +294,7 @@ def test_lm_eval_end_to_end_on_the_default_model():
         gen_kwargs="max_gen_toks=24",
     )
     config, res = out["config"], out["results"]
-    shipped = next(p for p in shipped_plans() if p.name == "qwen2.5-coder-0.5b-instruct-res-2k.json")
+    shipped = default_plan()
     assert config["refusal_eval_plan_hash"] == AblationPlan.load(shipped).hash
     assert config["refusal_eval_plan_layers"] == [6, 8, 10, 12, 14, 16, 18, 20]
     assert config["refusal_eval_vllm"]["architecture"] == "RefusalEvalQwen2ForCausalLM"

@@ -40,6 +40,21 @@ def shipped_plans() -> list[Path]:
     )
 
 
+def default_plan(model: str = "default") -> Path:
+    """The shipped plan of a registered offline model: the one searched over its own SAE release
+    (``default_saes``), which ``plan=auto`` finds with ``pretrained=model`` alone."""
+    from ..models import offline_model
+
+    registered = offline_model(model)
+    release = registered.default_saes if registered is not None else None
+    found = next((p for p in shipped_plans() if p.name == f"{release}.json"), None)
+    if found is None:
+        raise RefusalEvalError(
+            f"no shipped plan for model {model!r}", "name a registered offline model, e.g. default"
+        )
+    return found
+
+
 def _plan_key(path: Path) -> str | None:
     try:
         key = json.loads(path.read_text()).get("key")
