@@ -228,7 +228,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypat
         (",colour=blue", r"unknown sae_ablated model_args \['colour'\]"),
         (",condition=sideways", "unknown condition 'sideways'"),
         (",search_tau=lots", "tau='lots' is not a valid"),
-        (",sae_latents=some", r"sae_latents='some' is not one of \['plan', 'all'\]"),
+        (",sae_latents=some", r"sae_latents='some' is not one of \['plan', 'all', 'stream'\]"),
         (",ablate_positions=middle", r"ablate_positions='middle' is not one of \['all', 'content'\]"),
     ],
 )
