@@ -208,11 +208,11 @@ class AblationRunner:
             )
         self.judge = get_judge(judge)  # built once; fails early on a bad spec
         self.chat = load_model(str(pretrained), **load)
+        layers = parse_layers(sae_layers)
         self.search_config = load_config(
-            overrides=search_overrides, model_defaults=self.chat.search_defaults(saes)
+            overrides=search_overrides, model_defaults=self.chat.search_defaults(saes, layers)
         )
         sae_source = saes or (self.chat.info.get("default_saes") if plan != "none" else None)
-        layers = parse_layers(sae_layers)
         if not saes and layers is None and plan == "auto":  # its own release: its plan's layers
             layers = self.chat.info.get("default_sae_layers")
         self.saes = self._load_saes(sae_source, layers, str(plan), sae_latents, sae_ids)
@@ -264,7 +264,7 @@ class AblationRunner:
     def _load_held(
         self, source: str, layers: list[int] | None, ids: Any, plan: AblationPlan, sae_latents: str
     ) -> SAEBundle:
-        held = plan.held_latents() if sae_latents == "plan" else None
+        held = None if sae_latents == "all" else plan.held_latents()  # plan and stream: its rows
         return load_saes(source, layers=layers, ids=ids, latents=held, model=self.chat)
 
     # --- supplied by the backend --------------------------------------------------------------

@@ -1,7 +1,7 @@
 """``sae_ablated``: lm-eval's HF model with the ablation plan applied per condition.
 
     lm_eval --model sae_ablated \\
-        --model_args pretrained=default,saes=qwen2.5-coder-0.5b-instruct-res,plan=auto \\
+        --model_args pretrained=default,saes=qwen2.5-coder-0.5b-instruct-res-2k,plan=auto \\
         --tasks refusal_ablation
 
 ``pretrained`` takes every spec :func:`refusal_eval.load_model` takes (``default``, registered

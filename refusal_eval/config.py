@@ -1,9 +1,13 @@
-"""The one typed search config, merged from defaults < file < environment < explicit overrides.
+"""The one typed search config, merged from defaults < a registered model's settings for its own
+SAEs < file < environment < explicit overrides.
 
 Every knob of the method (arXiv 2509.09708 as read in the project's method notes) is a field here
 with its default; ``default_config.toml`` next to this file is the same defaults, each commented. Plans
 record the full resolved config, so a plan says exactly how it was made.
 
+- model defaults: ``OfflineModel.default_search`` of a registered model, when it runs with its
+  own SAE release at its plan's layers (``ChatModel.search_defaults``), e.g. the 0.5B's
+  ``top_k = 20``; ``refusal-eval config`` shows the plain defaults;
 - file: ``--config FILE`` (TOML or JSON, flat keys);
 - environment: ``REFUSAL_EVAL_<KEY>`` (e.g. ``REFUSAL_EVAL_TAU=0.5``);
 - overrides: ``--set key=value`` on the CLI, ``search_*`` model_args in lm-eval, or kwargs.

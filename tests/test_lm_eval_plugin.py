@@ -385,6 +385,11 @@ def test_sae_latents_stream_searches_one_layer_at_a_time_then_holds_the_plans_ro
     assert out["config"]["refusal_eval_saes"]["held"] == held
     assert asked == [{}, AblationPlan.load(whole).held_latents()]  # headers, then the plan's rows
     assert out["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
+    asked.clear()  # again, the plan now cached: found by its key, only its rows held
+    again = _evaluate(args, ["refusal_planted_sae"])
+    assert again["config"]["refusal_eval_plan_hash"] == whole_hash
+    assert again["config"]["refusal_eval_saes"]["held"] == held
+    assert asked == [{}, AblationPlan.load(whole).held_latents()]
 
 
 def test_registered_models_name_their_default_release():
@@ -416,10 +421,15 @@ def test_registered_search_settings_sit_under_the_users_and_only_with_the_defaul
 
     chat = ChatModel(
         model=None, tokenizer=None, spec="m", source="m",
-        info={"default_saes": "rel", "default_search": {"top_k": 20, "n_harmful": 64}},
+        info={
+            "default_saes": "rel", "default_sae_layers": [6, 8],
+            "default_search": {"top_k": 20, "n_harmful": 64},
+        },
     )  # fmt: skip
     assert chat.search_defaults(None) == chat.search_defaults("rel") == {"top_k": 20, "n_harmful": 64}
+    assert chat.search_defaults("rel", [8, 6]) == {"top_k": 20, "n_harmful": 64}
     assert chat.search_defaults("other-release") == {}
+    assert chat.search_defaults(None, [8]) == {}  # a subset of layers: not what they were chosen for
     cfg = load_config(overrides={"top_k": "7"}, model_defaults=chat.search_defaults(None), environ={})
     assert (cfg.top_k, cfg.n_harmful) == (7, 64)
     env = load_config(model_defaults={"top_k": 20}, environ={"REFUSAL_EVAL_TOP_K": "9"})

@@ -46,7 +46,7 @@ def test_pretrained_default_finds_the_shipped_eight_layer_plan():
     paper's default K (50) keys another plan, and a user's setting sits above the registered one."""
     from refusal_eval.config import SearchConfig, load_config
     from refusal_eval.saes import load_saes
-    from refusal_eval.search.auto import find_plan_for, resolve_plan, shipped_plans
+    from refusal_eval.search.auto import default_plan, find_plan_for, resolve_plan, shipped_plans
     from refusal_eval.search.pipeline import search_inputs
     from refusal_eval.search.plan import AblationPlan
 
@@ -58,7 +58,7 @@ def test_pretrained_default_finds_the_shipped_eight_layer_plan():
     assert plan.path in shipped_plans() and plan.path.name == "qwen2.5-coder-0.5b-instruct-res-2k.json"
     assert sorted(plan.sae_layer_ids) == [6, 8, 10, 12, 14, 16, 18, 20]
     assert plan.hydra_count == 0 and plan.body.stage3.woken.n_tested > 2000  # zero, measured
-    assert AblationPlan.load(plan.path).hash == plan.hash
+    assert plan.hash == AblationPlan.load(default_plan()).hash  # the model's registered plan
     assert find_plan_for(search_inputs(chat, saes, SearchConfig())) is None
     mine = load_config(overrides={"top_k": 30}, model_defaults=chat.search_defaults(None), environ={})
     assert find_plan_for(search_inputs(chat, saes, mine)) is None

@@ -307,7 +307,9 @@ def test_lm_eval_end_to_end_on_the_default_model():
 def test_generate_with_and_its_deprecated_name():
     from refusal_eval.plugins.vllm import _generate_with
 
-    assert _generate_with(None, None) == "vllm"  # auto: vLLM is here and the host has no CUDA
+    from refusal_eval.search.engines import pick_generate_with
+
+    assert _generate_with(None, None) == pick_generate_with("auto")  # vllm here: installed, no CUDA
     assert _generate_with("hf", None) == "hf" and _generate_with("vllm", None) == "vllm"
     assert _generate_with(None, "vllm") == "vllm"  # the old name still works (with a warning)
     with pytest.raises(RefusalEvalError, match="disagree"):

@@ -30,9 +30,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--defaults", action="store_true", help="print the commented default config file")
 
 
-@command("config", "print the resolved search config (defaults < file < env < --set) and the cache root")(
-    _config_args
-)
+@command(
+    "config",
+    "print the resolved search config (defaults < file < env < --set; a registered model's own "
+    "settings, see refusal-eval search --help, sit between defaults and file) and the cache root",
+)(_config_args)
 def config_cmd(args: argparse.Namespace) -> int:
     from .._cache import cache_root
     from ..config import DEFAULT_CONFIG_FILE, load_config, parse_overrides

@@ -75,7 +75,7 @@ def search_cmd(args: argparse.Namespace) -> int:
             f"{args.model} is not a registered model with its own SAEs", "pass --saes RELEASE_OR_DIR"
         )
     layers = args.layers if args.layers is not None or args.saes else chat.info.get("default_sae_layers")
-    cfg = load_config(args.config, overrides, model_defaults=chat.search_defaults(args.saes))
+    cfg = load_config(args.config, overrides, model_defaults=chat.search_defaults(args.saes, args.layers))
     if args.stream_saes:
         # which layers there are, from SAEs holding no latents (no layer is read whole for this)
         found = load_saes(release, layers=layers, ids=args.sae_ids, latents={}, model=chat)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -43,11 +44,15 @@ class ChatModel:
     refusal_tokens: tuple[str, ...] = ("I", "Sorry", "As")
     info: dict[str, Any] = field(default_factory=dict)
 
-    def search_defaults(self, saes: str | None) -> dict[str, Any]:
+    def search_defaults(self, saes: str | None, layers: Sequence[int] | None = None) -> dict[str, Any]:
         """The registered search settings of this model's shipped plan when ``saes`` is its own
-        release (or None, meaning that release); nothing for other SAEs, which that plan's
-        settings were not chosen for."""
+        release (or None, meaning that release) at that plan's layers (``layers`` None: those);
+        nothing for other SAEs or other layers, which the settings were not chosen for (e.g. the
+        0.5B's ``top_k = 20`` is 20 per layer for eight layers)."""
+        own = self.info.get("default_sae_layers")
         if saes is not None and saes != self.info.get("default_saes"):
+            return {}
+        if layers is not None and own is not None and sorted(layers) != sorted(own):
             return {}
         return dict(self.info.get("default_search") or {})
 

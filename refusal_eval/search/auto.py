@@ -43,14 +43,19 @@ def shipped_plans() -> list[Path]:
 def default_plan(model: str = "default") -> Path:
     """The shipped plan of a registered offline model: the one searched over its own SAE release
     (``default_saes``), which ``plan=auto`` finds with ``pretrained=model`` alone."""
-    from ..models import offline_model
+    from ..models import offline_model, offline_model_names
 
-    registered = offline_model(model)
-    release = registered.default_saes if registered is not None else None
-    found = next((p for p in shipped_plans() if p.name == f"{release}.json"), None)
+    plans = {p.name: p for p in shipped_plans()}
+
+    def plan_of(name: str) -> Path | None:
+        registered = offline_model(name)
+        return plans.get(f"{registered.default_saes}.json") if registered is not None else None
+
+    found = plan_of(model)
     if found is None:
+        have = [name for name in offline_model_names() if plan_of(name) is not None]
         raise RefusalEvalError(
-            f"no shipped plan for model {model!r}", "name a registered offline model, e.g. default"
+            f"no shipped plan for model {model!r}", f"name one of {', '.join(have)}, or pass a plan file"
         )
     return found
 

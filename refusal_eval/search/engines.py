@@ -27,7 +27,7 @@ def pick_generate_with(value: str, *, stream_saes: bool = False) -> str:
     if value == "vllm" and stream_saes:
         raise RefusalEvalError(
             "a search that streams its SAEs generates on the HF model (vLLM needs every layer's SAE at once)",
-            "drop generate_with=vllm (--generate-with vllm), or stop streaming the SAEs",
+            "drop generate_with=vllm (CLI: --generate-with vllm), or sae_latents=stream (CLI: --stream-saes)",
         )
     if value != "auto":
         return value

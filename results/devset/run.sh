@@ -15,6 +15,8 @@ run() {  # run NAME MODEL_ARGS
   lm_eval --model sae_ablated_vllm --model_args "$2" --tasks "$TASKS" --batch_size auto \
     --limit 20 --output_path "$OUT/$1" --log_samples
 }
-# the same plans as the committed board (docs/leaderboard/run.sh)
+# the plans of the first 256-token board (results/leaderboard-first-plans): the 0.5B's was then
+# its default (layers 10/14/18 of qwen2.5-coder-0.5b-instruct-res). Both plans and their SAEs left
+# the package in session 14; check out 3b95c43 to rerun this exactly.
 run qwen0.5b pretrained=qwen2.5-coder-0.5b-instruct
 run qwen1.5b pretrained=qwen2.5-coder-1.5b-instruct,saes=qwen2.5-coder-1.5b-instruct-res,sae_layers=22,plan=refusal_eval/plans/qwen2.5-coder-1.5b-instruct-res-l22.json
