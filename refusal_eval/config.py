@@ -7,7 +7,7 @@ record the full resolved config, so a plan says exactly how it was made.
 
 - model defaults: ``OfflineModel.default_search`` of a registered model, when it runs with its
   own SAE release at its plan's layers (``ChatModel.search_defaults``), e.g. the 0.5B's
-  ``top_k = 20``; ``refusal-eval config`` shows the plain defaults;
+  ``top_k = 20``; ``refusal-eval config --model NAME`` shows them resolved;
 - file: ``--config FILE`` (TOML or JSON, flat keys);
 - environment: ``REFUSAL_EVAL_<KEY>`` (e.g. ``REFUSAL_EVAL_TAU=0.5``);
 - overrides: ``--set key=value`` on the CLI, ``search_*`` model_args in lm-eval, or kwargs.

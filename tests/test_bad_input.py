@@ -79,6 +79,12 @@ def test_version_config_and_cache_commands(capsys, isolated_cache):
     assert f"# cache root: {isolated_cache}" in out and "tau = 0.5" in out and "top_k = 50" in out
     assert main(["config", "--defaults"]) == 0
     assert "wake_top_n = 16" in capsys.readouterr().out
+    # a registered model's own settings, under --set
+    assert main(["config", "--model", "default", "--set", "n_harmful=8"]) == 0
+    out = capsys.readouterr().out
+    assert "top_k = 20" in out and "n_harmful = 8" in out and "qwen2.5-coder-0.5b-instruct-res-2k" in out
+    assert main(["config", "--model", "nope"]) == 2
+    assert "--model nope is not a registered offline model (fix: name one of" in capsys.readouterr().err
     (isolated_cache / "plans").mkdir(parents=True)
     (isolated_cache / "plans" / "p.json").write_bytes(b"x" * 2**20)
     assert main(["cache", "list"]) == 0

@@ -28,12 +28,17 @@ def _config_args(p: argparse.ArgumentParser) -> None:
         help="one search config key, e.g. --set tau=0.5 (repeatable)",
     )  # fmt: skip
     p.add_argument("--defaults", action="store_true", help="print the commented default config file")
+    p.add_argument(
+        "--model", default=None, metavar="NAME",
+        help="a registered offline model: add the search settings it registers for its own SAEs "
+        "(what refusal-eval search --model NAME and pretrained=NAME use); no model is loaded",
+    )  # fmt: skip
 
 
 @command(
     "config",
-    "print the resolved search config (defaults < file < env < --set; a registered model's own "
-    "settings, see refusal-eval search --help, sit between defaults and file) and the cache root",
+    "print the resolved search config (defaults < --model's registered settings < file < env < "
+    "--set) and the cache root",
 )(_config_args)
 def config_cmd(args: argparse.Namespace) -> int:
     from .._cache import cache_root
@@ -42,7 +47,19 @@ def config_cmd(args: argparse.Namespace) -> int:
     if args.defaults:
         print(DEFAULT_CONFIG_FILE.read_text(), end="")
         return 0
-    cfg = load_config(args.config, parse_overrides(args.overrides))
+    model_defaults: dict[str, object] = {}
+    if args.model is not None:
+        from ..models import offline_model, offline_model_names
+
+        registered = offline_model(args.model)
+        if registered is None:
+            raise RefusalEvalError(
+                f"--model {args.model} is not a registered offline model",
+                f"name one of {', '.join(offline_model_names())} (or 'default')",
+            )
+        model_defaults = dict(registered.default_search)
+        print(f"# {registered.name} with {registered.default_saes}: {model_defaults or 'no own settings'}")
+    cfg = load_config(args.config, parse_overrides(args.overrides), model_defaults=model_defaults)
     print(f"# cache root: {cache_root()}  (REFUSAL_EVAL_CACHE overrides it)")
     for key, value in cfg.to_dict().items():
         print(f"{key} = {value!r}")
