@@ -13,6 +13,7 @@ from refusal_eval.scoring import first_token_kl, last_position_logits, refusal_s
 from refusal_eval.search.direction import (
     LayerScore,
     last_token_residuals,
+    layer_scan,
     mean_diff_directions,
     select_layer,
 )
@@ -108,3 +109,25 @@ def test_select_layer_on_the_15b_scan_keeps_layer_22():
     rows = [(13, -3.54, 0.049), (14, -5.4, 0.28), (19, -6.7, 0.243), (21, -5.6, 0.059), (22, -5.78, 0.051)]
     choice = select_layer(_scan(rows), 28, min_drop_frac=0.5, baseline_score=1.72)
     assert (choice.layer, choice.selected_by) == (22, "arditi")
+
+
+def test_layer_scan_scores_only_the_layers_it_may_pick(qwen_tiny):
+    """The deep layers (>= max_depth_frac of the depth) cannot be chosen, so the search does not
+    pay two forwards each to score them; the choice and the shared scores equal a full scan's."""
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    harmful, harmless = ["w1 w2 w3", "w4 w5", "w6"], ["w7 w8", "w9", "w2 w9"]
+    n_layers = qwen_tiny.config.num_hidden_layers
+    kw = {"select_prompts": 3, "max_depth_frac": 0.5, "batch_size": 2}
+    calls: list[int] = []
+    h = qwen_tiny.model.layers[0].register_forward_pre_hook(lambda *_: calls.append(1))
+    part = layer_scan(qwen_tiny, tok, harmful, harmless, [3, 7], **kw)
+    n_part, calls[:] = len(calls), []
+    full = layer_scan(qwen_tiny, tok, harmful, harmless, [3, 7], score_all=True, **kw)
+    h.remove()
+    assert [s.layer for s in part.scores] == [layer for layer in range(n_layers) if layer < 0.5 * n_layers]
+    assert [s.layer for s in full.scores] == list(range(n_layers))
+    assert part.choice == full.choice
+    assert part.scores == full.scores[: len(part.scores)]
+    # 2 residual passes + 2 baselines + 2 per scored layer, each a batch of 2 and one of 1
+    assert n_part == 2 * (4 + 2 * len(part.scores)) and len(calls) == 2 * (4 + 2 * n_layers)

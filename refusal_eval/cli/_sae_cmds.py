@@ -54,6 +54,7 @@ def directions(args: argparse.Namespace) -> int:
         min_drop_frac=cfg.min_drop_frac,
         batch_size=args.batch_size,
         progress=True,
+        score_all=True,  # the report shows every layer, the ineligible deep ones too
     )
     choice = scan.choice
     print(f"baseline harmful refusal score {choice.baseline_score:.2f}")
@@ -186,6 +187,57 @@ def sae_report_cmd(args: argparse.Namespace) -> int:
                 {"model": chat.spec, "revision": chat.revision, "sae": args.sae, "layers": rows}, fh, indent=1
             )
     return 0
+
+
+def _firing_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sae", help="sae-lens SAE directory (or folder of them) or a shipped release")
+    model_flags(p)
+    p.add_argument(
+        "--prompts", default="harmless_val,harmless_test", help="held-out prompt sets, read in order"
+    )
+    p.add_argument("--tokens", type=int, default=262_144, help="token budget (position 0 not counted)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default=None, help="also write the numbers (and per-latent counts) as JSON")
+
+
+@command("sae-firing", "how often each latent fires on a long held-out text: dead and rare shares")(
+    _firing_args
+)
+def sae_firing_cmd(args: argparse.Namespace) -> int:
+    from ..saes import RARE, firing_counts, firing_summary, heldout_prompts, load_saes
+
+    if args.tokens < 1 or args.batch_size < 1:
+        raise RefusalEvalError("--tokens and --batch-size must be at least 1", "pass e.g. --tokens 262144")
+    chat = load_cli_model(args)
+    saes = load_saes(args.sae, model=chat)
+    sequences = heldout_prompts(chat, _names(args.prompts), args.tokens)
+    coders = [saes[layer] for layer in saes.layers]
+    counts, n_tokens = firing_counts(chat, coders, sequences, batch_size=args.batch_size)
+    rows = [firing_summary(layer, counts[layer], n_tokens).to_dict() for layer in sorted(counts)]
+    print(f"{n_tokens} held-out tokens ({len(sequences)} prompts of {args.prompts}); rare: fired, < {RARE:g}")
+    print("| layer | d_sae | dead | rare | median frequency |")
+    print("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(
+            f"| {r['layer']} | {r['d_sae']} | {r['dead_fraction']:.3f} | {r['rare_fraction']:.3f} "
+            f"| {r['median_frequency']:.2e} |"
+        )
+    if args.out:
+        payload = {
+            "model": chat.spec, "revision": chat.revision, "sae": args.sae, "prompts": args.prompts,
+            "n_prompts": len(sequences), "n_tokens": n_tokens, "rare_below": RARE, "layers": rows,
+            "counts": {str(layer): counts[layer].tolist() for layer in sorted(counts)},
+        }  # fmt: skip
+        with open(args.out, "w") as fh:
+            json.dump(payload, fh)
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise RefusalEvalError(f"--prompts names no prompt set: {text!r}", "pass e.g. --prompts harmless_val")
+    return names
 
 
 def _convert_args(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ Shipped releases live in ``refusal_eval/data/saes/<release>/<layer>/``.
 
 from ._checkpoints import checkpoints, resume_point
 from ._config import Arch, CorpusConfig, TrainConfig
+from ._firing import RARE, Firing, firing_counts, firing_summary, heldout_prompts
 from ._load import (
     RELEASE_ID_TEMPLATES,
     SAEBundle,
@@ -25,9 +26,11 @@ from ._stream import SaeHeader, StreamedSAEs, headers, rows_of, stream_saes
 from ._train import build_corpus, check_same_run, check_train_args, layer_dir, pack, train_sae, train_saes
 
 __all__ = [
+    "RARE",
     "RELEASE_ID_TEMPLATES",
     "Arch",
     "CorpusConfig",
+    "Firing",
     "SAEBundle",
     "SAEQuality",
     "SaeHeader",
@@ -38,8 +41,11 @@ __all__ = [
     "check_same_run",
     "check_train_args",
     "checkpoints",
+    "firing_counts",
+    "firing_summary",
     "from_sae_lens",
     "headers",
+    "heldout_prompts",
     "heldout_texts",
     "hook_of",
     "id_layer",

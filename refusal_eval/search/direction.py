@@ -74,11 +74,14 @@ def score_layers(
     refusal_ids: Sequence[int],
     batch_size: int = 16,
     progress: bool = True,
+    layers: Sequence[int] | None = None,
 ) -> list[LayerScore]:
-    """Ablate each layer's direction at every layer; measure harmful refusal and harmless KL."""
+    """Ablate each layer's direction (of ``layers``, default all) at every layer; measure
+    harmful refusal and harmless KL."""
     base_harmless = first_token_logprobs(model, tokenizer, harmless, batch_size=batch_size)
     scores: list[LayerScore] = []
-    for layer in tqdm(range(directions.shape[0]), desc="layers", disable=not progress):
+    todo = range(directions.shape[0]) if layers is None else layers
+    for layer in tqdm(todo, desc="layers", disable=not progress):
         with ablate(model, DirectionAblation(directions[layer])):
             lp_h = first_token_logprobs(model, tokenizer, harmful, batch_size=batch_size)
             lp_b = first_token_logprobs(model, tokenizer, harmless, batch_size=batch_size)
@@ -119,7 +122,8 @@ def select_layer(
     - ``fallback_min_kl``: none passes both, so the effective layer with the lowest KL;
     - ``depth_only``: nothing lowers the score at all; lowest refusal score among eligible layers.
     """
-    eligible = [s for s in scores if s.layer < max_depth_frac * n_layers]
+    allowed = set(eligible_layers(n_layers, max_depth_frac))
+    eligible = [s for s in scores if s.layer in allowed]
     if not eligible:
         raise ValueError("no layer lies below max_depth_frac of the depth")
     effective = eligible
@@ -134,6 +138,11 @@ def select_layer(
     return LayerChoice(
         min(effective, key=lambda s: (s.harmless_kl, s.layer)).layer, "fallback_min_kl", baseline_score
     )
+
+
+def eligible_layers(n_layers: int, max_depth_frac: float) -> list[int]:
+    """The layers the selection may pick: ``layer < max_depth_frac * n_layers``."""
+    return [layer for layer in range(n_layers) if layer < max_depth_frac * n_layers]
 
 
 def _by_score(s: LayerScore) -> tuple[float, int]:
@@ -163,9 +172,14 @@ def layer_scan(
     min_drop_frac: float = 0.5,
     batch_size: int = 16,
     progress: bool = False,
+    score_all: bool = False,
 ) -> LayerScan:
     """Difference-in-means directions on all prompts, layers scored on the first
-    ``select_prompts`` of each side, and the layer choice (``fixed_layer`` skips the scoring)."""
+    ``select_prompts`` of each side, and the layer choice (``fixed_layer`` skips the scoring).
+
+    Only the layers :func:`select_layer` may pick (below ``max_depth_frac`` of the depth) are
+    scored unless ``score_all``: each scored layer costs two forwards of the selection prompts,
+    and the deep ones could never be chosen (a fifth of a 24-layer scan)."""
     kw: dict[str, Any] = {"batch_size": batch_size, "progress": progress}
     res_h = last_token_residuals(model, tokenizer, harmful, **kw)
     res_b = last_token_residuals(model, tokenizer, harmless, **kw)
@@ -176,12 +190,14 @@ def layer_scan(
     h, b = harmful[:select_prompts], harmless[:select_prompts]
     base = first_token_logprobs(model, tokenizer, h, batch_size=batch_size)
     baseline = float(refusal_score(base, refusal_ids).mean())
+    n_layers = directions.shape[0]
+    scan = None if score_all else eligible_layers(n_layers, max_depth_frac)
     scores = score_layers(
-        model, tokenizer, directions, h, b, residual_norms=norms, refusal_ids=refusal_ids, **kw
+        model, tokenizer, directions, h, b, residual_norms=norms, refusal_ids=refusal_ids, layers=scan, **kw
     )
     choice = select_layer(
         scores,
-        directions.shape[0],
+        n_layers,
         max_kl=max_kl,
         max_depth_frac=max_depth_frac,
         min_drop_frac=min_drop_frac,
