@@ -100,6 +100,33 @@ class SearchConfig:
 #: ``search_batch_size=8`` still finds the plan searched with the default batch size.
 COMPUTE_ONLY = frozenset({"batch_size", "chunk_prompts", "skip_prefix"})
 
+#: the settings each later stage reads besides the results of the stages before it. Every other
+#: result setting belongs to the screen and stage 1 (prompts, judge, direction, candidates), so
+#: changing one of those reruns everything, while a stage-3 setting (``fm_init_std``) reruns
+#: stage 3 and what follows it: stages are cached by these groups
+#: (:func:`refusal_eval.search.pipeline.stage_keys`). ``tau`` and ``eps`` are stage 2's; stage 3's
+#: dormant test reads them too, which is safe because a stage's key includes the keys before it.
+LATER_STAGE_SETTINGS: dict[str, frozenset[str]] = {
+    "stage2": frozenset({"tau", "block_size", "seeds", "eps"}),
+    "stage3": frozenset(
+        {
+            "pool",
+            "fm_rank",
+            "fm_lr",
+            "fm_epochs",
+            "fm_batch_size",
+            "fm_init_std",
+            "test_frac",
+            "probe_l2",
+            "extra_k",
+            "wake_threshold",
+            "wake_top_n",
+            "hydra_min_effect",
+        }
+    ),
+    "verification": frozenset({"verify"}),
+}
+
 _FIELDS = {f.name: f for f in dataclasses.fields(SearchConfig)}
 
 

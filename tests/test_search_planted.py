@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from planted import (
 )
 
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.search import pipeline
+from refusal_eval.search import pipeline, stages
 from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import AblationPlan, write_plan
 
@@ -33,10 +34,14 @@ def _prompts() -> PromptSets:
 
 
 @pytest.fixture(scope="module")
-def planted_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("work")
+def planted_work(tmp_path_factory):
+    return tmp_path_factory.mktemp("work")
+
+
+@pytest.fixture(scope="module")
+def planted_run(planted_work):
     body, tensors = run_search(
-        PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=work, progress=False
+        PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=planted_work, progress=False
     )
     return body.to_json(), tensors
 
@@ -169,8 +174,13 @@ def test_resume_after_interruption_equals_uninterrupted(planted_run, tmp_path, m
     monkeypatch.setattr(pipeline, "run_stage3", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_search(PlantedChat(), planted_saes(), CFG, prompts=_prompts(), work_dir=tmp_path, progress=False)
-    finished = sorted(p.name for p in tmp_path.glob("*.json"))
-    assert finished[:3] == ["screen.json", "stage1.json", "stage2_chunk0000.json"]
+    finished = sorted(p.name for p in tmp_path.rglob("*.json"))
+    assert finished[:4] == [
+        "screen.json",
+        "stage1.json",
+        "stage2_prompts0000-0004.json",
+        "stage2_prompts0005-0009.json",
+    ]
     assert "stage3.json" not in finished
 
     # resumed: finished stages are read back, never recomputed
@@ -187,6 +197,57 @@ def test_resume_after_interruption_equals_uninterrupted(planted_run, tmp_path, m
 
 def _must_not_run(*_a, **_k):
     raise AssertionError("a cached stage was recomputed")
+
+
+def test_a_later_stage_setting_reuses_the_stages_before_it(planted_run, planted_work, tmp_path, monkeypatch):
+    """Stages are cached by what they read: another FM init reruns stage 3 only, another tau
+    reruns stage 2 on (the same plan a fresh search with that tau finds)."""
+    body, _ = planted_run
+    work = tmp_path / "work"
+    shutil.copytree(planted_work, work)
+    walks = {"n": 0}
+    real_walk = stages.greedy_minimal_sets
+
+    def counted(*a, **k):
+        walks["n"] += 1
+        return real_walk(*a, **k)
+
+    monkeypatch.setattr(stages, "layer_scan", _must_not_run)
+    monkeypatch.setattr(stages, "greedy_minimal_sets", _must_not_run)
+    fm = CFG.replace(fm_init_std=0.05)
+    reused, _ = run_search(
+        PlantedChat(), planted_saes(), fm, prompts=_prompts(), work_dir=work, progress=False
+    )
+    assert reused.to_json()["stage2"] == body["stage2"] and reused.config["fm_init_std"] == 0.05
+    monkeypatch.setattr(stages, "greedy_minimal_sets", counted)
+    tau = CFG.replace(tau=0.5)
+    rerun, t1 = run_search(
+        PlantedChat(), planted_saes(), tau, prompts=_prompts(), work_dir=work, progress=False
+    )
+    assert walks["n"] > 0  # stage 2 ran again for the new tau (stage 1 did not)
+    monkeypatch.undo()
+    fresh, t2 = run_search(
+        PlantedChat(), planted_saes(), tau, prompts=_prompts(), work_dir=tmp_path / "f", progress=False
+    )
+    assert write_plan(rerun, t1, tmp_path / "a" / "plan.json") == write_plan(
+        fresh, t2, tmp_path / "b" / "plan.json"
+    )
+
+
+def test_another_chunk_size_never_reads_a_chunk_of_other_prompts(planted_run, planted_work, tmp_path):
+    """chunk_prompts is compute-only (not in the key): stage-2 chunks are named by their prompts,
+    so a resume with another chunk size recomputes them rather than misreading them."""
+    body, _ = planted_run
+    work = tmp_path / "work"
+    shutil.copytree(planted_work, work)
+    three = CFG.replace(chunk_prompts=3)
+    again, _ = run_search(
+        PlantedChat(), planted_saes(), three, prompts=_prompts(), work_dir=work, progress=False
+    )
+    chunks = sorted(p.name for p in work.rglob("stage2_*.json"))
+    assert "stage2_prompts0000-0002.json" in chunks and "stage2_prompts0000-0004.json" in chunks
+    got = again.to_json()
+    assert got["stage2"] == body["stage2"] and got["sets"] == body["sets"]  # the plan records chunk_prompts
 
 
 def test_plan_round_trip_and_conditions(planted_run, tmp_path):

@@ -36,8 +36,11 @@ class StageCost:
 
 
 class Counted(Protocol):
-    hits: int
-    writes: int
+    @property
+    def hits(self) -> int: ...
+
+    @property
+    def writes(self) -> int: ...
 
 
 @dataclass

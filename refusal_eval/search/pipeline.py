@@ -1,9 +1,11 @@
 """Run the three stages end to end, caching each one, and write the ablation plan.
 
-Stages are cached as JSON under ``<cache>/search/<key>/`` where the key hashes the model
-revision, SAE weights, config, refusal tokens and prompt sets; a rerun after an interruption
-skips every finished stage (stage 2 is cached per chunk of prompts, verification per
-condition). ``run_search`` returns the plan body and its tensors; ``search_to_file`` writes them.
+Each stage is cached as JSON under ``<cache>/search/stages/<stage>-<key>/``, its key hashing
+only what it depends on (:func:`stage_keys`): the model revision, SAE weights, refusal tokens,
+prompt sets and stage-1 settings for stage 1, then the previous stage's key and the stage's own
+settings. A rerun after an interruption skips every finished stage (stage 2 is cached per chunk
+of prompts, verification per condition), and a rerun with another stage-3 setting reuses stages
+1 and 2. ``run_search`` returns the plan body and its tensors; ``search_to_file`` writes them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from .._codec import canonical_json
 from .._version import __version__
 from ..chat import ChatLike, check_context
 from ..coders import SparseCoder
-from ..config import SearchConfig
+from ..config import LATER_STAGE_SETTINGS, SearchConfig
 from ..data import load_prompts, prompt_set_hash
 from ..errors import RefusalEvalError
 from ..saes._stream import headers
@@ -101,6 +103,26 @@ def _sae_block(saes: Mapping[int, SparseCoder]) -> dict[str, Any]:
     }
 
 
+def _inputs(
+    model: Mapping[str, Any],
+    saes: Mapping[str, Any],
+    data: Mapping[str, Any],
+    refusal_ids: Sequence[int],
+    version: int,
+) -> dict[str, Any]:
+    return {
+        "version": version,
+        "model": {k: model[k] for k in ("name", "revision", "dtype")},
+        "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
+        "data": {k: v["sha256"] for k, v in data.items()},
+        "refusal_ids": list(refusal_ids),
+    }
+
+
+def _digest(material: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(material)).hexdigest()
+
+
 def search_key(
     model: Mapping[str, Any],
     saes: Mapping[str, Any],
@@ -109,17 +131,72 @@ def search_key(
     refusal_ids: Sequence[int],
     version: int = VERSION,
 ) -> str:
-    """The fingerprint of a search's inputs. It includes the plan format ``version``, so a new
-    format never serves a plan or stage cache written in the old one."""
-    material = {
-        "version": version,
-        "model": {k: model[k] for k in ("name", "revision", "dtype")},
-        "saes": {k: v["sha256"] for k, v in saes["layers"].items()},
-        "config": cfg.result_dict(),  # compute-only settings never change what a search finds
-        "data": {k: v["sha256"] for k, v in data.items()},
-        "refusal_ids": list(refusal_ids),
-    }
-    return hashlib.sha256(canonical_json(material)).hexdigest()
+    """The fingerprint of a search's inputs (the plan's key). It includes the plan format
+    ``version``, so a new format never serves a plan or stage cache written in the old one."""
+    # compute-only settings never change what a search finds
+    return _digest({**_inputs(model, saes, data, refusal_ids, version), "config": cfg.result_dict()})
+
+
+def stage_keys(
+    model: Mapping[str, Any],
+    saes: Mapping[str, Any],
+    cfg: SearchConfig,
+    data: Mapping[str, Any],
+    refusal_ids: Sequence[int],
+    version: int = VERSION,
+) -> dict[str, str]:
+    """Per stage, the fingerprint of what it depends on: stage 1 hashes the search's inputs and
+    every result setting no later stage owns; each later stage hashes the key before it and its
+    own settings (:data:`~refusal_eval.config.LATER_STAGE_SETTINGS`)."""
+    settings = cfg.result_dict()
+    later = frozenset().union(*LATER_STAGE_SETTINGS.values())
+    first = {k: v for k, v in settings.items() if k not in later}
+    keys = {"stage1": _digest({**_inputs(model, saes, data, refusal_ids, version), "stage1": first})}
+    before = keys["stage1"]
+    for stage, names in LATER_STAGE_SETTINGS.items():
+        own = {k: settings[k] for k in sorted(names)}
+        before = keys[stage] = _digest({"after": before, stage: own})
+    return keys
+
+
+class StageStores:
+    """The stage caches of one search, a directory per stage key; ``get``/``put``/``cached``
+    send an entry to its stage's directory by name: ``stage2_*`` chunks to stage 2, ``verify_*``
+    runs to verification, ``side_effects`` to stage 3 (it measures stage 3's sets)."""
+
+    ROUTES = (
+        ("stage1", "stage1"),
+        ("stage2", "stage2"),
+        ("stage3", "stage3"),
+        ("side_effects", "stage3"),
+        ("verify", "verification"),
+    )
+
+    def __init__(self, stores: Mapping[str, StageCache]) -> None:
+        self.stores = dict(stores)
+
+    def store(self, name: str) -> StageCache:
+        for prefix, stage in self.ROUTES:
+            if name.startswith(prefix):
+                return self.stores[stage]
+        raise KeyError(f"no search stage caches {name!r}")
+
+    def get(self, name: str) -> Any | None:
+        return self.store(name).get(name)
+
+    def put(self, name: str, value: Any) -> Any:
+        return self.store(name).put(name, value)
+
+    def cached(self, name: str, compute: Callable[[], Any]) -> Any:
+        return self.store(name).cached(name, compute)
+
+    @property
+    def hits(self) -> int:
+        return sum(s.hits for s in self.stores.values())
+
+    @property
+    def writes(self) -> int:
+        return sum(s.writes for s in self.stores.values())
 
 
 @dataclass(frozen=True)
@@ -182,7 +259,9 @@ def run_search(
         raise RefusalEvalError("run_search got a config other than its inputs'", "pass one of the two")
     cfg, refusal_ids, key = inputs.cfg, inputs.refusal_ids, inputs.key
     model, data = inputs.model, inputs.data
-    cache = StageCache(work_dir or cache_dir("search", key[:16]))
+    keys = stage_keys(model, inputs.saes, cfg, data, refusal_ids)
+    home = work_dir or cache_dir("search", "stages")
+    cache = StageStores({stage: StageCache(home / f"{stage}-{k[:16]}") for stage, k in keys.items()})
     # the screen (baseline generations) depends on far fewer inputs: shared across configs
     screen_key = hashlib.sha256(
         canonical_json(
@@ -194,9 +273,10 @@ def run_search(
             }
         )
     ).hexdigest()
-    screen_cache = cache if work_dir else StageCache(cache_dir("search", "screen", screen_key[:16]))
-    log.info("search stages cached in %s", cache.root)
-    with cache_lock(cache.root / "search", "running the same search"):  # a twin waits, then reads
+    screen_cache = StageCache(work_dir or cache_dir("search", "screen", screen_key[:16]))
+    log.info("search stages cached in %s (stage 3 in %s)", home, cache.stores["stage3"].root.name)
+    # a twin waits, then reads (searches that only share early stages may compute them twice)
+    with cache_lock((work_dir or cache_dir("search", "runs")) / key[:16], "running the same search"):
         return _run_stages(chat, saes, inputs, cache, screen_cache, progress, generator, meter)
 
 
@@ -204,7 +284,7 @@ def _run_stages(
     chat: ChatLike,
     saes: Mapping[int, SparseCoder],
     inputs: SearchInputs,
-    cache: StageCache,
+    cache: StageStores,
     screen_cache: StageCache,
     progress: bool,
     generator: TextGenerator | None,
@@ -216,7 +296,7 @@ def _run_stages(
     sets = (prompts.harmful, prompts.harmless, prompts.validation)
     ctx = Context(chat, saes, cfg, *sets, refusal_ids, cache, screen_cache, progress, generator)
     meter = meter or CostMeter(chat.model)
-    caches = (cache,) if screen_cache is cache else (cache, screen_cache)
+    caches = (cache, screen_cache)
     with meter.stage("screen", *caches):
         screen = run_screen(ctx)
     with meter.stage("stage1", *caches):

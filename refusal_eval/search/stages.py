@@ -208,8 +208,11 @@ def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
     n = len(screen.refused_harmful)
     results: list[GreedyResult] = []
     chunks = range(0, n, cfg.chunk_prompts)
-    for c, start in enumerate(tqdm(chunks, desc="stage 2 (greedy)", disable=not ctx.progress)):
+    for start in tqdm(chunks, desc="stage 2 (greedy)", disable=not ctx.progress):
         prompts = list(range(start, min(n, start + cfg.chunk_prompts)))
+        # named by its prompts, not its index: chunk_prompts is compute-only (not in the key),
+        # so a resume with another chunk size must not read a chunk of other prompts
+        name = f"stage2_prompts{prompts[0]:04d}-{prompts[-1]:04d}"
 
         def compute(prompts: list[int] = prompts) -> list[dict[str, object]]:
             scorer = ctx.scorer(screen, layers, candidates)
@@ -224,8 +227,8 @@ def run_stage2(ctx: Context, screen: Screen, stage1: Stage1) -> Stage2:
             )
             return [encode(r) for r in found]
 
-        chunk = ctx.cache.cached(f"stage2_chunk{c:04d}", compute)
-        results.extend(decode(GreedyResult, d, f"stage2_chunk{c:04d}[{i}]") for i, d in enumerate(chunk))
+        chunk = ctx.cache.cached(name, compute)
+        results.extend(decode(GreedyResult, d, f"{name}[{i}]") for i, d in enumerate(chunk))
     counts: dict[Latent, int] = {}
     for r in results:
         for m in r.minimal:
