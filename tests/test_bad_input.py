@@ -172,3 +172,13 @@ def test_positions_refuses_bad_counts_before_loading_anything(tmp_path, capsys):
     assert "--n must be >= 1 and --max-new-tokens >= 0, got 0 and 32" in err and "(fix: " in err
     assert main(["positions", str(tmp_path / "missing.json")]) == 2  # no such plan: one line too
     assert "error:" in capsys.readouterr().err
+
+
+def test_sae_firing_refuses_bad_budgets_and_empty_prompt_lists_before_loading_anything(capsys):
+    from refusal_eval.cli import main
+
+    assert main(["sae-firing", "no-such-release", "--tokens", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--tokens and --batch-size must be at least 1, got 0 and 32" in err and "(fix: " in err
+    assert main(["sae-firing", "no-such-release", "--prompts", " , "]) == 2
+    assert "--prompts names no prompt set: ' , '" in capsys.readouterr().err

@@ -207,10 +207,14 @@ def sae_firing_cmd(args: argparse.Namespace) -> int:
     from ..saes import RARE, firing_counts, firing_summary, heldout_prompts, load_saes
 
     if args.tokens < 1 or args.batch_size < 1:
-        raise RefusalEvalError("--tokens and --batch-size must be at least 1", "pass e.g. --tokens 262144")
+        raise RefusalEvalError(
+            f"--tokens and --batch-size must be at least 1, got {args.tokens} and {args.batch_size}",
+            "pass e.g. --tokens 262144 --batch-size 32",
+        )
+    names = _names(args.prompts)  # before the model loads
     chat = load_cli_model(args)
     saes = load_saes(args.sae, model=chat)
-    sequences = heldout_prompts(chat, _names(args.prompts), args.tokens)
+    sequences = heldout_prompts(chat, names, args.tokens)
     coders = [saes[layer] for layer in saes.layers]
     counts, n_tokens = firing_counts(chat, coders, sequences, batch_size=args.batch_size)
     rows = [firing_summary(layer, counts[layer], n_tokens).to_dict() for layer in sorted(counts)]
