@@ -24,14 +24,15 @@ from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
 from refusal_eval.search.activations import pooled_activations
 from refusal_eval.search.auto import default_plan
-from refusal_eval.search.interactions import fit_fm, fit_probe, split
+from refusal_eval.search.interactions import accuracy, fit_fm, fit_probe, split
 from refusal_eval.search.pipeline import PromptSets
 from refusal_eval.search.plan import AblationPlan
 from refusal_eval.search.stage3 import scale_by_training_max
 
 #: one change at a time against the shipped settings (None: the config's value)
 VARIANTS: list[tuple[str, dict[str, float]]] = [
-    ("config defaults (rank 20, lr 1e-3, 20 epochs, init 0.1)", {}),
+    ("config defaults (rank 20, lr 1e-3, 20 epochs, the plan's init)", {}),
+    ("init_std 0.1", {"init_std": 0.1}),
     ("init_std 0.01", {"init_std": 0.01}),
     ("init_std 0.01, epochs 60", {"init_std": 0.01, "epochs": 60}),
     ("init_std 0.001", {"init_std": 0.001}),
@@ -39,18 +40,38 @@ VARIANTS: list[tuple[str, dict[str, float]]] = [
     ("L2 0.1 on w and V", {"l2_linear": 0.1, "l2_factors": 0.1}),
     ("rank 4", {"rank": 4}),
     ("epochs 60", {"epochs": 60}),
+    ("init_std 0.1, 5 FMs averaged", {"init_std": 0.1, "ensemble": 5}),
+    ("init_std 0.01, 5 FMs averaged", {"init_std": 0.01, "ensemble": 5}),
 ]
+
+
+def _fit(
+    xs: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor, seed: int, **kw: float
+) -> tuple[float, float]:
+    """Train and held-out accuracy of one FM, or of ``ensemble`` FMs' averaged logits."""
+    n = int(kw.pop("ensemble", 1))
+    fits = [fit_fm(xs, y, train, test, seed=seed * 100 + i, **kw) for i in range(n)]  # type: ignore[arg-type]
+    if n == 1:
+        return fits[0].train_accuracy, fits[0].test_accuracy
+    with torch.no_grad():
+        logits = torch.stack([f.model(xs) for f in fits]).mean(0)
+    return accuracy(logits[train], y[train]), accuracy(logits[test], y[test])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="default", help="a registered model: its shipped plan")
+    ap.add_argument("--plan", default=None, help="a plan file (default: the model's shipped plan)")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--json", default=None)
     ap.add_argument("--seeds", type=int, default=3, help="FM seeds per variant")
+    ap.add_argument("--splits", type=int, default=1, help="train/test splits (seed, seed+1, ...)")
+    ap.add_argument("--old-scaling", action="store_true", help="also fit with the pre-fix scaling")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 when the cores are shared)")
+    ap.add_argument("--only", nargs="*", default=None, help="variants whose name contains one of these")
     args = ap.parse_args()
-    torch.set_num_threads(2)
-    plan = AblationPlan.load(default_plan(args.model))
+    torch.set_num_threads(args.threads)
+    plan = AblationPlan.load(args.plan or default_plan(args.model))
     body = plan.body
     cfg = SearchConfig().replace(**body.config)
     prompts = PromptSets.from_config(cfg)
@@ -90,14 +111,25 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     report = {"n_features": x.shape[1], "n_train": len(train), "n_test": len(test), "unseen": unseen,
               "probe": [probe.train_accuracy, probe.test_accuracy], "variants": []}  # fmt: skip
-    scalings = [("old scaling (floor 1e-6)", before), ("fixed scaling (unseen -> 0)", x)]
-    for (name, change), (scaling, xs) in [(v, s) for s in scalings for v in VARIANTS]:
+    scalings = [("old scaling (floor 1e-6)", before), ("fixed scaling (unseen -> 0)", x)][
+        args.old_scaling is False :
+    ]
+    # more splits than the plan's one: on 16-18 held-out prompts one prompt is 0.06
+    splits = [split(len(y), cfg.test_frac, cfg.seed + k, y) for k in range(args.splits)]
+    report["splits"] = args.splits  # type: ignore[index]
+    probes = [fit_probe(x, y, tr_, te_, c=cfg.probe_l2).test_accuracy for tr_, te_ in splits]
+    report["probe_per_split"] = probes  # type: ignore[index]
+    print(f"probe held-out accuracy over {args.splits} splits: {sum(probes) / len(probes):.3f} ({probes})")
+    chosen = [v for v in VARIANTS if not args.only or any(o in v[0] for o in args.only)]
+    for (name, change), (scaling, xs) in [(v, s) for s in scalings for v in chosen]:
         name = f"{scaling}: {name}"
         kw = {"rank": cfg.fm_rank, "lr": cfg.fm_lr, "epochs": cfg.fm_epochs,
               "batch_size": cfg.fm_batch_size, "init_std": cfg.fm_init_std, **change}  # fmt: skip
-        fits = [fit_fm(xs, y, train, test, seed=cfg.seed + s, **kw) for s in range(args.seeds)]  # type: ignore[arg-type]
-        tr = sum(f.train_accuracy for f in fits) / len(fits)
-        te = [f.test_accuracy for f in fits]
+        fits = [
+            _fit(xs, y, tr_, te_, seed=cfg.seed + s, **kw) for tr_, te_ in splits for s in range(args.seeds)
+        ]
+        tr = sum(f[0] for f in fits) / len(fits)
+        te = [f[1] for f in fits]
         print(
             f"| {name} | {tr:.3f} | {sum(te) / len(te):.3f} | {', '.join(f'{v:.3f}' for v in te)} |",
             flush=True,

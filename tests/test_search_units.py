@@ -16,6 +16,7 @@ from refusal_eval.search.greedy import greedy_minimal_sets
 from refusal_eval.search.interactions import (
     FactorizationMachine,
     fit_fm,
+    fit_fm_ensemble,
     fit_probe,
     interaction_scores,
     split,
@@ -105,6 +106,29 @@ def test_fm_learns_an_xor_that_a_linear_probe_cannot():
     assert res.test_accuracy == 1.0 and res.losses[-1] < res.losses[0]
     probe = fit_probe(x, y, train, test, c=100.0)
     assert probe.test_accuracy <= 0.75
+
+
+def test_fm_ensemble_averages_members_and_one_member_is_one_fm():
+    x = torch.tensor([[a, b] for a in (0.0, 1.0) for b in (0.0, 1.0)] * 16)
+    y = ((x[:, 0] + x[:, 1]) == 1).float()
+    train, test = split(len(y), 0.25, 0, y)
+    kw = {"rank": 2, "lr": 0.05, "epochs": 30, "batch_size": 8}
+    one, alone = (
+        fit_fm_ensemble(x, y, train, test, members=1, seed=3, **kw),
+        fit_fm(x, y, train, test, seed=3, **kw),
+    )
+    assert one.losses == alone.losses and torch.equal(one.members[0].V, alone.model.V)
+    three = fit_fm_ensemble(x, y, train, test, members=3, seed=3, **kw)
+    fits = [fit_fm(x, y, train, test, seed=3 + m, **kw) for m in range(3)]
+    with torch.no_grad():
+        logits = torch.stack([f.model(x) for f in fits]).mean(0)
+    assert three.test_accuracy == float(((logits[test] > 0).float() == y[test]).float().mean())
+    want = torch.stack([interaction_scores(f.model.V.detach(), [0]) for f in fits]).mean(0)
+    torch.testing.assert_close(three.scores([0]), want)
+    assert three.scores([0])[0] == float("-inf")
+    assert three.losses[0] == pytest.approx(sum(f.losses[0] for f in fits) / 3)
+    with pytest.raises(ValueError, match="members must be >= 1"):
+        fit_fm_ensemble(x, y, train, test, members=0)
 
 
 def test_split_is_stratified_and_deterministic():

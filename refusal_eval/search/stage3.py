@@ -19,7 +19,7 @@ from ..saes._stream import rows_of, widths
 from .activations import Pooled, pooled_activations, position_activations
 from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
 from .hydra import find_hydras
-from .interactions import fit_fm, fit_probe, interaction_scores, split, top_ranked
+from .interactions import fit_fm_ensemble, fit_probe, split, top_ranked
 from .scorer import SubsetScorer
 from .stages import Context, Sets
 
@@ -45,13 +45,13 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     y = torch.cat([torch.ones(len(harmful)), torch.zeros(len(harmless))])
     train, test = split(len(y), cfg.test_frac, cfg.seed, y)
     x, unseen = scale_by_training_max(x, train)
-    fm = fit_fm(
-        x, y, train, test, rank=cfg.fm_rank, lr=cfg.fm_lr, epochs=cfg.fm_epochs,
+    fm = fit_fm_ensemble(
+        x, y, train, test, members=cfg.fm_members, rank=cfg.fm_rank, lr=cfg.fm_lr, epochs=cfg.fm_epochs,
         batch_size=cfg.fm_batch_size, init_std=cfg.fm_init_std, seed=cfg.seed,
     )  # fmt: skip
     probe = fit_probe(x, y, train, test, c=cfg.probe_l2)
     in_union = [i for i, f in enumerate(feat) if f in set(union)]
-    fm_scores = interaction_scores(fm.model.V.detach(), in_union)
+    fm_scores = fm.scores(in_union)
     # a latent the fit never saw active has only its random initial factors: never an extra
     fm_top = [feat[i] for i in top_ranked(fm_scores, cfg.extra_k, exclude=unseen)]
     probe_top = [feat[i] for i in top_ranked(probe.weights.abs(), cfg.extra_k, exclude=[*in_union, *unseen])]
