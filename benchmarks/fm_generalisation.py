@@ -24,7 +24,7 @@ from refusal_eval.models import load_model
 from refusal_eval.saes import load_saes
 from refusal_eval.search.activations import pooled_activations
 from refusal_eval.search.auto import default_plan
-from refusal_eval.search.interactions import accuracy, fit_fm, fit_probe, split
+from refusal_eval.search.interactions import fit_fm_ensemble, fit_probe, split
 from refusal_eval.search.pipeline import PromptSets
 from refusal_eval.search.plan import AblationPlan
 from refusal_eval.search.stage3 import scale_by_training_max
@@ -48,14 +48,11 @@ VARIANTS: list[tuple[str, dict[str, float]]] = [
 def _fit(
     xs: torch.Tensor, y: torch.Tensor, train: torch.Tensor, test: torch.Tensor, seed: int, **kw: float
 ) -> tuple[float, float]:
-    """Train and held-out accuracy of one FM, or of ``ensemble`` FMs' averaged logits."""
+    """Train and held-out accuracy of one FM, or of ``ensemble`` FMs' averaged logits (stage 3's
+    own :func:`fit_fm_ensemble`, members seeded ``seed * 100 + i``)."""
     n = int(kw.pop("ensemble", 1))
-    fits = [fit_fm(xs, y, train, test, seed=seed * 100 + i, **kw) for i in range(n)]  # type: ignore[arg-type]
-    if n == 1:
-        return fits[0].train_accuracy, fits[0].test_accuracy
-    with torch.no_grad():
-        logits = torch.stack([f.model(xs) for f in fits]).mean(0)
-    return accuracy(logits[train], y[train]), accuracy(logits[test], y[test])
+    fit = fit_fm_ensemble(xs, y, train, test, members=n, seed=seed * 100, **kw)
+    return fit.train_accuracy, fit.test_accuracy
 
 
 def main() -> None:
