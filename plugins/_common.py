@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from refusal_eval.ablation import Ablation
+from refusal_eval.ablation import Ablation, by_row
 from refusal_eval.chat import format_chat
 from refusal_eval.conditions import check_condition
 from refusal_eval.config import SearchConfig, load_config
@@ -160,6 +160,29 @@ def prompt_of(request: Any) -> str:
     return str(request.args[0])
 
 
+class Conditioned(str):
+    """A request's context that carries its condition through lm-eval's batching (which only
+    sorts and slices the ``(context, gen_kwargs)`` pairs) to the backend's batch hook."""
+
+    condition: str
+
+    def __new__(cls, text: str, condition: str) -> Conditioned:
+        obj = super().__new__(cls, text)
+        obj.condition = condition
+        return obj
+
+
+def parse_bool(name: str, value: bool | str) -> bool:
+    """A boolean model_arg (lm-eval passes ``true``/``false`` as bools or strings)."""
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ("true", "1", "yes"):
+        return True
+    if str(value).lower() in ("false", "0", "no"):
+        return False
+    raise RefusalEvalError(f"{name}={value!r} is not true or false", f"pass {name}=true or {name}=false")
+
+
 class AblationRunner:
     """Mixin: the plan, the per-request condition, grouped execution, judging, provenance."""
 
@@ -172,6 +195,10 @@ class AblationRunner:
     tokenizer: Any
     backend_name: str
     batch_size_used: int | str | None = None
+    #: generation batches hold rows of several conditions, each row under its own ablations
+    #: (a backend that can edit per row sets it; :meth:`generate_until` then tags each context)
+    mix_conditions: bool = False
+    _condition_ablations: dict[str, list[Ablation]]  # set by _mixed for the batches it runs
     ablate_positions: str = "all"  # refusal_eval.positions.ABLATE_POSITIONS
     _plan: AblationPlan | None = None
     #: (source, layers, ids) of streamed SAEs, whose plan's rows are loaded once the search is done
@@ -339,9 +366,10 @@ class AblationRunner:
 
     def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         generate = self._lm_evals("generate_until")
-        return self._by_condition(
-            self._chat_formatted(requests), lambda reqs: self._judged(reqs, generate(reqs, disable_tqdm))
-        )
+        requests = self._chat_formatted(requests)
+        if self.mix_conditions:
+            return self._judged(requests, self._mixed(requests, lambda reqs: generate(reqs, disable_tqdm)))
+        return self._by_condition(requests, lambda reqs: self._judged(reqs, generate(reqs, disable_tqdm)))
 
     def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[Any]:
         score = self._lm_evals("loglikelihood")
@@ -371,14 +399,17 @@ class AblationRunner:
             return str(doc["condition"])
         return condition_of_task(getattr(request, "task_name", None)) or self.default_condition
 
+    def _check_cache(self, conditions: set[str]) -> None:
+        caching = getattr(getattr(self, "cache_hook", None), "dbdict", None) is not None  # --use_cache
+        if caching and conditions - {"baseline"}:
+            raise RefusalEvalError(*_USE_CACHE_ERROR)
+
     def _by_condition(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
         """Run ``requests`` grouped by condition, each group inside its ablation scope."""
         groups: dict[str, list[int]] = {}
         for i, req in enumerate(requests):
             groups.setdefault(self._condition(req), []).append(i)
-        caching = getattr(getattr(self, "cache_hook", None), "dbdict", None) is not None  # --use_cache
-        if caching and set(groups) - {"baseline"}:
-            raise RefusalEvalError(*_USE_CACHE_ERROR)
+        self._check_cache(set(groups))
         out: list[Any] = [None] * len(requests)
         for cond in sorted(groups):
             idx = groups[cond]
@@ -386,6 +417,30 @@ class AblationRunner:
                 for i, value in zip(idx, run([requests[i] for i in idx]), strict=True):
                     out[i] = value
         return out
+
+    def _mixed(self, requests: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """Run every request in one call, each context tagged with its condition: the backend
+        applies each batch row's ablations (:meth:`_row_ablations`), so batches fill across
+        conditions instead of one short batch per condition. The tags are removed afterwards."""
+        conditions = [self._condition(r) for r in requests]
+        self._check_cache(set(conditions))
+        self._condition_ablations = {c: self._ablations(c) for c in sorted(set(conditions))}
+        given = [r.arguments for r in requests]
+        for req, cond in zip(requests, conditions, strict=True):
+            context, *rest = req.arguments
+            req.arguments = (Conditioned(context, cond), *rest)
+        try:
+            return run(requests)
+        finally:
+            for req, arguments in zip(requests, given, strict=True):
+                req.arguments = arguments
+
+    def _row_ablations(self, contexts: Any) -> list[Ablation] | None:
+        """The ablations for one generation batch of tagged contexts (None if untagged)."""
+        conditions = [getattr(c, "condition", None) for c in contexts]
+        if not conditions or None in conditions:
+            return None
+        return by_row([self._condition_ablations[str(c)] for c in conditions])
 
     def _judged(self, requests: list[Any], answers: list[Any]) -> list[Any]:
         prompts = [prompt_of(r) for r in requests]
@@ -431,6 +486,7 @@ class AblationRunner:
             judge_error_rates=_error_rates(str(self.judge.spec)),
             judge_info=getattr(self.judge, "provenance", None) or None,
             batch_size=self.batch_size_used,
+            mix_conditions=self.mix_conditions,
             chat_template={
                 "sha256": hashlib.sha256(str(self.tokenizer.chat_template or "").encode()).hexdigest(),
                 "applied_by": sorted(self.template_applied_by) or ["-"],

@@ -15,7 +15,10 @@ shipped SAE release, all layers, and the plan shipped for it. ``sae_layers=10|14
 SAEs to those layers (needed for templated sae-lens releases such as
 ``gemma-scope-2b-pt-res-canonical``); ``search_<key>=value`` overrides a search config key;
 ``judge=`` picks the refusal judge: answers are judged here, in batches, and reach the task as
-:class:`~refusal_eval.judges.JudgedText` carrying the verdict. ``sae_ablated_vllm``
+:class:`~refusal_eval.judges.JudgedText` carrying the verdict. Generation batches mix conditions
+(each row under its own condition's ablations, :func:`refusal_eval.ablation.by_row`), so five
+conditions of a few prompts fill one batch instead of five short ones; ``mix_conditions=false``
+runs one condition at a time. ``sae_ablated_vllm``
 (``plugins/vllm.py``) takes the same arguments.
 """
 
@@ -34,7 +37,15 @@ from refusal_eval.ablation import Ablation, PositionFilter, ablate
 from refusal_eval.config import DEFAULT_JUDGE
 from refusal_eval.positions import TemplateLayout, check_ablate_positions, spared_positions
 
-from ._common import DEFAULT_BATCH, OWN_ARGS, AblationRunner, chosen_batch_size, cli_flag, split_args
+from ._common import (
+    DEFAULT_BATCH,
+    OWN_ARGS,
+    AblationRunner,
+    chosen_batch_size,
+    cli_flag,
+    parse_bool,
+    split_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +109,22 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         batch_size: int | str | None = None,
         revision: str | None = None,
         ablate_positions: str = "all",
+        mix_conditions: bool | str = True,
         **kwargs: Any,
     ) -> None:
         search_overrides, hf_kwargs = split_args(
-            kwargs, _HFLM_ARGS, "sae_ablated", (*OWN_ARGS, "device", "batch_size", "ablate_positions")
+            kwargs,
+            _HFLM_ARGS,
+            "sae_ablated",
+            (*OWN_ARGS, "device", "batch_size", "ablate_positions", "mix_conditions"),
         )
+        self.mix_conditions = parse_bool("mix_conditions", mix_conditions)
         self.ablate_positions = check_ablate_positions(ablate_positions)
         # ablate_positions=content: the latent edits spare each prompt's system and template
         # tokens (set per generation batch in _model_generate)
         self._spare = PositionFilter() if ablate_positions == "content" else None
         self._layout: TemplateLayout | None = None
+        self._batch_ablations: list[Ablation] | None = None
         self._setup(
             pretrained=pretrained, saes=saes, sae_layers=sae_layers, sae_latents=sae_latents, sae_ids=sae_ids,
             plan=plan, condition=condition, judge=judge, search_overrides=search_overrides, dtype=dtype,
@@ -129,10 +146,24 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
     def _ablation_scope(self, ablations: list[Ablation]) -> contextlib.AbstractContextManager[Any]:
         return ablate(self.model, ablations, spare=self._spare)
 
+    def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> Any:
+        # lm-eval's generate_until encodes each batch right before generating it: the tagged
+        # contexts (AblationRunner._mixed) say which ablations each row of that batch gets
+        self._batch_ablations = self._row_ablations(strings) if self.mix_conditions else None
+        return super().tok_batch_encode(strings, *args, **kwargs)
+
     def _model_generate(
         self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
     ) -> Any:
         generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
+        rows, self._batch_ablations = self._batch_ablations, None
+        scope = contextlib.nullcontext() if rows is None else self._ablation_scope(rows)
+        with scope:
+            return self._generate_sparing(context, max_length, stop, **generation_kwargs)
+
+    def _generate_sparing(
+        self, context: Any, max_length: int, stop: list[str], **generation_kwargs: Any
+    ) -> Any:
         if self._spare is None:
             return super()._model_generate(context, max_length, stop, **generation_kwargs)
         if self._layout is None:

@@ -7,7 +7,9 @@ of S (exact for standard and JumpReLU SAEs; TopK SAEs run the full encode to kno
 
 The edit is applied at every position, on the prompt pass and on every cached decode step of
 ``generate``. Several layers are edited in forward order, each seeing the residual already
-edited upstream. A batch may carry one latent set per row.
+edited upstream. A batch may carry one latent set per row, and a direction ablation may apply
+to some rows only: :func:`by_row` merges one ablation list per row (e.g. rows of different
+evaluation conditions generated in one batch) into ablations of that form.
 
 Direction ablation (Arditi et al. 2024) projects a unit vector out of the residual stream
 entering each decoder layer and out of the final residual.
@@ -56,10 +58,11 @@ class LatentAblation:
 @dataclass(frozen=True)
 class DirectionAblation:
     """Project ``direction`` (normalised here) out at the input of ``layers`` (all if None)
-    and out of the final residual."""
+    and out of the final residual; in the batch rows ``rows`` marks True (every row if None)."""
 
     direction: Tensor
     layers: tuple[int, ...] | None = None
+    rows: tuple[bool, ...] | None = None
 
 
 Ablation = LatentAblation | DirectionAblation
@@ -103,6 +106,43 @@ def as_ablations(plan_or_sets: PlanOrSets, saes: Mapping[int, SparseCoder] | Non
             out.append(LatentAblation.of(saes[int(layer)], latents))
         return out
     return list(plan_or_sets)
+
+
+def by_row(row_ablations: Sequence[Sequence[Ablation]]) -> list[Ablation]:
+    """The ablations that apply ``row_ablations[r]`` to batch row ``r`` and nothing else to it:
+    per SAE one :class:`LatentAblation` with a latent set per row (empty where the row ablates
+    nothing there), per direction one :class:`DirectionAblation` with its rows marked. A row's
+    own ablations must be shared ones (one latent set, every row). Where all rows ask for the
+    same thing the result is the shared ablation itself, so the edit is bit for bit the same."""
+    n = len(row_ablations)
+    latents: dict[int, tuple[SparseCoder, list[set[int]]]] = {}  # by coder identity
+    directions: dict[tuple[int, tuple[int, ...] | None], tuple[Tensor, list[bool]]] = {}
+    for r, ablations in enumerate(row_ablations):
+        for ab in ablations:
+            if isinstance(ab, DirectionAblation):
+                if ab.rows is not None:
+                    raise RefusalEvalError(
+                        "by_row takes shared ablations per row, got a per-row direction ablation",
+                        "give each row its own DirectionAblation without rows",
+                    )
+                key = (id(ab.direction), ab.layers)
+                marked = directions.setdefault(key, (ab.direction, [False] * n))[1]
+                marked[r] = True
+                continue
+            if len(ab.rows) != 1:
+                raise RefusalEvalError(
+                    "by_row takes shared ablations per row, got per-row latent sets",
+                    "give each row one latent set per SAE",
+                )
+            sets = latents.setdefault(id(ab.coder), (ab.coder, [set() for _ in range(n)]))[1]
+            sets[r] |= set(ab.rows[0])
+    out: list[Ablation] = []
+    for coder, sets in latents.values():
+        rows = [tuple(sorted(s)) for s in sets]
+        out.append(LatentAblation(coder, (rows[0],) if len(set(rows)) == 1 else tuple(rows)))
+    for (_, layers), (direction, marked) in directions.items():
+        out.append(DirectionAblation(direction, layers, None if all(marked) else tuple(marked)))
+    return out
 
 
 def _hidden_size(model: nn.Module) -> int | None:
@@ -210,11 +250,23 @@ class _LatentEdit:
 
 
 class _DirectionEdit:
-    def __init__(self, direction: Tensor, device: torch.device) -> None:
-        self.unit = unit_vector(direction).to(device)
+    def __init__(self, ab: DirectionAblation, device: torch.device) -> None:
+        self.unit = unit_vector(ab.direction).to(device)
+        # (rows, 1, 1): 1 projects, 0 keeps the row bit for bit
+        self.rows = None if ab.rows is None else torch.tensor(ab.rows, dtype=torch.float32, device=device)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return project_out(x, self.unit)
+        if self.rows is None:
+            return project_out(x, self.unit)
+        if x.shape[0] != len(self.rows):
+            raise RefusalEvalError(
+                f"a direction ablation marks {len(self.rows)} rows but the batch has {x.shape[0]}",
+                "mark one entry per batch row",
+            )
+        xf = x.float()
+        scale = self.rows.view(-1, *([1] * (x.dim() - 1)))
+        out: Tensor = (xf - scale * (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
+        return out
 
 
 Hook = Callable[..., Any]
@@ -251,7 +303,7 @@ def install(
     try:
         for ab in ablations:
             if isinstance(ab, DirectionAblation):
-                direction = _DirectionEdit(ab.direction, device)
+                direction = _DirectionEdit(ab, device)
                 targets = ab.layers if ab.layers is not None else range(len(layers))
                 for layer in targets:
                     handles.append(

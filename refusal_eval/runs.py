@@ -191,6 +191,8 @@ class RunInfo:
     judge_error_rates: dict[str, Any] | None = None  # behind every *_corrected metric
     judge_info: dict[str, Any] | None = None  # what a library judge ran (version, template hash)
     batch_size: int | str | None = None
+    #: whether a generation batch held rows of several conditions (sae_ablated's default)
+    mix_conditions: bool | None = None
     chat_template: dict[str, Any] | None = None  # sha256, applied_by
     saes: dict[str, Any] | None = None
     plan: str | None = None

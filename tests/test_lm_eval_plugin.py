@@ -80,6 +80,45 @@ def test_conditions_through_lm_eval(planted_plan):
     assert info["model_sha"] == (info["refusal_eval_model_revision"] or "")  # GGUF sha256 offline
 
 
+def test_batches_mix_conditions_and_answer_as_one_condition_at_a_time(planted_plan, monkeypatch):
+    """Generation batches fill across conditions (each row under its own condition's
+    ablations): 30 answers in 8 batches of <= 4 rows instead of 10 (two per condition), with the
+    same answers and verdicts as one condition at a time (``mix_conditions=false``)."""
+    from lm_eval import simple_evaluate
+    from refusal_eval.plugins.hf import SAEAblatedLM
+
+    model_dir, sae_dir, plan, _ = planted_plan
+    batches: list[set[str]] = []
+    encode = SAEAblatedLM.tok_batch_encode
+
+    def spy(self, strings, *args, **kwargs):
+        batches.append({getattr(s, "condition", "untagged") for s in strings})
+        return encode(self, strings, *args, **kwargs)
+
+    monkeypatch.setattr(SAEAblatedLM, "tok_batch_encode", spy)
+    runs = {}
+    for mix in (True, False):
+        batches.clear()
+        lm = SAEAblatedLM(
+            pretrained=model_dir, saes=sae_dir, plan=plan, dtype="float32", judge="prefix:w4",
+            batch_size=4, mix_conditions=mix,
+        )  # fmt: skip
+        out = simple_evaluate(
+            model=lm, tasks=[f"refusal_planted_{c}" for c in CONDITIONS], task_manager=_task_manager()
+        )
+        runs[mix] = (out, list(batches))
+    (mixed, mixed_batches), (alone, alone_batches) = runs[True], runs[False]
+    assert len(mixed_batches) == 8 and any(len(b) > 1 for b in mixed_batches)
+    assert len(alone_batches) == 10 and all(b == {"untagged"} for b in alone_batches)
+    assert set().union(*mixed_batches) == set(CONDITIONS)
+    assert mixed["results"] == alone["results"]
+    assert mixed["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
+    assert mixed["results"]["refusal_planted_baseline"]["refusal_rate,none"] == 1.0
+    assert mixed["config"]["refusal_eval_verdicts"] == alone["config"]["refusal_eval_verdicts"]
+    assert mixed["config"]["refusal_eval_mix_conditions"] is True
+    assert alone["config"]["refusal_eval_mix_conditions"] is False
+
+
 def test_holding_every_latent_answers_the_same(planted_plan):
     model_dir, sae_dir, plan, _ = planted_plan
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"

@@ -85,6 +85,11 @@ def edit_state(ablations: Sequence[Ablation]) -> EditState:
                 raise RefusalEvalError(
                     "two direction ablations in one call", "ablate one direction at a time"
                 )
+            if ab.rows is not None:
+                raise RefusalEvalError(
+                    "per-row direction ablations are not supported by the vLLM backend",
+                    "ablate the direction in every row of a call, or use the HF backend",
+                )
             direction = [float(v) for v in ab.direction.detach().float().cpu().tolist()]
             direction_layers = None if ab.layers is None else [int(i) for i in ab.layers]
             continue
