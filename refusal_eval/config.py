@@ -109,9 +109,11 @@ COMPUTE_ONLY = frozenset({"batch_size", "chunk_prompts", "skip_prefix"})
 #: dormant test reads them too, which is safe because a stage's key includes the keys before it.
 LATER_STAGE_SETTINGS: dict[str, frozenset[str]] = {
     "stage2": frozenset({"tau", "block_size", "seeds", "eps"}),
+    # stage 3's ablation tests (dormant, hydra) read the pooled activations, not the fits: keyed
+    # before the FM and probe, so their settings rerun only the fits (not the ~500 s of tests)
+    "stage3_tests": frozenset({"pool", "wake_threshold", "wake_top_n", "hydra_min_effect"}),
     "stage3": frozenset(
         {
-            "pool",
             "fm_rank",
             "fm_lr",
             "fm_epochs",
@@ -121,9 +123,6 @@ LATER_STAGE_SETTINGS: dict[str, frozenset[str]] = {
             "test_frac",
             "probe_l2",
             "extra_k",
-            "wake_threshold",
-            "wake_top_n",
-            "hydra_min_effect",
         }
     ),
     "verification": frozenset({"verify"}),

@@ -20,7 +20,7 @@ from planted import (
 )
 
 from refusal_eval.errors import RefusalEvalError
-from refusal_eval.search import pipeline, stages
+from refusal_eval.search import pipeline, stage3, stages
 from refusal_eval.search.pipeline import PromptSets, run_search
 from refusal_eval.search.plan import AblationPlan, write_plan
 
@@ -200,8 +200,9 @@ def _must_not_run(*_a, **_k):
 
 
 def test_a_later_stage_setting_reuses_the_stages_before_it(planted_run, planted_work, tmp_path, monkeypatch):
-    """Stages are cached by what they read: another FM init reruns stage 3 only, another tau
-    reruns stage 2 on (the same plan a fresh search with that tau finds)."""
+    """Stages are cached by what they read: another FM init reruns stage 3's fits only (not its
+    dormant and hydra tests), another tau reruns stage 2 on (the same plan a fresh search with
+    that tau finds)."""
     body, _ = planted_run
     work = tmp_path / "work"
     shutil.copytree(planted_work, work)
@@ -214,11 +215,20 @@ def test_a_later_stage_setting_reuses_the_stages_before_it(planted_run, planted_
 
     monkeypatch.setattr(stages, "layer_scan", _must_not_run)
     monkeypatch.setattr(stages, "greedy_minimal_sets", _must_not_run)
+    tests = {name: getattr(stage3, name) for name in ("find_hydras", "find_dormant")}
+    for name in tests:
+        monkeypatch.setattr(stage3, name, _must_not_run)
     fm = CFG.replace(fm_init_std=0.05)
     reused, _ = run_search(
         PlantedChat(), planted_saes(), fm, prompts=_prompts(), work_dir=work, progress=False
     )
-    assert reused.to_json()["stage2"] == body["stage2"] and reused.config["fm_init_std"] == 0.05
+    again = reused.to_json()
+    assert again["stage2"] == body["stage2"] and reused.config["fm_init_std"] == 0.05
+    assert again["stage3"]["woken"] == body["stage3"]["woken"] and body["stage3"]["woken"]["hydra"]
+    assert again["stage3"]["dormant"] == body["stage3"]["dormant"] and body["stage3"]["dormant"]
+    assert again["stage3"]["fm"] != body["stage3"]["fm"]  # the fits did run again
+    for name, real in tests.items():
+        monkeypatch.setattr(stage3, name, real)
     monkeypatch.setattr(stages, "greedy_minimal_sets", counted)
     tau = CFG.replace(tau=0.5)
     rerun, t1 = run_search(

@@ -178,6 +178,15 @@ class Woken(_Json):
 
 
 @dataclass(frozen=True)
+class CausalTests(_Json):
+    """Stage 3's ablation tests (dormant members, cross-layer hydras): cached on their own key,
+    so another FM or probe setting does not rerun them (they read no fit)."""
+
+    dormant: tuple[Dormant, ...]
+    woken: Woken | None
+
+
+@dataclass(frozen=True)
 class Stage3(_Json):
     n_features: int
     n_train: int

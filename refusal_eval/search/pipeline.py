@@ -162,11 +162,13 @@ def stage_keys(
 class StageStores:
     """The stage caches of one search, a directory per stage key; ``get``/``put``/``cached``
     send an entry to its stage's directory by name: ``stage2_*`` chunks to stage 2, ``verify_*``
-    runs to verification, ``side_effects`` to stage 3 (it measures stage 3's sets)."""
+    runs to verification, ``side_effects`` to stage 3 (it measures stage 3's sets), stage 3's
+    ablation tests to their own key (``stage3_tests``, before the fits)."""
 
     ROUTES = (
         ("stage1", "stage1"),
         ("stage2", "stage2"),
+        ("stage3_tests", "stage3_tests"),
         ("stage3", "stage3"),
         ("side_effects", "stage3"),
         ("verify", "verification"),

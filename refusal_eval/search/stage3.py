@@ -17,7 +17,18 @@ from ..ablation import as_ablations
 from ..coders import SparseCoder
 from ..saes._stream import rows_of, widths
 from .activations import Pooled, pooled_activations, position_activations
-from .artifacts import Dormant, Fit, Latent, Screen, Stage1, Stage2, Stage3, by_layer, latents
+from .artifacts import (
+    CausalTests,
+    Dormant,
+    Fit,
+    Latent,
+    Screen,
+    Stage1,
+    Stage2,
+    Stage3,
+    by_layer,
+    latents,
+)
 from .hydra import find_hydras
 from .interactions import fit_fm_ensemble, fit_probe, split, top_ranked
 from .scorer import SubsetScorer
@@ -59,15 +70,8 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     pool = [f for f in feat if f not in set(union)]
     random_extra = sorted(rng.sample(pool, min(cfg.extra_k, len(pool))))
     random_same = _random_like(union, ctx.saes, rng)
-    sets = stage2.minimal_sets()
-    scorer = ctx.scorer(screen, stage1.sae_layers, stage1.candidate_latents)
-    dormant = find_dormant(ctx, harmful, stage2, act_h, scorer)
-
-    def scorer_for(latents: Sequence[Latent]) -> SubsetScorer:  # the hydra test's woken latents too
-        held = sorted(set(stage1.candidate_latents) | set(latents))
-        return ctx.scorer(screen, stage1.sae_layers, held)
-
-    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, scorer_for, cfg, progress=ctx.progress)
+    tests = causal_tests(ctx, screen, stage1, stage2, harmful, act_h)
+    woken = tests.woken
     result = Stage3(
         n_features=len(feat),
         n_train=len(train),
@@ -76,7 +80,7 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         probe=Fit(probe.train_accuracy, probe.test_accuracy, None),
         fm_ranked=tuple((*f, float(fm_scores[feat.index(f)])) for f in fm_top),
         probe_ranked=tuple((*f, float(probe.weights[feat.index(f)])) for f in probe_top),
-        dormant=tuple(dormant),
+        dormant=tests.dormant,
         woken=woken,
     )
     condition_sets: Sets = {
@@ -84,10 +88,30 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         "sae_fm": tuple(sorted(set(union) | set(fm_top))),
         "sae_probe": tuple(sorted(set(union) | set(probe_top))),
         "sae_random": tuple(sorted(set(union) | set(random_extra))),
-        "sae_hydra": tuple(sorted(set(union) | set(woken.latents))),
+        "sae_hydra": tuple(sorted(set(union) | set(woken.latents if woken else ()))),
         "random": tuple(random_same),
     }
     return _stage3_from_json(ctx.cache.put("stage3", {**result.to_json(), "sets": condition_sets}))
+
+
+def causal_tests(
+    ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2, harmful: Sequence[str], act_h: Pooled
+) -> CausalTests:
+    """Dormant minimal-set members and the cross-layer hydra test (cached as ``stage3_tests``)."""
+    hit = ctx.cache.get("stage3_tests")
+    if hit is not None:
+        return CausalTests.from_json(hit)
+    scorer = ctx.scorer(screen, stage1.sae_layers, stage1.candidate_latents)
+    dormant = find_dormant(ctx, harmful, stage2, act_h, scorer)
+
+    def scorer_for(latents: Sequence[Latent]) -> SubsetScorer:  # the hydra test's woken latents too
+        held = sorted(set(stage1.candidate_latents) | set(latents))
+        return ctx.scorer(screen, stage1.sae_layers, held)
+
+    sets = stage2.minimal_sets()
+    woken = find_hydras(ctx.chat, ctx.saes, harmful, sets, act_h, scorer_for, ctx.cfg, progress=ctx.progress)
+    tests = CausalTests(tuple(dormant), woken)
+    return CausalTests.from_json(ctx.cache.put("stage3_tests", tests.to_json()))
 
 
 def scale_by_training_max(x: Tensor, train: Tensor) -> tuple[Tensor, list[int]]:
