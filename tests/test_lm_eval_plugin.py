@@ -269,6 +269,7 @@ def test_every_shipped_task_and_condition_runs(planted_plan, tmp_path, monkeypat
         (",search_tau=lots", "tau='lots' is not a valid"),
         (",sae_latents=some", r"sae_latents='some' is not one of \['plan', 'all', 'stream'\]"),
         (",ablate_positions=middle", r"ablate_positions='middle' is not one of \['all', 'content'\]"),
+        (",mix_conditions=sometimes", "mix_conditions='sometimes' is not true or false"),
     ],
 )
 def test_bad_model_args_fail_with_one_line(planted_plan, extra, message):
