@@ -434,12 +434,21 @@ class AblationRunner:
         finally:
             for req, arguments in zip(requests, given, strict=True):
                 req.arguments = arguments
+            self._condition_ablations = {}
 
     def _row_ablations(self, contexts: Any) -> list[Ablation] | None:
-        """The ablations for one generation batch of tagged contexts (None if untagged)."""
-        conditions = [getattr(c, "condition", None) for c in contexts]
-        if not conditions or None in conditions:
+        """The ablations for one generation batch of tagged contexts; None outside
+        :meth:`_mixed`. Inside it an untagged context stops the run: an lm-eval that rebuilt the
+        context strings would otherwise generate every condition without its ablation."""
+        if not getattr(self, "_condition_ablations", None):
             return None
+        conditions = [getattr(c, "condition", None) for c in contexts]
+        if None in conditions:
+            raise RefusalEvalError(
+                "lm-eval handed the model a context without its condition, so the batch's ablations "
+                "are unknown",
+                "pass mix_conditions=false in --model_args (one condition per batch)",
+            )
         return by_row([self._condition_ablations[str(c)] for c in conditions])
 
     def _judged(self, requests: list[Any], answers: list[Any]) -> list[Any]:

@@ -35,6 +35,7 @@ from lm_eval.models.huggingface import HFLM
 
 from refusal_eval.ablation import Ablation, PositionFilter, ablate
 from refusal_eval.config import DEFAULT_JUDGE
+from refusal_eval.errors import RefusalEvalError
 from refusal_eval.positions import TemplateLayout, check_ablate_positions, spared_positions
 
 from ._common import (
@@ -50,6 +51,7 @@ from ._common import (
 log = logging.getLogger(__name__)
 
 _HFLM_ARGS = frozenset(inspect.signature(HFLM.__init__).parameters) - {"self", "kwargs"}
+_EXPANDING = ("num_beams", "num_return_sequences")  # generate kwargs that repeat batch rows
 
 
 def _usable(device: str | None) -> str | None:
@@ -148,7 +150,9 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
 
     def tok_batch_encode(self, strings: list[str], *args: Any, **kwargs: Any) -> Any:
         # lm-eval's generate_until encodes each batch right before generating it: the tagged
-        # contexts (AblationRunner._mixed) say which ablations each row of that batch gets
+        # contexts (AblationRunner._mixed) say which ablations each row of that batch gets.
+        # (batch_size=auto's probe on CUDA runs before any batch, without the ablation hooks:
+        # their memory, a TopK encode per hooked layer, is small beside the probe's logits)
         self._batch_ablations = self._row_ablations(strings) if self.mix_conditions else None
         return super().tok_batch_encode(strings, *args, **kwargs)
 
@@ -157,6 +161,12 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
     ) -> Any:
         generation_kwargs.pop("condition", None)  # a user task's condition kwarg: consumed above
         rows, self._batch_ablations = self._batch_ablations, None
+        if rows is not None and any(int(generation_kwargs.get(k) or 1) > 1 for k in _EXPANDING):
+            raise RefusalEvalError(
+                "num_beams / num_return_sequences repeat each row inside generate, so a batch "
+                "that mixes conditions cannot give each copy its row's ablations",
+                "pass mix_conditions=false in --model_args (one condition per batch)",
+            )
         scope = contextlib.nullcontext() if rows is None else self._ablation_scope(rows)
         with scope:
             return self._generate_sparing(context, max_length, stop, **generation_kwargs)

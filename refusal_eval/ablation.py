@@ -227,6 +227,10 @@ class _LatentEdit:
         # (rows, 1, |U|): broadcasts over positions; a shared set broadcasts over rows too.
         self.mask = mask[:, None, :]
         self.all_rows = bool(mask.all())
+        # rows that ablate nothing here get x back as is (not x - 0, which an autocast delta
+        # would round to its dtype): mixed-condition batches keep their baseline rows exact
+        empty = [not row for row in ab.rows]
+        self.untouched = torch.tensor(empty, device=device) if self.n_rows > 1 and any(empty) else None
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.n_rows > 1 and x.shape[0] != self.n_rows:
@@ -246,14 +250,17 @@ class _LatentEdit:
                 :, :, None
             ]  # (batch, seq, 1)
             mask = edited if mask is None else mask * edited
-        return ablate_latents(self.coder, x, self.idx, mask)
+        out = ablate_latents(self.coder, x, self.idx, mask)
+        if self.untouched is None:
+            return out
+        return torch.where(self.untouched.view(-1, *([1] * (x.dim() - 1))), x, out)
 
 
 class _DirectionEdit:
     def __init__(self, ab: DirectionAblation, device: torch.device) -> None:
         self.unit = unit_vector(ab.direction).to(device)
-        # (rows, 1, 1): 1 projects, 0 keeps the row bit for bit
-        self.rows = None if ab.rows is None else torch.tensor(ab.rows, dtype=torch.float32, device=device)
+        # the rows it projects; the others are returned as they came
+        self.rows = None if ab.rows is None else torch.tensor(ab.rows, dtype=torch.bool, device=device)
 
     def __call__(self, x: Tensor) -> Tensor:
         if self.rows is None:
@@ -263,10 +270,7 @@ class _DirectionEdit:
                 f"a direction ablation marks {len(self.rows)} rows but the batch has {x.shape[0]}",
                 "mark one entry per batch row",
             )
-        xf = x.float()
-        scale = self.rows.view(-1, *([1] * (x.dim() - 1)))
-        out: Tensor = (xf - scale * (xf @ self.unit)[..., None] * self.unit).to(x.dtype)
-        return out
+        return torch.where(self.rows.view(-1, *([1] * (x.dim() - 1))), project_out(x, self.unit), x)
 
 
 Hook = Callable[..., Any]

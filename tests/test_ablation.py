@@ -49,6 +49,10 @@ def test_per_row_sets_give_per_row_results():
         expected = x[r : r + 1] if not latents else single(x[r : r + 1])
         torch.testing.assert_close(batched[r : r + 1], expected)
     assert torch.equal(batched[1], x[1])  # the empty row is untouched bit for bit
+    # ... also when the delta comes in a narrower dtype (an SAE in bf16, or under autocast),
+    # which x - 0 would round the row to
+    narrow = _LatentEdit(LatentAblation.of(coder.to(dtype=torch.bfloat16), rows), torch.device("cpu"))(x)
+    assert torch.equal(narrow[1], x[1]) and not torch.equal(narrow[0], x[0])
 
 
 def test_per_row_sets_must_match_batch():

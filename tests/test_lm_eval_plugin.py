@@ -119,6 +119,31 @@ def test_batches_mix_conditions_and_answer_as_one_condition_at_a_time(planted_pl
     assert alone["config"]["refusal_eval_mix_conditions"] is False
 
 
+def test_a_context_that_lost_its_condition_stops_a_mixed_run():
+    """Inside a mixed run every context must carry its condition (else the batch would run
+    without ablations and score as baseline); outside one, untagged contexts are plain."""
+    from refusal_eval.plugins._common import AblationRunner, Conditioned
+
+    runner = AblationRunner.__new__(AblationRunner)
+    assert runner._row_ablations(["plain"]) is None  # not mixing
+    runner._condition_ablations = {"sae": [], "baseline": []}
+    assert runner._row_ablations([Conditioned("a", "sae"), Conditioned("b", "baseline")]) == []
+    with pytest.raises(RefusalEvalError, match="without its condition") as err:
+        runner._row_ablations([Conditioned("a", "sae"), "b"])
+    assert "mix_conditions=false" in err.value.fix
+
+
+def test_beams_in_a_mixed_batch_name_mix_conditions_false(planted_plan):
+    model_dir, sae_dir, plan, _ = planted_plan
+    args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4,batch_size=4"
+    tasks = ["refusal_planted_baseline", "refusal_planted_sae"]
+    with pytest.raises(RefusalEvalError, match="num_beams / num_return_sequences") as err:
+        _evaluate(args, tasks, limit=2, gen_kwargs="num_beams=2")
+    assert "mix_conditions=false" in err.value.fix
+    alone = _evaluate(args + ",mix_conditions=false", tasks, limit=2, gen_kwargs="num_beams=2")
+    assert alone["results"]["refusal_planted_sae"]["attack_success,none"] == 1.0
+
+
 def test_holding_every_latent_answers_the_same(planted_plan):
     model_dir, sae_dir, plan, _ = planted_plan
     args = f"pretrained={model_dir},saes={sae_dir},plan={plan},dtype=float32,judge=prefix:w4"

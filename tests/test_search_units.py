@@ -380,3 +380,35 @@ def test_pooled_activations_hold_only_latents_that_fired_and_equal_the_dense_poo
     assert got.nnz() == int((torch.stack(want) > 0).sum())  # exactly the nonzero pooled values
     live = got.active()[-1]
     assert got.columns([(2, 3), live]).tolist() == [[0.0, got.value(r, live)] for r in range(3)]
+
+
+def test_each_stage_key_moves_with_its_own_settings_and_those_before_it():
+    """A setting reruns the stage that reads it and every later one, never an earlier one: the
+    wake settings and the pooling rerun stage 3's dormant/hydra tests, an FM setting only the
+    fits after them (a setting filed under the wrong stage would serve stale tests)."""
+    from refusal_eval.search.pipeline import stage_keys
+
+    model = {"name": "m", "revision": "r", "dtype": "bf16"}
+    saes = {"layers": {"6": {"sha256": "a"}}}
+    data = {"harmful": {"sha256": "h"}}
+    base = SearchConfig()
+    keys = stage_keys(model, saes, base, data, [1])
+    order = ["stage1", "stage2", "stage3_tests", "stage3", "verification"]
+    assert list(keys) == order
+    first_changed = {
+        "tau": "stage2",
+        "pool": "stage3_tests",
+        "wake_threshold": "stage3_tests",
+        "wake_top_n": "stage3_tests",
+        "hydra_min_effect": "stage3_tests",
+        "fm_init_std": "stage3",
+        "extra_k": "stage3",
+        "verify": "verification",
+        "top_k": "stage1",
+    }
+    values = {"tau": 0.5, "pool": "mean", "wake_threshold": 0.5, "wake_top_n": 3, "hydra_min_effect": 0.2,
+              "fm_init_std": 0.05, "extra_k": 7, "verify": False, "top_k": 9}  # fmt: skip
+    for name, stage in first_changed.items():
+        other = stage_keys(model, saes, base.replace(**{name: values[name]}), data, [1])
+        changed = [s for s in order if other[s] != keys[s]]
+        assert changed == order[order.index(stage) :], name
