@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from refusal_eval._codec import DecodeError, decode
 from refusal_eval.ablation import Ablation, by_row
 from refusal_eval.chat import format_chat
 from refusal_eval.conditions import check_condition
@@ -173,14 +174,14 @@ class Conditioned(str):
 
 
 def parse_bool(name: str, value: bool | str) -> bool:
-    """A boolean model_arg (lm-eval passes ``true``/``false`` as bools or strings)."""
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ("true", "1", "yes"):
-        return True
-    if str(value).lower() in ("false", "0", "no"):
-        return False
-    raise RefusalEvalError(f"{name}={value!r} is not true or false", f"pass {name}=true or {name}=false")
+    """A boolean model_arg (lm-eval passes ``true``/``false`` as bools or strings), read by the
+    codec that reads ``--set key=value``."""
+    try:
+        return bool(decode(bool, value, name, strings=True))
+    except DecodeError:
+        raise RefusalEvalError(
+            f"{name}={value!r} is not true or false", f"pass {name}=true or {name}=false"
+        ) from None
 
 
 class AblationRunner:

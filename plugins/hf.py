@@ -153,7 +153,7 @@ class SAEAblatedLM(AblationRunner, HFLM):  # type: ignore[misc]  # lm-eval ships
         # contexts (AblationRunner._mixed) say which ablations each row of that batch gets.
         # (batch_size=auto's probe on CUDA runs before any batch, without the ablation hooks:
         # their memory, a TopK encode per hooked layer, is small beside the probe's logits)
-        self._batch_ablations = self._row_ablations(strings) if self.mix_conditions else None
+        self._batch_ablations = self._row_ablations(strings)  # None outside a mixed run
         return super().tok_batch_encode(strings, *args, **kwargs)
 
     def _model_generate(
