@@ -8,6 +8,12 @@ one per layer). Each measurement runs in a fresh subprocess so its peak RSS is i
   layer (``load_saes(..., latents=...)``): load seconds, peak RSS, bytes of SAE tensors held;
 - ``forward``: one greedy-step forward (``--batch`` prompts x ``--seq`` tokens) with every SAE
   layer ablating its held latents vs none, and generation tokens/s, both side by side;
+- ``search``: a whole search (``--stream-saes``: model + one whole SAE layer + candidate rows)
+  on a handful of prompts, every stage timed and counted (``PLAN.cost.json``'s record). A random
+  model refuses nothing, so the screen's judge is one registered here that calls every answer
+  a refusal: the stages then do their full work (stage 2 walks every block whatever the scores
+  say), which is what is timed; the sets they find mean nothing. The tokenizer is the default
+  model's (its ids fit Gemma's vocabulary);
 - the same for Llama-3.1-8B's shapes (d_in 4,096; Llama Scope 32k / 128k) on a layer slice
   (``--model llama --layers 4``: its bf16 weights alone are 16 GB, so the model is cut to the
   hooked layers' depth; per-layer costs then scale to 32 layers).
@@ -15,6 +21,7 @@ one per layer). Each measurement runs in a fresh subprocess so its peak RSS is i
     .venv/bin/python benchmarks/bench_scale.py write --width 16384 --layers 26   # SAE files
     .venv/bin/python benchmarks/bench_scale.py load --width 16384 --layers 26 [--held 20 | --whole]
     .venv/bin/python benchmarks/bench_scale.py forward --width 16384 --layers 26 --held 20
+    .venv/bin/python benchmarks/bench_scale.py search --width 16384 --layers 26 --top-k 10 --prompts 4
 
 SAE files go to ``--root`` (default /tmp/refusal_eval_scale; 302 MB per 16k layer, 1.2 GB per
 65k layer). Nothing here is committed but the numbers (BENCHMARKS.md, "Scale").
@@ -161,9 +168,51 @@ def forward(args: argparse.Namespace) -> None:
     print(json.dumps({**vars(args), **stats, **out, "peak_rss_gb": _peak_rss_gb()}))
 
 
+def search(args: argparse.Namespace) -> None:
+    import dataclasses
+    import tempfile
+
+    from refusal_eval.config import SearchConfig
+    from refusal_eval.judges import JudgeSpec, RuleJudge, register_judge
+    from refusal_eval.models import load_model
+    from refusal_eval.saes import stream_saes
+    from refusal_eval.search import PromptSets, run_search
+    from refusal_eval.search.cost import CostMeter
+
+    @register_judge("bench-all-refused")
+    def _all_refused(_arg: str) -> RuleJudge:
+        return RuleJudge(JudgeSpec("bench-all-refused"), lambda _answer: True)
+
+    t0 = time.perf_counter()
+    tok = load_model("default", device="meta")  # the tokenizer and chat template only
+    chat = dataclasses.replace(
+        tok, model=_model(args.model, args.model_layers), spec=f"random-{args.model}",
+        revision="random-seed0", info={**tok.info, "name": f"random-{args.model}"},
+    )  # fmt: skip
+    root = Path(args.root) / f"{args.model}-{args.width}"
+    saes = stream_saes(str(root), list(range(args.layers)), model=chat)
+    t_load = time.perf_counter() - t0
+    cfg = SearchConfig(
+        n_harmful=args.prompts, n_harmless=args.prompts, n_validation=args.prompts,
+        layer_select_prompts=args.prompts, top_k=args.top_k, max_new_tokens=args.new_tokens,
+        judge="bench-all-refused", batch_size=args.prompts * 3, wake_top_n=args.wake_top_n, tau=args.tau,
+    )  # fmt: skip
+    meter = CostMeter(chat.model)
+    with tempfile.TemporaryDirectory() as work:  # the search sets its own grad modes (the FM trains)
+        body, _ = run_search(chat, saes, cfg, prompts=PromptSets.from_config(cfg), work_dir=Path(work),
+                             progress=False, meter=meter)  # fmt: skip
+    cost = meter.to_json()["stages"]
+    stages = {k: {m: v[m] for m in ("seconds", "forwards", "tokens")} for k, v in cost.items()}
+    print(json.dumps({
+        **vars(args), "load_s": t_load, "peak_rss_gb": _peak_rss_gb(), "whole_loads": saes.whole_loads,
+        "candidates": len(body.stage1.candidates), "union": len(body.stage2.union),
+        "stages": stages,
+    }))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["write", "load", "forward"])
+    ap.add_argument("what", choices=["write", "load", "forward", "search"])
     ap.add_argument("--model", choices=sorted(SHAPES), default="gemma")
     ap.add_argument("--width", type=int, default=16_384)
     ap.add_argument("--layers", type=int, default=26, help="SAE layers 0..N-1")
@@ -175,8 +224,16 @@ def main() -> None:
     ap.add_argument("--seq", type=int, default=64)
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--root", default="/tmp/refusal_eval_scale")
+    ap.add_argument("--prompts", type=int, default=4, help="search: harmful, harmless, validation each")
+    ap.add_argument("--top-k", type=int, default=10, help="search: candidates per SAE layer")
+    ap.add_argument(
+        "--tau", type=float, default=0.0,
+        help="search: 0 keeps a block whenever restoring it raises P(refusal) at all, so a random model's "
+        "minimal sets are not empty and stage 3 ablates something (the paper's union: 49%% of candidates)",
+    )  # fmt: skip
+    ap.add_argument("--wake-top-n", type=int, default=16, help="search: woken latents tested per layer")
     args = ap.parse_args()
-    {"write": write, "load": load, "forward": forward}[args.what](args)
+    {"write": write, "load": load, "forward": forward, "search": search}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 an effective CPU rate fitted on the two offline models' shapes, checked against Gemma-2-2B and a
 Llama-3.1-8B slice, and GPU predictions for the paper's setups (docs/reproduce.md).
 
-    python benchmarks/cost_model.py /work/logs/scale_forward_all.jsonl
+    python benchmarks/cost_model.py /work/logs/scale_forward_all.jsonl [--rate 377]
 
-The input is the JSON lines ``bench_scale.py forward`` printed (one per model shape). Forward
+The input is the JSON lines ``bench_scale.py`` printed: ``forward`` rows (one per model shape) fit
+the CPU rate (or ``--rate`` gives it, in GFLOP/s, when the file has no Qwen rows); ``search`` rows
+are checked stage by stage against what the model predicts for their sizes. Forward
 FLOPs per token: 2 x (non-embedding parameters + the LM head) + the attention scores
 (4 x layers x seq x d_attn); a hooked SAE layer adds 4 x d_model x |S| (two thin products).
 GPU numbers are predictions: peak bf16 rates and memory bandwidths from the vendors' sheets,
@@ -13,6 +15,7 @@ times the efficiency stated below (assumed, not measured: no GPU was lent to thi
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from dataclasses import dataclass
@@ -99,6 +102,8 @@ class Setup:
     board: int = 200  # prompts per benchmark x 4 benchmarks x 5 conditions, 256 new tokens
     batch: int = 64  # generation batch
     first_layer: int = 0  # the lowest SAE layer (all-layer plans: 0)
+    select: int = 32  # layer_select_prompts: prompts per side scoring each candidate layer
+    wake_top_n: int = 16  # stage 3's hydra test: woken latents tested per prompt and SAE layer
 
 
 SETUPS = (
@@ -115,14 +120,20 @@ def predict(setup: Setup, peak: float, bw: float) -> dict[str, float]:
     t, rate = setup.tokens, peak * MFU
     cands = setup.k * setup.sae_layers
     per_prompt = 1 + setup.seeds * -(-cands // setup.block)  # all ablated + one restore per block
-    stage1 = (64 + 64 * shape.layers) * t * shape.flops_per_token(t) / rate
+    # directions from both sides, then each eligible layer (< 0.8 x depth) ablated on both sides
+    stage1 = 2 * setup.select * (1 + int(0.8 * shape.layers)) * t * shape.flops_per_token(t) / rate
     # the greedy scorer starts from the cached residual below the first SAE layer (skip_prefix) and
     # reads the last position's logits only
     layers = shape.layers - setup.first_layer
     per_token = shape.flops_per_token(t, layers, hooked=setup.sae_layers, held=setup.k, head=1 / t)
     stage2 = setup.prompts * per_prompt * t * per_token / rate
     encode = 2 * shape.d * setup.d_sae * setup.sae_layers  # every latent of every SAE, per token
-    stage3 = 2 * setup.prompts * t * (shape.flops_per_token(t) + encode) / rate
+    activations = 2 * setup.prompts * t * (shape.flops_per_token(t) + encode)
+    # the hydra test, an upper bound: wake_top_n woken latents tested per prompt at every SAE layer
+    # above the prompt's lowest ablated one, one scorer row each (measured: 16 per layer on a
+    # random Gemma, whose JumpReLU latents half fire; a trained SAE wakes fewer)
+    hydra = setup.prompts * setup.wake_top_n * (setup.sae_layers - 1) * t * per_token
+    stage3 = (activations + hydra) / rate
     weights = 2 * shape.params()  # bf16
 
     def decode(rows: int, new_tokens: int) -> float:  # memory-bound steps: the weights once per step
@@ -132,17 +143,50 @@ def predict(setup: Setup, peak: float, bw: float) -> dict[str, float]:
     board = decode(setup.board * 4 * 5, 256)
     sae_whole = 4 * setup.sae_layers * (2 * shape.d * setup.d_sae + setup.d_sae * 2 + shape.d)
     held = 4 * setup.union * (2 * shape.d + 2) + 4 * setup.sae_layers * shape.d
+    # --stream-saes: one whole SAE layer at a time beside the candidates' rows
+    cand_rows = 4 * setup.k * setup.sae_layers * (2 * shape.d + 2) + 4 * setup.sae_layers * shape.d
+    streamed = sae_whole / setup.sae_layers + cand_rows
     return {
         "stage1_s": stage1, "stage2_s": stage2, "stage3_s": stage3, "verify_s": verify, "board_s": board,
-        "search_gb": (weights + sae_whole) / 1e9, "run_gb": (weights + held) / 1e9,
+        "search_gb": (weights + sae_whole) / 1e9, "stream_gb": (weights + streamed) / 1e9,
+        "run_gb": (weights + held) / 1e9,
     }  # fmt: skip
 
 
+def check_search(r: dict[str, object], rate: float) -> list[str]:
+    """Table rows: a ``bench_scale.py search`` run's stages, measured vs predicted for its sizes
+    (prompt length from its stage-2 tokens: rows = prompts x (2 + seeds x blocks + 1))."""
+    n, k, layers = int(r["prompts"]), int(r["top_k"]), int(r["layers"])  # type: ignore[call-overload]
+    stages: dict[str, dict[str, float]] = r["stages"]  # type: ignore[assignment]
+    rows2 = n * (3 + 3 * -(-k * layers // 5))
+    t = round(stages["stage2"]["tokens"] / rows2)
+    setup = Setup("run", str(r["model"]), int(r["width"]), layers, k, 0, prompts=n, tokens=t, select=n)  # type: ignore[call-overload]
+    got = predict(setup, rate / MFU, 1.0)  # peak x MFU = the CPU's effective rate
+    out = []
+    for stage in ("stage1", "stage2", "stage3"):
+        want, meas = got[f"{stage}_s"], stages[stage]["seconds"]
+        out.append(f"| {r['model']} search, {n} prompts, K={k} x {layers} layers ({t} tokens) | {stage} | "
+                   f"{meas:.0f} s | {want:.0f} s | {100 * (want - meas) / meas:+.0f}% |")  # fmt: skip
+    return out
+
+
 def main() -> None:
-    with open(sys.argv[1]) as fh:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("log", help="JSON lines printed by bench_scale.py (forward and search rows)")
+    ap.add_argument("--rate", type=float, help="effective CPU GFLOP/s, when the log has no Qwen forward rows")
+    args = ap.parse_args()
+    with open(args.log) as fh:
         rows = [json.loads(line) for line in fh if line.strip()]
-    rate = fit(rows)
-    print(f"effective CPU rate (fitted on the Qwen shapes): {rate / 1e9:.0f} GFLOP/s\n")
+    searches = [r for r in rows if r.get("what") == "search"]
+    rows = [r for r in rows if r.get("what", "forward") == "forward"]
+    rate = args.rate * 1e9 if args.rate else fit(rows)
+    how = "given" if args.rate else "fitted on the Qwen shapes"
+    print(f"effective CPU rate ({how}): {rate / 1e9:.0f} GFLOP/s\n")
+    if searches:
+        print(
+            "| search on this CPU | stage | measured | predicted | error |\n| --- | --- | --- | --- | --- |"
+        )
+        print("\n".join(line for r in searches for line in check_search(r, rate)) + "\n")
     print(
         "| shape | forward FLOPs | measured (hooked) | predicted | error |\n| --- | --- | --- | --- | --- |"
     )
@@ -154,15 +198,15 @@ def main() -> None:
         print("| " + " | ".join(cells) + " |")
     print(f"\nPredicted on one GPU (MFU {MFU}, bandwidth efficiency {BW_EFF}: assumed)\n")
     head = ["setup", "GPU", "stage 1", "stage 2", "stage 3", "verification", "board (4 x 200 x 5, 256 tok)"]
-    print("| " + " | ".join([*head, "search memory", "run memory"]) + " |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| " + " | ".join([*head, "search memory", "with --stream-saes", "run memory"]) + " |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for setup in SETUPS:
         for gpu, (peak, bw, mem) in GPUS.items():
             p = predict(setup, peak, bw)
             fits = "" if p["search_gb"] * 1e9 < mem else " (does not fit)"
             cells = [setup.name, gpu, f"{p['stage1_s']:.0f} s", f"{p['stage2_s'] / 60:.1f} min"]
             cells += [f"{p['stage3_s']:.0f} s", f"{p['verify_s']:.0f} s", f"{p['board_s'] / 60:.1f} min"]
-            cells += [f"{p['search_gb']:.0f} GB{fits}", f"{p['run_gb']:.1f} GB"]
+            cells += [f"{p['search_gb']:.0f} GB{fits}", f"{p['stream_gb']:.1f} GB", f"{p['run_gb']:.1f} GB"]
             print("| " + " | ".join(cells) + " |")
     for name, n in (("all 172 prompts", 172), ("the 93 refused ones", 93)):
         cpu = predict(Setup("0.5B", "qwen0.5b", 4096, 3, 50, 120, prompts=n, first_layer=10), rate / MFU, 1)
