@@ -15,7 +15,9 @@ For the union minus its first k latents in that order, at every ``--step``:
   ``--max-new-tokens`` and judged by the default outcome judge): the refusal flip and the harmful
   flip (refused -> ``harmful``), with Wilson 95% intervals, and the degenerate share.
 
-Direction ablation (the plan's direction) is measured the same way. Resumable: every generation
+Direction ablation (the plan's direction) is measured the same way. The order is the search's own
+(:func:`refusal_eval.search.kl_bound.harmless_share`, which ``--set sae_max_kl=X`` uses to make
+a ``sae_kl`` condition at one point of this front). Resumable: every generation
 pass is cached as JSON under ``--cache``.
 
 Run (vLLM venv for the generations, ~4x faster than HF on this CPU):
@@ -40,23 +42,12 @@ from refusal_eval.chat import generate
 from refusal_eval.config import SearchConfig
 from refusal_eval.data import load_prompts
 from refusal_eval.scoring import first_token_kl, first_token_logprobs
-from refusal_eval.search.activations import pooled_activations
 from refusal_eval.search.artifacts import Latent, by_layer
 from refusal_eval.search.auto import default_plan
 from refusal_eval.search.hydra import per_row_edits
+from refusal_eval.search.kl_bound import harmless_share
 from refusal_eval.search.pipeline import PromptSets
 from refusal_eval.search.plan import AblationPlan
-
-
-def harmless_share(
-    chat: Any, saes: Any, union: list[Latent], harmful: list[str], harmless: list[str], batch_size: int
-) -> list[tuple[Latent, float]]:
-    """Union latents with their harmless share, highest (the first to drop) first."""
-    kw = {"saes": saes, "pool": "mean", "batch_size": batch_size}
-    act_h = pooled_activations(chat.model, chat.tokenizer, harmful, **kw).columns(union).mean(0)
-    act_b = pooled_activations(chat.model, chat.tokenizer, harmless, **kw).columns(union).mean(0)
-    share = act_b / (act_b + act_h).clamp_min(1e-12)
-    return sorted(zip(union, share.tolist(), strict=True), key=lambda t: (-t[1], t[0]))
 
 
 def main() -> None:

@@ -23,6 +23,9 @@ _ALL = (
     Condition("sae_probe", True, False, "sae + the extra_k latents a logistic probe weights most"),
     Condition("sae_random", True, False, "sae + extra_k random latents active on harmful prompts"),
     Condition("sae_hydra", True, False, "sae + the cross-layer hydra latents (stage 3)"),
+    Condition(
+        "sae_kl", True, False, "sae less its harmless-busiest latents, to first-token KL <= sae_max_kl"
+    ),
     Condition("random", True, True, "as many random latents per SAE layer as sae (control)"),
     Condition("direction", False, True, "refusal-direction ablation at every layer (Arditi et al.)"),
 )

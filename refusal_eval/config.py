@@ -77,6 +77,9 @@ class SearchConfig:
     wake_threshold: float = 0.0  # pooled activation above which a latent counts as active
     wake_top_n: int = 16  # woken latents tested per prompt and layer (largest activation first)
     hydra_min_effect: float = 0.05  # absolute P(refusal) a woken latent must carry to be a hydra
+    #: a ``sae_kl`` condition: the union less its most harmless-busy latents, pruned until the
+    #: first-token KL on the search's harmless prompts is <= this (None: no such condition)
+    sae_max_kl: float | None = None
     # --- verification by generation -------------------------------------------------------
     verify: bool = True
     max_new_tokens: int = 32
@@ -90,8 +93,13 @@ class SearchConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     def result_dict(self) -> dict[str, Any]:
-        """The settings that can change a search's result: everything but :data:`COMPUTE_ONLY`."""
-        return {k: v for k, v in self.to_dict().items() if k not in COMPUTE_ONLY}
+        """The settings that can change a search's result: everything but :data:`COMPUTE_ONLY`,
+        and the :data:`KEYED_WHEN_SET` ones only when set."""
+        return {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in COMPUTE_ONLY and not (k in KEYED_WHEN_SET and v is None)
+        }
 
     def replace(self, **changes: Any) -> SearchConfig:
         return resolve(self, changes)
@@ -100,6 +108,10 @@ class SearchConfig:
 #: settings that change how fast a search runs, never what it finds: left out of plan keys, so
 #: ``search_batch_size=8`` still finds the plan searched with the default batch size.
 COMPUTE_ONLY = frozenset({"batch_size", "chunk_prompts", "skip_prefix"})
+
+#: optional settings added after plans were shipped, whose unset value (None) leaves the search
+#: as it was: in a plan key only when set, so the plans searched before them are still found
+KEYED_WHEN_SET = frozenset({"sae_max_kl"})
 
 #: the settings each later stage reads besides the results of the stages before it. Every other
 #: result setting belongs to the screen and stage 1 (prompts, judge, direction, candidates), so
@@ -123,6 +135,7 @@ LATER_STAGE_SETTINGS: dict[str, frozenset[str]] = {
             "test_frac",
             "probe_l2",
             "extra_k",
+            "sae_max_kl",
         }
     ),
     "verification": frozenset({"verify"}),
@@ -183,6 +196,7 @@ def _check(cfg: SearchConfig) -> None:
         (0 <= cfg.min_drop_frac <= 1, "min_drop_frac must be in [0, 1]"),
         (cfg.wake_threshold >= 0 and cfg.wake_top_n >= 0, "wake_threshold and wake_top_n must be >= 0"),
         (cfg.hydra_min_effect >= 0, "hydra_min_effect must be >= 0"),
+        (cfg.sae_max_kl is None or cfg.sae_max_kl > 0, "sae_max_kl must be > 0 (or unset)"),
     ]
     for ok, msg in rules:
         if not ok:

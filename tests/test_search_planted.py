@@ -576,3 +576,36 @@ def test_generate_with_auto_takes_vllm_only_where_it_is_installed_on_a_host_with
         RefusalEvalError, match=r"unknown generate_with='gpu' \(fix: use one of auto, hf, vllm\)"
     ):
         engines.pick_generate_with("gpu")
+
+
+def test_sae_max_kl_adds_a_verified_sae_kl_condition_from_the_cached_stages(
+    planted_run, planted_work, tmp_path, monkeypatch
+):
+    """``sae_max_kl`` is a stage-3 setting: stages 1-2 and the causal tests are read back, and
+    the plan gains a ``sae_kl`` set, its pruning record, its verification and its side effect.
+    The planted harmless prompts carry no trigger, so the union costs no KL: nothing is dropped."""
+    body, _ = planted_run
+    assert "sae_kl" not in body["sets"] and "kl_pruning" not in body["stage3"]
+    work = tmp_path / "work"
+    shutil.copytree(planted_work, work)
+    monkeypatch.setattr(stages, "layer_scan", _must_not_run)
+    monkeypatch.setattr(stages, "greedy_minimal_sets", _must_not_run)
+    for name in ("find_hydras", "find_dormant"):
+        monkeypatch.setattr(stage3, name, _must_not_run)
+    got, _ = run_search(
+        PlantedChat(),
+        planted_saes(),
+        CFG.replace(sae_max_kl=0.01),
+        prompts=_prompts(),
+        work_dir=work,
+        progress=False,
+    )
+    plan = got.to_json()
+    pruning = plan["stage3"]["kl_pruning"]
+    assert pruning["bound"] == 0.01 and pruning["dropped"] == 0 and pruning["points"] == [[0, 0.0]]
+    assert _pairs(pruning["kept"]) == _pairs(plan["sets"]["sae_kl"]) == NECESSARY
+    assert sorted(_pairs(pruning["order"])) == sorted(NECESSARY)
+    for split in ("search", "validation"):
+        assert plan["verification"][split]["sae_kl"] == plan["verification"][split]["sae"]
+    assert plan["side_effects"]["sae_kl"]["first_token_kl"] == 0.0
+    assert {k: v for k, v in plan["sets"].items() if k != "sae_kl"} == body["sets"]

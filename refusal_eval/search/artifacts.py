@@ -184,6 +184,20 @@ class CausalTests(_Json):
 
     dormant: tuple[Dormant, ...]
     woken: Woken | None
+    #: the sae_kl condition, when ``sae_max_kl`` is set; written only then (added within format 2)
+    kl_pruning: KlPruning | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True)
+class KlPruning(_Json):
+    """The ``sae_kl`` condition's set (:mod:`.kl_bound`): the union in harmless-share order, the
+    leading ``dropped`` latents removed to bring first-token KL on harmless prompts to ``bound``."""
+
+    bound: float
+    order: tuple[tuple[int, int, float], ...]  # (layer, latent, harmless share), first dropped first
+    dropped: int
+    kept: tuple[Latent, ...]
+    points: tuple[tuple[int, float], ...]  # (latents dropped, first-token KL) as measured
 
 
 @dataclass(frozen=True)
@@ -197,6 +211,8 @@ class Stage3(_Json):
     probe_ranked: tuple[tuple[int, int, float], ...]  # (layer, latent, probe weight)
     dormant: tuple[Dormant, ...]
     woken: Woken | None
+    #: the sae_kl condition, when ``sae_max_kl`` is set; written only then (added within format 2)
+    kl_pruning: KlPruning | None = field(default=None, metadata={"omit_none": True})
 
 
 # --- verification -------------------------------------------------------------------------------

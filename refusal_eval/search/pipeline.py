@@ -154,7 +154,7 @@ def stage_keys(
     keys = {"stage1": _digest({**_inputs(model, saes, data, refusal_ids, version), "stage1": first})}
     before = keys["stage1"]
     for stage, names in LATER_STAGE_SETTINGS.items():
-        own = {k: settings[k] for k in sorted(names)}
+        own = {k: settings[k] for k in sorted(names) if k in settings}  # KEYED_WHEN_SET: absent unset
         before = keys[stage] = _digest({"after": before, stage: own})
     return keys
 

@@ -31,6 +31,7 @@ from .artifacts import (
 )
 from .hydra import find_hydras
 from .interactions import fit_fm_ensemble, fit_probe, split, top_ranked
+from .kl_bound import kl_pruned
 from .scorer import SubsetScorer
 from .stages import Context, Sets
 
@@ -72,6 +73,20 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
     random_same = _random_like(union, ctx.saes, rng)
     tests = causal_tests(ctx, screen, stage1, stage2, harmful, act_h)
     woken = tests.woken
+    pruning = (
+        None
+        if cfg.sae_max_kl is None
+        else kl_pruned(
+            chat,
+            ctx.saes,
+            union,
+            harmful,
+            harmless,
+            ctx.harmless,
+            bound=cfg.sae_max_kl,
+            batch_size=cfg.batch_size,
+        )
+    )
     result = Stage3(
         n_features=len(feat),
         n_train=len(train),
@@ -82,6 +97,7 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         probe_ranked=tuple((*f, float(probe.weights[feat.index(f)])) for f in probe_top),
         dormant=tests.dormant,
         woken=woken,
+        kl_pruning=pruning,
     )
     condition_sets: Sets = {
         "sae": tuple(union),
@@ -90,6 +106,7 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         "sae_random": tuple(sorted(set(union) | set(random_extra))),
         "sae_hydra": tuple(sorted(set(union) | set(woken.latents if woken else ()))),
         "random": tuple(random_same),
+        **({"sae_kl": pruning.kept} if pruning is not None else {}),
     }
     return _stage3_from_json(ctx.cache.put("stage3", {**result.to_json(), "sets": condition_sets}))
 

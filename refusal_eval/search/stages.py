@@ -280,7 +280,8 @@ def run_verification(
     }
     same_as: dict[str, str] = {}  # a latent set equal to an earlier one is not generated twice
     seen: dict[tuple[Latent, ...], str] = {}
-    for name in LATENT_CONDITIONS:
+    present = [name for name in LATENT_CONDITIONS if name in sets]  # sae_kl only when asked for
+    for name in present:
         key = tuple(sorted(sets[name]))
         if key in seen:
             same_as[name] = seen[key]
@@ -290,7 +291,7 @@ def run_verification(
         conditions: dict[str, Callable[[range], Sequence[Ablation]]] = {}
         if split_name == "search":
             conditions["minimal"] = per_row_edits(saes, stage2.minimal_sets())
-        for name in LATENT_CONDITIONS:
+        for name in present:
             conditions[name] = _shared(as_ablations(by_layer(sets[name]), saes))
         conditions["direction"] = _shared(direction)
         results: dict[str, Verified] = {}
@@ -339,7 +340,7 @@ def run_side_effects(
         base = first_token_logprobs(chat.model, chat.tokenizer, prompts, batch_size=bs)
         saes = rows_of(ctx.saes, sorted({x for s in sets.values() for x in s}))
         conditions: dict[str, Sequence[Ablation]] = {
-            name: as_ablations(by_layer(sets[name]), saes) for name in LATENT_CONDITIONS if sets[name]
+            name: as_ablations(by_layer(sets[name]), saes) for name in LATENT_CONDITIONS if sets.get(name)
         }
         conditions["direction"] = [DirectionAblation(directions[stage1.layer])]
         out: Json = {}

@@ -1,0 +1,86 @@
+"""The ``sae_kl`` condition (issue 28 item 6): the union pruned by harmless share to a KL bound."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+from conftest import make_coder, tiny_tokenizer
+
+from refusal_eval.ablation import ablate, as_ablations
+from refusal_eval.config import SearchConfig
+from refusal_eval.scoring import first_token_kl, first_token_logprobs
+from refusal_eval.search.artifacts import by_layer
+from refusal_eval.search.kl_bound import fewest_to_drop, harmless_share, kl_pruned
+
+
+@pytest.mark.parametrize("bound", [0.05, 0.3, 0.55, 0.99, 1.0, 2.0])
+def test_fewest_to_drop_finds_the_smallest_count_under_the_bound(bound):
+    curve = [1.0, 0.9, 0.8, 0.6, 0.5, 0.4, 0.2, 0.1, 0.04, 0.01]  # KL after dropping k of 10
+    asked: list[int] = []
+
+    def kl_of(k: int) -> float:
+        asked.append(k)
+        return curve[k]
+
+    k, points = fewest_to_drop(len(curve), kl_of, bound)
+    want = next((i for i, v in enumerate(curve) if v <= bound), len(curve))
+    assert k == want
+    assert points == {i: curve[i] for i in asked}  # every measured point is returned
+    assert len(asked) <= 1 + 4  # k=0, then a bisection over 10
+    assert 10 not in asked  # nothing ablated: KL 0, never measured
+    if 0 < k < len(curve):  # the bisection's bracket: the count before k was measured over the bound
+        assert points[k - 1] > bound >= points[k]
+
+
+def _chat(model):
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    return SimpleNamespace(model=model, tokenizer=tok)
+
+
+def test_kl_pruned_drops_the_harmless_busiest_latents_until_the_bound_holds(qwen_tiny):
+    chat = _chat(qwen_tiny)
+    saes = {1: make_coder("standard", layer=1, d_sae=64, seed=3)}
+    union = [(1, i) for i in range(0, 64, 2)]  # 32 latents
+    refused = [f"w{10 + i} w{20 + i} w{30 + i}" for i in range(6)]
+    contrast = [f"w{50 + i} w{60 + i} w{70 + i}" for i in range(6)]
+    harmless = [f"w{40 + i} w{45 + i}" for i in range(8)]
+    base = first_token_logprobs(chat.model, chat.tokenizer, harmless, batch_size=4)
+
+    def kl(kept) -> float:
+        with ablate(chat.model, as_ablations(by_layer(sorted(kept)), saes)):
+            lp = first_token_logprobs(chat.model, chat.tokenizer, harmless, batch_size=4)
+        return first_token_kl(base, lp)
+
+    whole = kl(union)
+    assert whole > 0
+    bound = whole / 3
+    got = kl_pruned(chat, saes, union, refused, contrast, harmless, bound=bound, batch_size=4)
+    order = [(la, i) for la, i, _ in got.order]
+    assert order == [x for x, _ in harmless_share(chat, saes, union, refused, contrast, 4)]
+    shares = [s for *_, s in got.order]
+    assert shares == sorted(shares, reverse=True) and all(0 <= s <= 1 for s in shares)
+    assert sorted(order) == union
+    assert got.kept == tuple(sorted(order[got.dropped :]))
+    assert 0 < got.dropped < len(union)
+    points = dict(got.points)
+    # the kept set meets the bound, recomputed here; one latent fewer dropped did not
+    assert kl(got.kept) == pytest.approx(points[got.dropped]) and kl(got.kept) <= bound
+    assert points[got.dropped - 1] > bound
+    assert points[0] == pytest.approx(whole)
+
+
+def test_sae_max_kl_is_in_the_key_only_when_set_and_only_from_stage_3_on():
+    from refusal_eval.search.pipeline import stage_keys
+
+    assert "sae_max_kl" not in SearchConfig().result_dict()  # the shipped plans' keys stay
+    assert SearchConfig(sae_max_kl=0.3).result_dict()["sae_max_kl"] == 0.3
+    model = {"name": "m", "revision": "r", "dtype": "bf16"}
+    saes = {"layers": {"6": {"sha256": "a"}}}
+    data = {"harmful": {"sha256": "h"}}
+    keys = stage_keys(model, saes, SearchConfig(), data, [1])
+    other = stage_keys(model, saes, SearchConfig(sae_max_kl=0.3), data, [1])
+    assert [s for s in keys if keys[s] != other[s]] == ["stage3", "verification"]
+    with pytest.raises(Exception, match="sae_max_kl must be > 0"):
+        SearchConfig().replace(sae_max_kl=0)
