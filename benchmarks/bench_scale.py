@@ -48,11 +48,11 @@ SHAPES = {  # the paper's two models and our two offline ones: their HF configs'
     ),
     "gemma": dict(
         kind="gemma2", vocab_size=256_000, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26,
-        num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+        num_attention_heads=8, num_key_value_heads=4, head_dim=256, tie_word_embeddings=True,
     ),
     "llama": dict(
         kind="llama", vocab_size=128_256, hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+        num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
     ),
 }  # fmt: skip
 
@@ -204,7 +204,8 @@ def search(args: argparse.Namespace) -> None:
     cost = meter.to_json()["stages"]
     stages = {k: {m: v[m] for m in ("seconds", "forwards", "tokens")} for k, v in cost.items()}
     print(json.dumps({
-        **vars(args), "load_s": t_load, "peak_rss_gb": _peak_rss_gb(), "whole_loads": saes.whole_loads,
+        **vars(args), "seeds": list(cfg.seeds), "block_size": cfg.block_size,
+        "load_s": t_load, "peak_rss_gb": _peak_rss_gb(), "whole_loads": saes.whole_loads,
         "candidates": len(body.stage1.candidates), "union": len(body.stage2.union),
         "stages": stages,
     }))  # fmt: skip
@@ -228,8 +229,8 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=10, help="search: candidates per SAE layer")
     ap.add_argument(
         "--tau", type=float, default=0.0,
-        help="search: 0 keeps a block whenever restoring it raises P(refusal) at all, so a random model's "
-        "minimal sets are not empty and stage 3 ablates something (the paper's union: 49%% of candidates)",
+        help="search: set directly, below the CLI's floor (tau > 0): a block is kept unless restoring it "
+        "lowers P(refusal), so a random model's minimal sets are not empty and stage 3 ablates something",
     )  # fmt: skip
     ap.add_argument("--wake-top-n", type=int, default=16, help="search: woken latents tested per layer")
     args = ap.parse_args()

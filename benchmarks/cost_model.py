@@ -23,6 +23,8 @@ from dataclasses import dataclass
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from bench_scale import SHAPES
 
+from refusal_eval.search.direction import eligible_layers
+
 GPUS = {  # bf16 dense peak FLOP/s, HBM bytes/s, memory bytes
     "80 GB H100 SXM": (989e12, 3.35e12, 80e9),
     "H200 (141 GB)": (989e12, 4.8e12, 141e9),
@@ -40,6 +42,7 @@ class Shape:
     heads: int
     kv: int
     head_dim: int
+    tied: bool  # the LM head shares the embedding matrix (Gemma, Qwen) or not (Llama)
 
     @classmethod
     def of(cls, name: str) -> Shape:
@@ -48,7 +51,7 @@ class Shape:
         return cls(
             int(s["vocab_size"]), int(s["hidden_size"]), int(s["intermediate_size"]),  # type: ignore[call-overload]
             int(s["num_hidden_layers"]), int(s["num_attention_heads"]), int(s["num_key_value_heads"]),  # type: ignore[call-overload]
-            head_dim,
+            head_dim, bool(s["tie_word_embeddings"]),
         )  # fmt: skip
 
     def layer_params(self) -> int:
@@ -56,7 +59,7 @@ class Shape:
         return attn + 3 * self.d * self.ffn
 
     def params(self, layers: int | None = None) -> int:
-        return (layers or self.layers) * self.layer_params() + self.vocab * self.d
+        return (layers or self.layers) * self.layer_params() + self.vocab * self.d * (1 if self.tied else 2)
 
     def flops_per_token(
         self, seq: int, layers: int | None = None, hooked: int = 0, held: int = 0, head: float = 1.0
@@ -103,6 +106,7 @@ class Setup:
     batch: int = 64  # generation batch
     first_layer: int = 0  # the lowest SAE layer (all-layer plans: 0)
     select: int = 32  # layer_select_prompts: prompts per side scoring each candidate layer
+    max_depth_frac: float = 0.8  # the layer scan's eligible layers: < this fraction of depth
     wake_top_n: int = 16  # stage 3's hydra test: woken latents tested per prompt and SAE layer
 
 
@@ -119,9 +123,12 @@ def predict(setup: Setup, peak: float, bw: float) -> dict[str, float]:
     shape = Shape.of(setup.model)
     t, rate = setup.tokens, peak * MFU
     cands = setup.k * setup.sae_layers
-    per_prompt = 1 + setup.seeds * -(-cands // setup.block)  # all ablated + one restore per block
-    # directions from both sides, then each eligible layer (< 0.8 x depth) ablated on both sides
-    stage1 = 2 * setup.select * (1 + int(0.8 * shape.layers)) * t * shape.flops_per_token(t) / rate
+    per_prompt = stage2_rows(cands, setup.seeds, setup.block)
+    # the directions read every refused and contrast prompt; the layer scan scores the selection
+    # prompts of both sides unablated, then with each eligible layer's direction ablated
+    eligible = len(eligible_layers(shape.layers, setup.max_depth_frac))
+    rows1 = 2 * setup.prompts + 2 * setup.select * (1 + eligible)
+    stage1 = rows1 * t * shape.flops_per_token(t) / rate
     # the greedy scorer starts from the cached residual below the first SAE layer (skip_prefix) and
     # reads the last position's logits only
     layers = shape.layers - setup.first_layer
@@ -143,7 +150,8 @@ def predict(setup: Setup, peak: float, bw: float) -> dict[str, float]:
     board = decode(setup.board * 4 * 5, 256)
     sae_whole = 4 * setup.sae_layers * (2 * shape.d * setup.d_sae + setup.d_sae * 2 + shape.d)
     held = 4 * setup.union * (2 * shape.d + 2) + 4 * setup.sae_layers * shape.d
-    # --stream-saes: one whole SAE layer at a time beside the candidates' rows
+    # --stream-saes: one whole SAE layer at a time beside the candidates' rows (a floor: weights
+    # and SAE tensors only; activations, the KV cache and the runtime come on top)
     cand_rows = 4 * setup.k * setup.sae_layers * (2 * shape.d + 2) + 4 * setup.sae_layers * shape.d
     streamed = sae_whole / setup.sae_layers + cand_rows
     return {
@@ -153,14 +161,24 @@ def predict(setup: Setup, peak: float, bw: float) -> dict[str, float]:
     }  # fmt: skip
 
 
+def stage2_rows(candidates: int, seeds: int, block: int) -> int:
+    """Scorer rows per prompt in the greedy stage (greedy.py): nothing ablated, everything
+    ablated, one restore per block and seed, and the minimal set at the end."""
+    return 3 + seeds * -(-candidates // block)
+
+
 def check_search(r: dict[str, object], rate: float) -> list[str]:
     """Table rows: a ``bench_scale.py search`` run's stages, measured vs predicted for its sizes
-    (prompt length from its stage-2 tokens: rows = prompts x (2 + seeds x blocks + 1))."""
+    (the mean prompt length read off its stage-2 tokens and row count)."""
     n, k, layers = int(r["prompts"]), int(r["top_k"]), int(r["layers"])  # type: ignore[call-overload]
+    assert r.get("model_layers") is None, "the check models whole-depth runs"
+    seeds, block = len(r.get("seeds", (0, 1, 2))), int(r.get("block_size", 5))  # type: ignore[arg-type, call-overload]
     stages: dict[str, dict[str, float]] = r["stages"]  # type: ignore[assignment]
-    rows2 = n * (3 + 3 * -(-k * layers // 5))
-    t = round(stages["stage2"]["tokens"] / rows2)
-    setup = Setup("run", str(r["model"]), int(r["width"]), layers, k, 0, prompts=n, tokens=t, select=n)  # type: ignore[call-overload]
+    t = round(stages["stage2"]["tokens"] / (n * stage2_rows(k * layers, seeds, block)))
+    setup = Setup(
+        "run", str(r["model"]), int(r["width"]), layers, k, 0, prompts=n, tokens=t, seeds=seeds, block=block,  # type: ignore[call-overload]
+        select=n, wake_top_n=int(r.get("wake_top_n", 16)),  # type: ignore[call-overload]
+    )  # fmt: skip
     got = predict(setup, rate / MFU, 1.0)  # peak x MFU = the CPU's effective rate
     out = []
     for stage in ("stage1", "stage2", "stage3"):

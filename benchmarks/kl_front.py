@@ -15,9 +15,10 @@ For the union minus its first k latents in that order, at every ``--step``:
   ``--max-new-tokens`` and judged by the default outcome judge): the refusal flip and the harmful
   flip (refused -> ``harmful``), with Wilson 95% intervals, and the degenerate share.
 
-Direction ablation (the plan's direction) is measured the same way. The order is the search's own
-(:func:`refusal_eval.search.kl_bound.harmless_share`, which ``--set sae_max_kl=X`` uses to make
-a ``sae_kl`` condition at one point of this front). Resumable: every generation
+Direction ablation (the plan's direction) is measured the same way. The order is the one
+``--set sae_max_kl=X`` prunes by (:func:`refusal_eval.search.kl_bound.harmless_share`, on the
+same search prompts); the search bounds KL on its own harmless prompts, this front measures it
+on held-out ones. Resumable: every generation
 pass is cached as JSON under ``--cache``.
 
 Run (vLLM venv for the generations, ~4x faster than HF on this CPU):

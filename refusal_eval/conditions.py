@@ -14,6 +14,8 @@ class Condition:
     latent_set: bool  # the plan stores a latent set under this name
     evaluated: bool  # the refusal_ablation task group has a task per benchmark for it
     description: str
+    #: the search setting that adds this condition to a plan (None: every plan has it)
+    made_by: str | None = None
 
 
 _ALL = (
@@ -24,7 +26,11 @@ _ALL = (
     Condition("sae_random", True, False, "sae + extra_k random latents active on harmful prompts"),
     Condition("sae_hydra", True, False, "sae + the cross-layer hydra latents (stage 3)"),
     Condition(
-        "sae_kl", True, False, "sae less its harmless-busiest latents, to first-token KL <= sae_max_kl"
+        "sae_kl",
+        True,
+        False,
+        "sae less its harmless-busiest latents, to first-token KL <= sae_max_kl",
+        made_by="sae_max_kl",
     ),
     Condition("random", True, True, "as many random latents per SAE layer as sae (control)"),
     Condition("direction", False, True, "refusal-direction ablation at every layer (Arditi et al.)"),
@@ -32,6 +38,8 @@ _ALL = (
 BY_NAME = {c.name: c for c in _ALL}
 CONDITIONS = tuple(c.name for c in _ALL)
 LATENT_CONDITIONS = tuple(c.name for c in _ALL if c.latent_set)
+#: latent conditions a plan has only when its search was asked for them (``made_by``)
+OPTIONAL = frozenset(c.name for c in _ALL if c.made_by is not None)
 EVALUATED = tuple(c.name for c in _ALL if c.evaluated)
 
 

@@ -609,3 +609,49 @@ def test_sae_max_kl_adds_a_verified_sae_kl_condition_from_the_cached_stages(
         assert plan["verification"][split]["sae_kl"] == plan["verification"][split]["sae"]
     assert plan["side_effects"]["sae_kl"]["first_token_kl"] == 0.0
     assert {k: v for k, v in plan["sets"].items() if k != "sae_kl"} == body["sets"]
+
+
+def test_sae_max_kl_prunes_when_harmless_prompts_carry_the_trigger(tmp_path):
+    """Four of the harmless prompts carry a trigger, so ablating the union moves their first
+    token: the pruning drops latents in harmless-share order (the three refusal latents fire on
+    a quarter of the harmless prompts, the dormant hydra on none) until the KL bound holds, and
+    the plan verifies the smaller set; a plan without the option names the setting to ask for."""
+    from refusal_eval.search.plan import AblationPlan
+
+    base = _prompts()
+    harmless = base.harmless + planted_prompts(4, True, 7)
+    prompts = PromptSets(base.harmful, harmless, base.validation, names={})
+    got, tensors = run_search(
+        PlantedChat(),
+        planted_saes(),
+        CFG.replace(sae_max_kl=0.05),
+        prompts=prompts,
+        work_dir=tmp_path,
+        progress=False,
+    )
+    plan = got.to_json()
+    pruning = plan["stage3"]["kl_pruning"]
+    points = dict((int(k), v) for k, v in pruning["points"])
+    assert points[0] > 0.05  # the whole union moves the triggered harmless prompts
+    assert 0 < pruning["dropped"] < len(NECESSARY)
+    assert points[pruning["dropped"] - 1] > 0.05 >= points.get(pruning["dropped"], 0.0)
+    shares = {(la, i): s for la, i, s in pruning["order"]}
+    assert shares[HYDRA] == 0.0 and all(shares[x] > 0 for x in NECESSARY - {HYDRA})
+    kept = _pairs(plan["sets"]["sae_kl"])
+    assert kept < NECESSARY and len(kept) == len(NECESSARY) - pruning["dropped"]
+    assert plan["side_effects"]["sae_kl"]["first_token_kl"] <= 0.05
+    assert set(plan["verification"]["validation"]) >= {"sae", "sae_kl", "direction"}
+    path = tmp_path / "plan.json"
+    write_plan(got, tensors, path)
+    assert AblationPlan.load(path).latent_sets("sae_kl") == {
+        la: [i for l2, i in sorted(kept) if l2 == la] for la, _ in kept
+    }
+    write_plan(
+        pipeline.run_search(
+            PlantedChat(), planted_saes(), CFG, prompts=prompts, work_dir=tmp_path, progress=False
+        )[0],
+        tensors,
+        tmp_path / "p2.json",
+    )
+    with pytest.raises(RefusalEvalError, match="--set sae_max_kl=VALUE"):
+        AblationPlan.load(tmp_path / "p2.json").latent_sets("sae_kl")

@@ -34,6 +34,13 @@ def summary(body: PlanBody, plan_hash: str | None = None) -> str:
             f"hydra {len(w.hydra)} of {w.n_tested} woken latents tested "
             f"(woken by layer {w.woken_by_layer}, threshold {w.threshold}{strongest})"
         )
+    if s3.kl_pruning is not None:
+        k = s3.kl_pruning
+        measured = ", ".join(f"{d}: {v:.3f}" for d, v in k.points)
+        lines.append(
+            f"sae_kl: {len(k.kept)} of {len(k.order)} latents kept, {k.dropped} harmless-busiest dropped "
+            f"for first-token KL <= {k.bound} (KL by latents dropped: {measured})"
+        )
     for split, conds in body.verification.items():
         parts = [
             f"{c} {v.attack_success:.2f}" for c, v in conds.items() if v.n and v.attack_success is not None

@@ -184,8 +184,6 @@ class CausalTests(_Json):
 
     dormant: tuple[Dormant, ...]
     woken: Woken | None
-    #: the sae_kl condition, when ``sae_max_kl`` is set; written only then (added within format 2)
-    kl_pruning: KlPruning | None = field(default=None, metadata={"omit_none": True})
 
 
 @dataclass(frozen=True)

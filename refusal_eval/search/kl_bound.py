@@ -1,7 +1,8 @@
 """The ``sae_kl`` condition: the union pruned until harmless prompts barely notice its ablation.
 
 The union of the minimal sets flips refusal but moves the first token of harmless prompts far
-more than refusal-direction ablation does (the 0.5B plan: first-token KL 1.03 against 0.27), and
+more than refusal-direction ablation does (the 0.5B plan's side effects: first-token KL 1.10
+against 0.32 on its harmless search prompts), and
 many of its ablated answers are degenerate. Latents that are busy on harmless text cost KL when
 zeroed; those that fire on refused prompts alone carry the refusal. So the union is ordered by
 each latent's *harmless share* (its mean-pooled activation on the harmless prompts over that plus
@@ -9,8 +10,9 @@ its mean-pooled activation on the refused ones), highest first, and the fewest l
 are dropped that bring the first-token KL on the search's harmless prompts to ``sae_max_kl``.
 The order is fixed before any KL is measured; the drop count is found by bisection, which assumes
 the KL falls as latents go (every measured point is kept in the plan, so a non-monotone front is
-visible). ``benchmarks/kl_front.py`` measures the whole front on held-out prompts
-(docs/search, "The flip-vs-KL front").
+visible). An empty kept set (a bound only nothing meets) leaves the plan without ``sae_kl``.
+``benchmarks/kl_front.py`` orders the union the same way and measures the whole front on held-out
+prompts (docs/search, "The flip-vs-KL front").
 """
 
 from __future__ import annotations
@@ -75,16 +77,16 @@ def kl_pruned(
     saes: Mapping[int, SparseCoder],
     union: Sequence[Latent],
     refused: Sequence[str],
-    contrast: Sequence[str],
     harmless: Sequence[str],
     *,
     bound: float,
     batch_size: int,
 ) -> KlPruning:
-    """The union less its most harmless-busy latents (share from ``refused`` vs ``contrast``,
-    stage 3's two prompt sets), down to first-token KL <= ``bound`` on ``harmless`` (the search's
-    harmless prompts: the plan's side effects report the KL on the same ones)."""
-    order = harmless_share(chat, saes, union, refused, contrast, batch_size)
+    """The union less its most harmless-busy latents (share from ``refused`` vs ``harmless``),
+    down to first-token KL <= ``bound`` on ``harmless``: the search's own harmless prompts, the
+    ones the plan's side effects report KL on, so the plan's ``sae_kl`` KL is <= ``bound`` by
+    construction (an in-sample number; ``benchmarks/kl_front.py`` measures held-out ones)."""
+    order = harmless_share(chat, saes, union, refused, harmless, batch_size)
     held = rows_of(saes, sorted(union))
     base = first_token_logprobs(chat.model, chat.tokenizer, harmless, batch_size=batch_size)
 

@@ -27,7 +27,7 @@ from .._codec import canonical_json
 from .._version import __version__
 from ..chat import ChatLike, check_context
 from ..coders import SparseCoder
-from ..config import LATER_STAGE_SETTINGS, SearchConfig
+from ..config import KEYED_WHEN_SET, LATER_STAGE_SETTINGS, SearchConfig
 from ..data import load_prompts, prompt_set_hash
 from ..errors import RefusalEvalError
 from ..saes._stream import headers
@@ -154,7 +154,7 @@ def stage_keys(
     keys = {"stage1": _digest({**_inputs(model, saes, data, refusal_ids, version), "stage1": first})}
     before = keys["stage1"]
     for stage, names in LATER_STAGE_SETTINGS.items():
-        own = {k: settings[k] for k in sorted(names) if k in settings}  # KEYED_WHEN_SET: absent unset
+        own = {k: settings[k] for k in sorted(names) if k in settings or k not in KEYED_WHEN_SET}
         before = keys[stage] = _digest({"after": before, stage: own})
     return keys
 

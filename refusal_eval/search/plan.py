@@ -230,6 +230,12 @@ class AblationPlan:
                 f"condition {condition!r} has no latent set", f"use one of {LATENT_CONDITIONS}"
             )
         if condition not in self.body.sets:
+            made_by = check_condition(condition).made_by
+            if made_by is not None:
+                raise RefusalEvalError(
+                    f"plan {self.path} has no {condition!r} set (its search was not asked for one)",
+                    f"search again with --set {made_by}=VALUE (lm-eval: search_{made_by}=VALUE)",
+                )
             raise RefusalEvalError(
                 f"plan {self.path} has no {condition!r} set (it was made by an older search)",
                 "rerun `refusal-eval search` for a plan with every condition",

@@ -81,7 +81,6 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
             ctx.saes,
             union,
             harmful,
-            harmless,
             ctx.harmless,
             bound=cfg.sae_max_kl,
             batch_size=cfg.batch_size,
@@ -106,7 +105,8 @@ def run_stage3(ctx: Context, screen: Screen, stage1: Stage1, stage2: Stage2) -> 
         "sae_random": tuple(sorted(set(union) | set(random_extra))),
         "sae_hydra": tuple(sorted(set(union) | set(woken.latents if woken else ()))),
         "random": tuple(random_same),
-        **({"sae_kl": pruning.kept} if pruning is not None else {}),
+        # a bound only the empty set meets leaves no condition (the pruning record says so)
+        **({"sae_kl": pruning.kept} if pruning is not None and pruning.kept else {}),
     }
     return _stage3_from_json(ctx.cache.put("stage3", {**result.to_json(), "sets": condition_sets}))
 
