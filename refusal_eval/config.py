@@ -92,14 +92,15 @@ class SearchConfig:
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
+    def plan_dict(self) -> dict[str, Any]:
+        """What a plan records: every setting, the :data:`KEYED_WHEN_SET` ones only when set (so
+        a plan searched without them reads as one searched before they existed)."""
+        return {k: v for k, v in self.to_dict().items() if not (k in KEYED_WHEN_SET and v is None)}
+
     def result_dict(self) -> dict[str, Any]:
-        """The settings that can change a search's result: everything but :data:`COMPUTE_ONLY`,
-        and the :data:`KEYED_WHEN_SET` ones only when set."""
-        return {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in COMPUTE_ONLY and not (k in KEYED_WHEN_SET and v is None)
-        }
+        """The settings that can change a search's result (its key): the recorded ones but
+        :data:`COMPUTE_ONLY`."""
+        return {k: v for k, v in self.plan_dict().items() if k not in COMPUTE_ONLY}
 
     def replace(self, **changes: Any) -> SearchConfig:
         return resolve(self, changes)

@@ -81,6 +81,10 @@ def test_sae_max_kl_is_in_the_key_only_when_set_and_only_from_stage_3_on():
 
     assert "sae_max_kl" not in SearchConfig().result_dict()  # the shipped plans' keys stay
     assert SearchConfig(sae_max_kl=0.3).result_dict()["sae_max_kl"] == 0.3
+    # plans record it only when set (a shipped plan's config reads as one searched without it);
+    # `refusal-eval config` (to_dict) still shows it
+    assert "sae_max_kl" not in SearchConfig().plan_dict() and SearchConfig().to_dict()["sae_max_kl"] is None
+    assert SearchConfig(sae_max_kl=0.3).plan_dict()["sae_max_kl"] == 0.3
     model = {"name": "m", "revision": "r", "dtype": "bf16"}
     saes = {"layers": {"6": {"sha256": "a"}}}
     data = {"harmful": {"sha256": "h"}}

@@ -477,7 +477,7 @@ def test_registered_models_name_their_default_release():
     for model in (small, large):
         plan = AblationPlan.load(default_plan(model.name))
         assert sorted(plan.sae_layer_ids) == list(model.default_sae_layers or ())
-        assert SearchConfig().replace(**dict(model.default_search)).to_dict() == plan.body.config
+        assert SearchConfig().replace(**dict(model.default_search)).plan_dict() == plan.body.config
 
 
 def test_registered_search_settings_sit_under_the_users_and_only_with_the_default_saes():

@@ -631,6 +631,7 @@ def test_sae_max_kl_prunes_when_harmless_prompts_carry_the_trigger(tmp_path):
     )
     plan = got.to_json()
     pruning = plan["stage3"]["kl_pruning"]
+    assert plan["config"]["sae_max_kl"] == 0.05
     points = dict((int(k), v) for k, v in pruning["points"])
     assert points[0] > 0.05  # the whole union moves the triggered harmless prompts
     assert 0 < pruning["dropped"] < len(NECESSARY)

@@ -318,7 +318,7 @@ def _run_stages(
         key=key,
         model=ModelInfo.from_json(model),
         saes=SaeSet.from_json(sae_block),
-        config=cfg.to_dict(),
+        config=cfg.plan_dict(),
         data={k: PromptSetInfo.from_json(v) for k, v in data.items()},
         refusal_tokens=tokens,
         refusal_ids=tuple(refusal_ids),
