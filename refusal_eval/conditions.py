@@ -3,6 +3,7 @@ task configs and the leaderboard."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import RefusalEvalError
@@ -41,6 +42,12 @@ LATENT_CONDITIONS = tuple(c.name for c in _ALL if c.latent_set)
 #: latent conditions a plan has only when its search was asked for them (``made_by``)
 OPTIONAL = frozenset(c.name for c in _ALL if c.made_by is not None)
 EVALUATED = tuple(c.name for c in _ALL if c.evaluated)
+
+
+def latent_conditions_in(sets: Mapping[str, object]) -> list[str]:
+    """The latent conditions a plan's ``sets`` must hold: every one but the optional ones it
+    was not searched for (a missing required one still fails where it is read)."""
+    return [name for name in LATENT_CONDITIONS if name in sets or name not in OPTIONAL]
 
 
 def describe(name: str) -> str:

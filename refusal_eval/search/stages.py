@@ -17,7 +17,7 @@ from .._codec import decode, encode
 from ..ablation import Ablation, DirectionAblation, ablate, as_ablations
 from ..chat import ChatLike, generate
 from ..coders import SparseCoder
-from ..conditions import LATENT_CONDITIONS, OPTIONAL
+from ..conditions import latent_conditions_in
 from ..config import DEFAULT_JUDGE, SearchConfig
 from ..errors import RefusalEvalError
 from ..judges import get_judge
@@ -280,7 +280,7 @@ def run_verification(
     }
     same_as: dict[str, str] = {}  # a latent set equal to an earlier one is not generated twice
     seen: dict[tuple[Latent, ...], str] = {}
-    present = [name for name in LATENT_CONDITIONS if name in sets or name not in OPTIONAL]
+    present = latent_conditions_in(sets)
     for name in present:
         key = tuple(sorted(sets[name]))
         if key in seen:
@@ -341,8 +341,8 @@ def run_side_effects(
         saes = rows_of(ctx.saes, sorted({x for s in sets.values() for x in s}))
         conditions: dict[str, Sequence[Ablation]] = {
             name: as_ablations(by_layer(sets[name]), saes)
-            for name in LATENT_CONDITIONS
-            if (name in sets or name not in OPTIONAL) and sets[name]
+            for name in latent_conditions_in(sets)
+            if sets[name]
         }
         conditions["direction"] = [DirectionAblation(directions[stage1.layer])]
         out: Json = {}
