@@ -109,8 +109,9 @@ def main() -> None:
             for p in rows:
                 mine = sorted((w for w in woken if w[0] == p), key=lambda w: (-w[2], w[1]))[: args.top_n]
                 tests.extend((p, index[c]) for _, c, _ in mine)
-            without = scorer.p_refusal([(p, sets[p] - {w}) for p, w in tests]) if tests else []
-            with_ = scorer.p_refusal([(p, sets[p] | {w}) for p, w in tests]) if tests else []
+            starts = [w[0] for _, w in tests]  # the pair differs only from w's layer up
+            without = scorer.p_refusal([(p, sets[p] - {w}) for p, w in tests], starts) if tests else []
+            with_ = scorer.p_refusal([(p, sets[p] | {w}) for p, w in tests], starts) if tests else []
             effects = [hi - lo for hi, lo in zip(without, with_, strict=True)]
             hydra = [
                 {"prompt": p, "latent": list(w), "in_minimal": w in sets[p], "effect": e}

@@ -478,7 +478,8 @@ def test_minimality_counts_on_a_hand_made_score():
 
     a, b, c = (0, 1), (0, 2), (1, 3)
 
-    def score(rows):  # refusal breaks only when a and b are both ablated
+    def score(rows, starts):  # refusal breaks only when a and b are both ablated
+        assert starts == [0, 0, 0, 1]  # the set from its lowest layer; each restored row from its own
         return [0.1 if {a, b} <= set(latents) else 0.9 for _, latents in rows]
 
     (check,) = one_minimality([(0, [a, b, c], 0.1)], score, tau=0.3)

@@ -156,13 +156,49 @@ def test_scorer_layer_skipping_and_batching_match_one_row_full_forwards(qwen_tin
     slow = SubsetScorer(
         qwen_tiny, tok, prompts, saes, [7, 9], batch_size=1, skip_prefix=False, progress=False
     )
-    assert fast._prefix is not None and slow._prefix is None
+    assert fast.skips and not slow.skips
     rows = [(p, frozenset({(2, i) for i in s})) for p in range(3) for s in ([], [0, 1, 2], list(range(16)))]
     got, want = fast.p_refusal(rows), slow.p_refusal(rows)
     assert got == pytest.approx(want, abs=1e-5)
     assert len({round(v, 6) for v in want}) > 3  # the ablations do change the score
     before = fast.forward_rows
     assert fast.p_refusal(rows[:4]) == got[:4] and fast.forward_rows == before  # memo
+
+
+def test_scorer_rows_started_above_their_shared_layers_match_full_forwards(qwen_tiny):
+    """A row may start at any layer: its prefix carries its latents below that layer (the hydra
+    test's pairs, a minimal set with one latent restored). Scores equal full forwards; rows
+    sharing the latents below their start share one prefix; only layers from the start run."""
+    tok = tiny_tokenizer()
+    tok.padding_side = "left"
+    saes = {layer: make_coder("standard", layer=layer, d_sae=32, seed=layer) for layer in (0, 1, 2)}
+    prompts = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9"]
+    fast = SubsetScorer(qwen_tiny, tok, prompts, saes, [7, 9], batch_size=4, progress=False)
+    slow = SubsetScorer(
+        qwen_tiny, tok, prompts, saes, [7, 9], batch_size=1, skip_prefix=False, progress=False
+    )
+    base = {(0, i) for i in range(8)} | {(1, i) for i in range(4, 12)}
+    rows, starts = [], []
+    for p in range(3):
+        for w in [(2, 3), (2, 5), (2, 7), (1, 20), (1, 5)]:  # a pair differs only from w's layer up
+            rows += [(p, frozenset(base - {w})), (p, frozenset(base | {w}))]
+            starts += [w[0], w[0]]
+    fast.layer_rows = 0
+    got = fast.p_refusal(rows, starts)
+    want = slow.p_refusal(rows)
+    assert got == pytest.approx(want, abs=1e-5)
+    assert len({round(v, 6) for v in want}) > 6  # the latents do change the score
+    # distinct rows per prompt: base (first asked from layer 2: the first start asked wins),
+    # three with-rows from layer 2, base + (1, 20) and base - (1, 5) from layer 1
+    assert fast.forward_rows - 4 == 3 * 6  # 4: the skip check's two rows, twice
+    assert fast.layer_rows == 3 * (4 * 1 + 2 * 2)
+    # prefixes: per prompt, one into layer 2 (base below 2) and one into layer 1 (base below 1),
+    # besides the skip check's two unablated ones into layer 1 (its start: max(first, 1))
+    assert sorted((p, start, len(below)) for p, start, below in fast._prefixes) == sorted(
+        [(p, 2, 16) for p in range(3)] + [(p, 1, 8) for p in range(3)] + [(0, 1, 0), (1, 1, 0)]
+    )
+    with pytest.raises(ValueError, match="2 starts for 3 rows"):
+        fast.p_refusal(rows[:3], [1, 1])
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -119,8 +119,10 @@ def find_hydras(
     tests, woken = woken_latents(before, after, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n)
     pairs = [effect_rows(t, sets[t.prompt]) for t in tests]
     scorer = scorer_for(sorted({t.latent for t in tests}))
-    p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)")
-    p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)")
+    # a test's two rows differ only at its latent's layer: both start there (scorer.py)
+    starts = [t.latent[0] for t in tests]
+    p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)", starts=starts)
+    p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)", starts=starts)
     tested: dict[int, int] = {}
     hydras: list[Hydra] = []
     effects: list[WakeEffect] = []

@@ -21,7 +21,7 @@ from typing import Any
 from .artifacts import Latent
 from .scorer import Row
 
-ScoreFn = Callable[[Sequence[Row]], list[float]]
+ScoreFn = Callable[[Sequence[Row], Sequence[int]], list[float]]  # (rows, start layer per row)
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,13 @@ def one_minimality(
     """``prompts``: ``(prompt index, minimal set, P(refusal | set ablated) as stage 2 found it)``.
     The set itself is scored again with its one-latent-restored rows, in the same scorer call,
     so the comparison never mixes two scorer setups; the recorded value is not used."""
-    rows = []
+    rows, starts = [], []
     for p, m, _ in prompts:
         rows.append((p, frozenset(m)))
         rows.extend((p, frozenset(set(m) - {x})) for x in sorted(m))
-    scores = iter(score(rows))
+        # restoring x changes nothing below x's layer, so that row need only run from there
+        starts.extend([min((layer for layer, _ in m), default=0), *(x[0] for x in sorted(m))])
+    scores = iter(score(rows, starts))
     out = []
     for p, minimal, _ in prompts:
         ordered = tuple(sorted(minimal))

@@ -2,9 +2,14 @@
 
 Each row is one prompt with its own set of ``(layer, latent)`` pairs zero-ablated. Rows are
 batched across prompts and subsets (per-row latent sets of the one ablation module), only the
-last position's logits are computed, identical rows are answered from a memo, and the residual
-entering the first ablatable layer is computed once per prompt and reused: layers below it are
-swapped for pass-throughs while a batch runs (checked against a full forward once, per scorer).
+last position's logits are computed, and identical rows are answered from a memo.
+
+Rows start at a layer: the residual entering it is computed once per (prompt, start, latents
+ablated below the start) and reused, and layers below it are swapped for pass-throughs while a
+batch runs (checked against a full forward once, per scorer). By default every row starts at the
+first ablatable layer, whose prefix ablates nothing. Rows that differ only at layer ``j`` and above
+(the hydra test's pair for a latent at ``j``, a minimal set with one latent at ``j`` restored)
+share everything below ``j``: callers pass ``starts`` and those rows run only layers ``j..``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from .artifacts import Latent
 log = logging.getLogger(__name__)
 
 Row = tuple[int, frozenset[Latent]]  # (prompt index, latents ablated)
+Prefix = tuple[int, int, frozenset[Latent]]  # (prompt index, start layer, latents below it)
 
 
 class _PassThrough(nn.Module):
@@ -79,13 +85,14 @@ class SubsetScorer:
         self._ids = [encode_chat(tokenizer, [p])["input_ids"][0] for p in prompts]
         self._memo: dict[Row, float] = {}
         self.forward_rows = 0  # rows actually run (memo misses), for benchmarks
+        self.layer_rows = 0  # decoder layers those rows ran, summed (prefixes not counted)
+        self.n_layers = len(decoder_layers(model))
         self.first = min(saes) if saes else 0
-        self._prefix: list[Tensor] | None = None
-        if skip_prefix and self.first > 0 and prompts:
-            self._prefix = self._residuals_into(self.first)
-            if not self._prefix_matches():
-                log.warning("layer skipping does not reproduce the full forward here; disabled")
-                self._prefix = None
+        self._prefixes: dict[Prefix, Tensor] = {}
+        self.skips = bool(skip_prefix and prompts and self.n_layers > 1)
+        if self.skips and not self._prefix_matches():
+            log.warning("layer skipping does not reproduce the full forward here; disabled")
+            self.skips = False
 
     # -- batching ---------------------------------------------------------------------------
     def _pad(self, seqs: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -98,58 +105,76 @@ class SubsetScorer:
             mask[r, n - s.shape[0] :] = 1
         return torch.stack(out).to(self.device), mask.to(self.device)
 
-    @torch.inference_mode()
-    def _residuals_into(self, layer: int) -> list[Tensor]:
-        """Per prompt, the ``(len, d_model)`` residual entering decoder layer ``layer``."""
-        out: list[Tensor] = []
-        for start in range(0, len(self._ids), self.batch_size):
-            chunk = self._ids[start : start + self.batch_size]
-            ids, mask = self._pad(chunk)
-            h = forward_until(
-                self.model, {"input_ids": ids, "attention_mask": mask}, layer, before=True
-            ).cpu()
-            out.extend(h[r, h.shape[1] - s.shape[0] :].clone() for r, s in enumerate(chunk))
-        return out
-
-    def _prefix_matches(self) -> bool:
-        rows: list[Row] = [(i, frozenset()) for i in range(min(2, len(self._ids)))]
-        with_prefix = self._run(rows)
-        saved, self._prefix = self._prefix, None
-        try:
-            full = self._run(rows)
-        finally:
-            self._prefix = saved
-        return bool(torch.allclose(with_prefix, full, atol=2e-2, rtol=0))
-
-    @torch.inference_mode()
-    def _run(self, rows: Sequence[Row]) -> Tensor:
-        """P(refusal) for one batch of rows (no memo)."""
-        ids, mask = self._pad([self._ids[p] for p, _ in rows])
+    def _ablations(self, rows: Sequence[Row], layers: range) -> list[LatentAblation]:
+        """One per-row ablation per SAE layer in ``layers`` that any row ablates at."""
         per_layer: dict[int, list[list[int]]] = {}
         for r, (_, latents) in enumerate(rows):
             for layer, idx in latents:
-                per_layer.setdefault(layer, [[] for _ in rows])[r].append(idx)
-        ablations = [LatentAblation.of(self.saes[layer], sets) for layer, sets in sorted(per_layer.items())]
+                if layer in layers:
+                    per_layer.setdefault(layer, [[] for _ in rows])[r].append(idx)
+        return [LatentAblation.of(self.saes[layer], sets) for layer, sets in sorted(per_layer.items())]
+
+    @torch.inference_mode()
+    def _prefixes_for(self, rows: Sequence[Row], start: int) -> list[Tensor]:
+        """Per row, the ``(len, d_model)`` residual entering layer ``start`` with the row's
+        latents below ``start`` ablated; computed once per distinct (prompt, start, latents)."""
+        keys: list[Prefix] = [(p, start, frozenset(x for x in s if x[0] < start)) for p, s in rows]
+        todo = sorted({k for k in keys if k not in self._prefixes}, key=lambda k: (k[0], sorted(k[2])))
+        for i in range(0, len(todo), self.batch_size):
+            chunk = todo[i : i + self.batch_size]
+            ids, mask = self._pad([self._ids[p] for p, _, _ in chunk])
+            below = [(p, latents) for p, _, latents in chunk]
+            with ablate(self.model, self._ablations(below, range(start))):
+                h = forward_until(
+                    self.model, {"input_ids": ids, "attention_mask": mask}, start, before=True
+                ).cpu()
+            for r, key in enumerate(chunk):
+                self._prefixes[key] = h[r, h.shape[1] - self._ids[key[0]].shape[0] :].clone()
+        return [self._prefixes[k] for k in keys]
+
+    def _prefix_matches(self) -> bool:
+        rows: list[Row] = [(i, frozenset()) for i in range(min(2, len(self._ids)))]
+        start = min(max(self.first, 1), self.n_layers - 1)
+        return bool(torch.allclose(self._run(rows, start), self._run(rows, 0), atol=2e-2, rtol=0))
+
+    @torch.inference_mode()
+    def _run(self, rows: Sequence[Row], start: int) -> Tensor:
+        """P(refusal) for one batch of rows (no memo), running layers ``start..`` (0: all)."""
+        ids, mask = self._pad([self._ids[p] for p, _ in rows])
         enc = {"input_ids": ids, "attention_mask": mask}
         prefix: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
-        if self._prefix is not None:
-            hidden, _ = self._pad([self._prefix[p] for p, _ in rows])
-            prefix = _start_at(self.model, self.first, hidden)
+        if start > 0:
+            hidden, _ = self._pad(self._prefixes_for(rows, start))
+            prefix = _start_at(self.model, start, hidden)
             enc = {"inputs_embeds": torch.zeros_like(hidden), "attention_mask": mask}
-        with ablate(self.model, ablations), prefix:
+        # ablations below ``start`` are in the prefix (their layers pass through while it runs)
+        with ablate(self.model, self._ablations(rows, range(start, self.n_layers))), prefix:
             logits = last_position_logits(self.model, enc)
         probs = torch.softmax(logits.float(), dim=-1).cpu()
         self.forward_rows += len(rows)
+        self.layer_rows += len(rows) * (self.n_layers - start)
         return probs[:, self.refusal_ids].sum(-1)
 
-    def p_refusal(self, rows: Sequence[Row], desc: str | None = None) -> list[float]:
-        """P(refusal) per row; rows already scored come from the memo."""
-        todo = sorted({r for r in rows if r not in self._memo}, key=self._order_key)
-        starts = range(0, len(todo), self.batch_size)
-        bar = tqdm(starts, desc=desc or "score", disable=not self.progress or len(starts) < 2, leave=False)
-        for start in bar:
-            batch = todo[start : start + self.batch_size]
-            for row, p in zip(batch, self._run(batch).tolist(), strict=True):
+    def p_refusal(
+        self, rows: Sequence[Row], starts: Sequence[int] | None = None, *, desc: str | None = None
+    ) -> list[float]:
+        """P(refusal) per row; rows already scored come from the memo. ``starts`` (one per row,
+        default the first SAE layer) is where each row's forward begins; a row's score does not
+        depend on it beyond float rounding, only its cost does."""
+        if starts is not None and len(starts) != len(rows):
+            raise ValueError(f"{len(starts)} starts for {len(rows)} rows")
+        start_of: dict[Row, int] = {}
+        for i, row in enumerate(rows):
+            if row not in self._memo:
+                start = self.first if starts is None else starts[i]
+                start_of.setdefault(row, start if self.skips else 0)
+        batches: list[list[Row]] = []
+        for start in sorted(set(start_of.values())):  # one start per batch
+            group = sorted((r for r in start_of if start_of[r] == start), key=self._order_key)
+            batches.extend(group[i : i + self.batch_size] for i in range(0, len(group), self.batch_size))
+        bar = tqdm(batches, desc=desc or "score", disable=not self.progress or len(batches) < 2, leave=False)
+        for batch in bar:
+            for row, p in zip(batch, self._run(batch, start_of[batch[0]]).tolist(), strict=True):
                 self._memo[row] = p
         return [self._memo[r] for r in rows]
 

@@ -175,7 +175,8 @@ def find_dormant(
     tests = [(p, m) for p, minimal in enumerate(sets) for m in sorted(minimal) if act_h.value(p, m) == 0.0]
     if not tests:
         return []
-    p_back = scorer.p_refusal([(p, sets[p] - {m}) for p, m in tests], desc="dormant")
+    rows = [(p, sets[p] - {m}) for p, m in tests]
+    p_back = scorer.p_refusal(rows, desc="dormant", starts=[m[0] for _, m in tests])
     out: list[Dormant] = []
     held = rows_of(ctx.saes, sorted(stage2.union))  # once: every active set below is in the union
     for (p, m), back in zip(tests, p_back, strict=True):
