@@ -87,7 +87,7 @@ class SearchConfig:
     # --- compute ----------------------------------------------------------------------------
     batch_size: int = 32
     seed: int = 0
-    skip_prefix: bool = True  # reuse the residual below the first ablated layer
+    skip_prefix: bool = True  # reuse the residual below a row's start (first SAE layer; a tested latent's)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
