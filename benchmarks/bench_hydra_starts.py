@@ -5,8 +5,8 @@ ablate the same latents below j, so both can start at j from one cached residual
 S below j) instead of running every layer from the first SAE layer (``SubsetScorer`` starts).
 This runs the search's own ``find_hydras`` on a shipped plan's refused prompts twice in one
 process, the reference scorer ignoring ``starts`` (every row from the first SAE layer, as before),
-and prints wall time, decoder-layer rows run, and whether the two agree: the same hydras and
-tested counts, and the largest difference of any scored P(refusal).
+and prints wall time, decoder-layer rows run (rows and their cached prefixes), and whether the two
+agree: the same hydras and tested counts, and how far any scored P(refusal) moved.
 
 Run: HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/bench_hydra_starts.py \
         --plan refusal_eval/plans/qwen2.5-coder-0.5b-instruct-res-2k.json --prompts 12
@@ -70,10 +70,11 @@ def main() -> None:
         # the scorer holds every latent of its layers (whole SAEs), so it serves any woken set
         woken = find_hydras(chat, saes, prompts, sets, before, lambda _latents, s=scorer: s, cfg)
         wall = time.perf_counter() - t0
-        results[name] = (wall, scorer.layer_rows, woken, dict(scorer._memo))
+        layer_rows = scorer.layer_rows + scorer.prefix_layer_rows
+        results[name] = (wall, layer_rows, woken, dict(scorer._memo))
         print(
             f"{name}: {wall:.1f} s, {woken.n_tested} tests, {scorer.forward_rows} rows, "
-            f"{scorer.layer_rows} layer-rows, {len(woken.hydra)} hydras",
+            f"{layer_rows} layer-rows ({scorer.prefix_layer_rows} for prefixes), {len(woken.hydra)} hydras",
             flush=True,
         )
     (w0, l0, k0, m0), (w1, l1, k1, m1) = results.values()

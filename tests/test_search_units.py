@@ -3,6 +3,7 @@ and the config merge."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from conftest import make_coder, tiny_tokenizer
 
 from refusal_eval.config import DEFAULT_CONFIG_FILE, SearchConfig, load_config, parse_overrides
 from refusal_eval.errors import RefusalEvalError
+from refusal_eval.hooks import HookPoint
 from refusal_eval.search.greedy import greedy_minimal_sets
 from refusal_eval.search.interactions import (
     FactorizationMachine,
@@ -172,6 +174,8 @@ def test_scorer_rows_started_above_their_shared_layers_match_full_forwards(qwen_
     tok = tiny_tokenizer()
     tok.padding_side = "left"
     saes = {layer: make_coder("standard", layer=layer, d_sae=32, seed=layer) for layer in (0, 1, 2)}
+    # layer 2's SAE reads the input of layer 2: ablated after the start's substitution, once
+    saes[2] = dataclasses.replace(saes[2], hook=HookPoint(2, "resid_pre"))
     prompts = ["w1 w2 w3", "w4", "w5 w6 w7 w8 w9"]
     fast = SubsetScorer(qwen_tiny, tok, prompts, saes, [7, 9], batch_size=4, progress=False)
     slow = SubsetScorer(
@@ -186,12 +190,16 @@ def test_scorer_rows_started_above_their_shared_layers_match_full_forwards(qwen_
     fast.layer_rows = 0
     got = fast.p_refusal(rows, starts)
     want = slow.p_refusal(rows)
-    assert got == pytest.approx(want, abs=1e-5)
-    assert len({round(v, 6) for v in want}) > 6  # the latents do change the score
+    assert got == pytest.approx(want, abs=1e-6)
+    moved = sorted(
+        abs(a - b) for a, b in zip(want[::2], want[1::2], strict=True)
+    )  # each pair: without vs with w
+    assert sum(d > 1e-5 for d in moved) >= 12, moved  # the pairs do differ, far beyond 1e-6
     # distinct rows per prompt: base (first asked from layer 2: the first start asked wins),
     # three with-rows from layer 2, base + (1, 20) and base - (1, 5) from layer 1
     assert fast.forward_rows - 4 == 3 * 6  # 4: the skip check's two rows, twice
     assert fast.layer_rows == 3 * (4 * 1 + 2 * 2)
+    assert fast.prefix_layer_rows == 3 * (2 + 1) + 2 * 1  # + the skip check's two into layer 1
     # prefixes: per prompt, one into layer 2 (base below 2) and one into layer 1 (base below 1),
     # besides the skip check's two unablated ones into layer 1 (its start: max(first, 1))
     assert sorted((p, start, len(below)) for p, start, below in fast._prefixes) == sorted(
@@ -199,6 +207,8 @@ def test_scorer_rows_started_above_their_shared_layers_match_full_forwards(qwen_
     )
     with pytest.raises(ValueError, match="2 starts for 3 rows"):
         fast.p_refusal(rows[:3], [1, 1])
+    with pytest.raises(ValueError, match=r"starts must be decoder layers 0..2, got \[1, 3\]"):
+        fast.p_refusal(rows[:2], [1, 3])
 
 
 # --- config ------------------------------------------------------------------------------------

@@ -119,7 +119,8 @@ def find_hydras(
     tests, woken = woken_latents(before, after, sets, threshold=cfg.wake_threshold, top_n=cfg.wake_top_n)
     pairs = [effect_rows(t, sets[t.prompt]) for t in tests]
     scorer = scorer_for(sorted({t.latent for t in tests}))
-    # a test's two rows differ only at its latent's layer: both start there (scorer.py)
+    # a test's two rows differ only at its latent's layer, so both may start there (scorer.py);
+    # a row shared by several tests (S itself, when w is not in S) keeps the first start asked
     starts = [t.latent[0] for t in tests]
     p_without = scorer.p_refusal([w for w, _ in pairs], desc="hydra (without)", starts=starts)
     p_with = scorer.p_refusal([w for _, w in pairs], desc="hydra (with)", starts=starts)

@@ -85,7 +85,8 @@ class SubsetScorer:
         self._ids = [encode_chat(tokenizer, [p])["input_ids"][0] for p in prompts]
         self._memo: dict[Row, float] = {}
         self.forward_rows = 0  # rows actually run (memo misses), for benchmarks
-        self.layer_rows = 0  # decoder layers those rows ran, summed (prefixes not counted)
+        self.layer_rows = 0  # decoder layers those rows ran, summed
+        self.prefix_layer_rows = 0  # decoder layers run to make their cached prefixes, summed
         self.n_layers = len(decoder_layers(model))
         self.first = min(saes) if saes else 0
         self._prefixes: dict[Prefix, Tensor] = {}
@@ -119,7 +120,10 @@ class SubsetScorer:
         """Per row, the ``(len, d_model)`` residual entering layer ``start`` with the row's
         latents below ``start`` ablated; computed once per distinct (prompt, start, latents)."""
         keys: list[Prefix] = [(p, start, frozenset(x for x in s if x[0] < start)) for p, s in rows]
-        todo = sorted({k for k in keys if k not in self._prefixes}, key=lambda k: (k[0], sorted(k[2])))
+        todo = sorted(
+            {k for k in keys if k not in self._prefixes},
+            key=lambda k: (int(self._ids[k[0]].shape[0]), k[0], sorted(k[2])),  # little padding
+        )
         for i in range(0, len(todo), self.batch_size):
             chunk = todo[i : i + self.batch_size]
             ids, mask = self._pad([self._ids[p] for p, _, _ in chunk])
@@ -130,6 +134,7 @@ class SubsetScorer:
                 ).cpu()
             for r, key in enumerate(chunk):
                 self._prefixes[key] = h[r, h.shape[1] - self._ids[key[0]].shape[0] :].clone()
+            self.prefix_layer_rows += len(chunk) * start
         return [self._prefixes[k] for k in keys]
 
     def _prefix_matches(self) -> bool:
@@ -160,9 +165,14 @@ class SubsetScorer:
     ) -> list[float]:
         """P(refusal) per row; rows already scored come from the memo. ``starts`` (one per row,
         default the first SAE layer) is where each row's forward begins; a row's score does not
-        depend on it beyond float rounding, only its cost does."""
+        depend on it beyond float rounding, only its cost does. A row asked again with another
+        start is answered from the memo (the first start asked wins)."""
         if starts is not None and len(starts) != len(rows):
             raise ValueError(f"{len(starts)} starts for {len(rows)} rows")
+        if starts is not None and not all(0 <= s < self.n_layers for s in starts):
+            raise ValueError(
+                f"starts must be decoder layers 0..{self.n_layers - 1}, got {sorted(set(starts))}"
+            )
         start_of: dict[Row, int] = {}
         for i, row in enumerate(rows):
             if row not in self._memo:
