@@ -43,10 +43,10 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=12, help="the plan's first N refused prompts")
     ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
-    body = AblationPlan.load(args.plan).body
+    plan = AblationPlan.load(args.plan)
+    body = plan.body
     cfg = SearchConfig().replace(**{k: v for k, v in body.config.items() if k in SearchConfig().to_dict()})
     chat = load_model(body.model.spec, dtype=args.dtype)
-    plan = AblationPlan.load(args.plan)
     layers = sorted(plan.sae_layer_ids)
     saes = load_saes(plan.sae_source, layers=layers, model=chat)
     harmful = PromptSets.from_config(cfg).harmful

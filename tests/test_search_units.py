@@ -191,9 +191,8 @@ def test_scorer_rows_started_above_their_shared_layers_match_full_forwards(qwen_
     got = fast.p_refusal(rows, starts)
     want = slow.p_refusal(rows)
     assert got == pytest.approx(want, abs=1e-6)
-    moved = sorted(
-        abs(a - b) for a, b in zip(want[::2], want[1::2], strict=True)
-    )  # each pair: without vs with w
+    # each pair: without vs with w
+    moved = sorted(abs(a - b) for a, b in zip(want[::2], want[1::2], strict=True))
     assert sum(d > 1e-5 for d in moved) >= 12, moved  # the pairs do differ, far beyond 1e-6
     # distinct rows per prompt: base (first asked from layer 2: the first start asked wins),
     # three with-rows from layer 2, base + (1, 20) and base - (1, 5) from layer 1
